@@ -1,0 +1,106 @@
+"""WorkflowSpec -> compiled LangGraph StateGraph, cached by the spec's content hash.
+
+- unconditional edges become `add_edge`; all conditional edges leaving one node become
+  one `add_conditional_edges` whose router returns every target whose condition holds
+  (a list target fans out in parallel);
+- a node with several predecessors is a join: it is added with `defer=True`, so it runs
+  once, after every branch that was taken has finished;
+- node functions read their run context (run id, limiter, observer, dispatcher) from
+  the invoke config, so one compiled graph serves every run of the same spec.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from typing import Any, Callable
+
+from langgraph.graph import END, START, StateGraph
+
+from . import conditions
+from .nodes import make_node
+from .runtime import context_from
+from .spec import WorkflowSpec
+from .state import state_type_for
+from .step import run_step
+
+_CACHE_SIZE = 256
+_cache: "OrderedDict[tuple, Any]" = OrderedDict()
+_cache_lock = threading.Lock()
+
+
+def node_function(spec: WorkflowSpec, impl) -> Callable:
+    node_id = impl.node.id
+
+    def run(state: dict, config) -> dict:
+        ctx = context_from(config)
+        if ctx.dispatch is not None and impl.calls_outside:
+            return ctx.dispatch(node_id, state)
+        return run_step(spec, impl, state, ctx)
+
+    run.__name__ = f"node_{node_id}"
+    return run
+
+
+def _router(branches: list[tuple[Callable[[dict], bool], list[str]]]) -> Callable:
+    def route(state: dict) -> list[str]:
+        chosen: list[str] = []
+        for predicate, targets in branches:
+            if predicate(state):
+                chosen.extend(t for t in targets if t not in chosen)
+        return chosen or [END]
+
+    return route
+
+
+def build_graph(spec: WorkflowSpec) -> StateGraph:
+    out_keys = {getattr(n.config, "output_key", None) for n in spec.nodes} - {None}
+    graph = StateGraph(state_type_for(out_keys))
+
+    predecessors: dict[str, set[str]] = {n.id: set() for n in spec.nodes}
+    for edge in spec.edges:
+        for t in edge.targets:
+            predecessors[t].add(edge.from_)
+
+    for node in spec.nodes:
+        impl = make_node(node, spec)
+        graph.add_node(node.id, node_function(spec, impl), defer=len(predecessors[node.id]) > 1)
+
+    graph.add_edge(START, spec.start_node)
+    for node in spec.nodes:
+        outgoing = [e for e in spec.edges if e.from_ == node.id]
+        if not outgoing:
+            graph.add_edge(node.id, END)
+            continue
+        branches = []
+        for edge in outgoing:
+            if edge.condition is None:
+                for t in edge.targets:
+                    graph.add_edge(node.id, t)
+            else:
+                branches.append((conditions.compile_condition(edge.condition), edge.targets))
+        if branches:
+            path_map = sorted({t for _, ts in branches for t in ts}) + [END]
+            graph.add_conditional_edges(node.id, _router(branches), path_map)
+    return graph
+
+
+def compile_spec(spec: WorkflowSpec, checkpointer: Any = None):
+    """The compiled graph for a validated spec; cached by content hash."""
+    key = (spec.content_hash(), id(checkpointer) if checkpointer is not None else None)
+    with _cache_lock:
+        hit = _cache.get(key)
+        if hit is not None:
+            _cache.move_to_end(key)
+            return hit
+    compiled = build_graph(spec).compile(checkpointer=checkpointer, name=spec.id)
+    with _cache_lock:
+        _cache[key] = compiled
+        while len(_cache) > _CACHE_SIZE:
+            _cache.popitem(last=False)
+    return compiled
+
+
+def clear_cache() -> None:
+    with _cache_lock:
+        _cache.clear()

@@ -1,0 +1,62 @@
+"""What a node needs at call time, passed through LangGraph's config.
+
+Compiled graphs are cached by spec hash and shared between runs, so anything that
+belongs to one run (its id, the limiter, who records its steps) travels here rather
+than being captured when the graph is built.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, Protocol
+
+CONFIG_KEY = "agentflow"
+
+
+class StepObserver(Protocol):
+    """Receives step events; the store and the live event stream implement it."""
+
+    def step_started(self, run_id: str, node_id: str, node_type: str, attempt: int) -> None: ...
+
+    def step_finished(self, run_id: str, node_id: str, *, update: dict, tokens: int, cost: float,
+                      duration_ms: float) -> None: ...
+
+    def step_failed(self, run_id: str, node_id: str, *, error: str, duration_ms: float) -> None: ...
+
+    def token(self, run_id: str, node_id: str, delta: str) -> None: ...
+
+
+class NullObserver:
+    def step_started(self, run_id, node_id, node_type, attempt):
+        pass
+
+    def step_finished(self, run_id, node_id, *, update, tokens, cost, duration_ms):
+        pass
+
+    def step_failed(self, run_id, node_id, *, error, duration_ms):
+        pass
+
+    def token(self, run_id, node_id, delta):
+        pass
+
+
+@dataclass
+class RunContext:
+    run_id: str = "adhoc"
+    env: Mapping[str, str] = field(default_factory=lambda: os.environ)
+    observer: StepObserver = field(default_factory=NullObserver)
+    # agentflow.ratelimit.Limiter; None = no limits (tests, benches)
+    limiter: Any = None
+    # Distributed mode: runs a node's work elsewhere (a Celery queue) and returns its update.
+    # Signature: dispatch(node_id, state) -> dict. None = run in this process.
+    dispatch: Callable[[str, dict], dict] | None = None
+    # How long a node may wait for a rate-limit grant before failing (embedded mode).
+    max_limit_wait: float = 300.0
+    extra: dict = field(default_factory=dict)
+
+
+def context_from(config: Mapping[str, Any] | None) -> RunContext:
+    configurable = (config or {}).get("configurable", {}) if config else {}
+    ctx = configurable.get(CONFIG_KEY)
+    return ctx if isinstance(ctx, RunContext) else RunContext()

@@ -1,0 +1,290 @@
+"""WorkflowSpec: the JSON contract (contract.md section 1) as pydantic v2 models.
+
+Every model forbids unknown keys, so a typo in a spec is an error with a path rather
+than a silently ignored setting. `workflow_json_schema()` is what Studio builds its
+property forms from.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
+
+Identifier = Annotated[
+    str,
+    Field(min_length=1, max_length=128, pattern=r"^[A-Za-z_][A-Za-z0-9_\-]*$",
+          description="Letters, digits, '_' and '-'; starts with a letter or '_'."),
+]
+EnvName = Annotated[
+    str,
+    Field(min_length=1, max_length=256, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+          description="Name of an environment variable (never its value)."),
+]
+# Output keys become GraphState channels, so they follow the same rule as ids but no '-'.
+StateKey = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z][A-Za-z0-9_]*$")]
+
+NODE_TYPES = ("input", "router", "llm", "image", "db", "aggregator", "api")
+SOURCE_KINDS = ("llm", "image", "db", "api")
+# Which source kind each node type may use; None = the node takes no source.
+NODE_SOURCE_KIND: dict[str, str | None] = {
+    "input": None, "router": "llm", "llm": "llm", "image": "image",
+    "db": "db", "aggregator": None, "api": "api",
+}
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+# ---------------------------------------------------------------- node configs
+
+
+class _CallConfig(_Strict):
+    """Settings shared by nodes that call the outside world."""
+
+    timeout_seconds: float | None = Field(None, gt=0, le=600, description="Per-attempt timeout.")
+    max_retries: int | None = Field(None, ge=0, le=10, description="Retries after the first attempt.")
+
+
+class InputConfig(_Strict):
+    defaults: dict[str, Any] = Field(default_factory=dict,
+                                     description="Metadata defaults merged under the run's metadata.")
+
+
+class RouterRule(_Strict):
+    condition: str = Field(description="Condition over GraphState, e.g. \"metadata.tier == 'paid'\".")
+    value: str = Field(description="Value written to output_key when the condition holds.")
+
+
+class RouterConfig(_CallConfig):
+    mode: Literal["rules", "llm"] = "rules"
+    output_key: StateKey = "intent"
+    rules: list[RouterRule] = Field(default_factory=list, description="rules mode: first match wins.")
+    default: str | None = Field(None, description="Value when no rule matches (rules mode).")
+    labels: list[str] = Field(default_factory=list, description="llm mode: the allowed answers.")
+    prompt: str | None = Field(None, description="llm mode: classification prompt template.")
+    temperature: float | None = Field(0.0, ge=0, le=2)
+
+
+class LLMConfig(_CallConfig):
+    prompt: str = Field(description="User message template, e.g. 'Answer: {user_input}'.")
+    system: str | None = Field(None, description="Optional system message template.")
+    output_key: StateKey = "text_result"
+    max_tokens: int | None = Field(None, gt=0, le=200_000)
+    temperature: float | None = Field(None, ge=0, le=2)
+    stream: bool = Field(False, description="Stream tokens as they arrive.")
+
+
+class ImageConfig(_CallConfig):
+    prompt: str
+    size: str = Field("1024x1024", pattern=r"^\d{2,5}x\d{2,5}$")
+    n: int = Field(1, ge=1, le=10)
+    quality: str | None = None
+    output_key: StateKey = "image_result"
+
+
+class DBConfig(_CallConfig):
+    query: str = Field(description="One read-only SQL statement with :named parameters.")
+    params: dict[str, Any] = Field(default_factory=dict,
+                                   description="Parameter values; strings are templates over GraphState.")
+    output_key: StateKey = "db_result"
+    max_rows: int = Field(100, ge=1, le=100_000)
+
+
+class AggregatorConfig(_Strict):
+    fields: list[str] = Field(min_length=1, description="GraphState fields collected into the output.")
+    output_key: StateKey = "final_output"
+    template: str | None = Field(None, description="Optional text template; without it the output is an object.")
+
+
+class APIConfig(_CallConfig):
+    method: Literal["GET", "POST", "PUT", "PATCH", "DELETE"] = "GET"
+    path: str = Field("", description="Path template appended to the source's base_url.")
+    query: dict[str, str] = Field(default_factory=dict)
+    headers: dict[str, str] = Field(default_factory=dict)
+    body: Any = Field(None, description="JSON body; strings inside are templates.")
+    output_key: StateKey = "api_result"
+
+
+# ---------------------------------------------------------------- nodes
+
+
+class _NodeBase(_Strict):
+    id: Identifier
+    source: str | None = Field(None, description="Id of a source of the kind this node type needs.")
+    queue: str | None = Field(None, description="Id of a queue whose limits this node obeys.")
+    sub_queue: str | None = Field(None, description="Sub-queue of that queue (else metadata.sub_queue).")
+    label: str | None = Field(None, description="Display name in Studio.")
+    position: dict[str, float] | None = Field(None, description="Canvas position {x, y}, kept by Studio.")
+
+
+class InputNode(_NodeBase):
+    type: Literal["input"]
+    config: InputConfig = Field(default_factory=InputConfig)
+
+
+class RouterNode(_NodeBase):
+    type: Literal["router"]
+    config: RouterConfig = Field(default_factory=RouterConfig)
+
+
+class LLMNode(_NodeBase):
+    type: Literal["llm"]
+    config: LLMConfig
+
+
+class ImageNode(_NodeBase):
+    type: Literal["image"]
+    config: ImageConfig
+
+
+class DBNode(_NodeBase):
+    type: Literal["db"]
+    config: DBConfig
+
+
+class AggregatorNode(_NodeBase):
+    type: Literal["aggregator"]
+    config: AggregatorConfig
+
+
+class APINode(_NodeBase):
+    type: Literal["api"]
+    config: APIConfig = Field(default_factory=APIConfig)
+
+
+Node = Annotated[
+    Union[InputNode, RouterNode, LLMNode, ImageNode, DBNode, AggregatorNode, APINode],
+    Field(discriminator="type"),
+]
+
+# ---------------------------------------------------------------- edges, queues
+
+
+class Edge(_Strict):
+    from_: Identifier = Field(alias="from")
+    to: Identifier | list[Identifier]
+    condition: str | None = Field(None, description="Safe expression over GraphState.")
+
+    @field_validator("to")
+    @classmethod
+    def _non_empty(cls, v: str | list[str]) -> str | list[str]:
+        if isinstance(v, list) and not v:
+            raise ValueError("'to' must name at least one node")
+        return v
+
+    @property
+    def targets(self) -> list[str]:
+        return [self.to] if isinstance(self.to, str) else list(self.to)
+
+
+class SubQueue(_Strict):
+    id: Identifier
+    weight: float = Field(1.0, gt=0, le=1000)
+
+
+class Queue(_Strict):
+    id: Identifier
+    max_messages_per_second: float | None = Field(None, gt=0)
+    max_requests_per_minute: float | None = Field(None, gt=0)
+    max_tokens_per_minute: int | None = Field(None, gt=0)
+    burst_size: int | None = Field(None, ge=1)
+    sub_queues: list[SubQueue] = Field(default_factory=list)
+
+
+# ---------------------------------------------------------------- sources
+
+
+class _SourceBase(_Strict):
+    id: Identifier
+    description: str | None = None
+    timeout_seconds: float | None = Field(None, gt=0, le=600)
+    max_retries: int | None = Field(None, ge=0, le=10)
+
+
+class LLMSource(_SourceBase):
+    kind: Literal["llm"]
+    provider: Literal["openai"] = "openai"
+    model: str = Field(min_length=1)
+    api_key_env: EnvName | None = None
+    base_url_env: EnvName | None = None
+    input_cost_per_1k: float | None = Field(None, ge=0, description="Overrides the price table.")
+    output_cost_per_1k: float | None = Field(None, ge=0, description="Overrides the price table.")
+
+
+class ImageSource(_SourceBase):
+    kind: Literal["image"]
+    provider: Literal["openai"] = "openai"
+    model: str = Field(min_length=1)
+    api_key_env: EnvName | None = None
+    base_url_env: EnvName | None = None
+    cost_per_image: float | None = Field(None, ge=0, description="Overrides the price table.")
+
+
+class DBSource(_SourceBase):
+    kind: Literal["db"]
+    driver: Literal["postgresql", "sqlite"]
+    dsn_env: EnvName
+    statement_timeout_ms: int = Field(5000, ge=1, le=600_000)
+
+
+class APISource(_SourceBase):
+    kind: Literal["api"]
+    base_url: str = Field(pattern=r"^https?://", description="http(s) base URL.")
+    auth_env: EnvName | None = None
+    auth_header: str = "Authorization"
+    auth_scheme: str | None = Field("Bearer", description="Prefix before the secret; null for none.")
+    allow_private: bool = Field(False, description="Allow loopback/private/link-local targets.")
+
+
+Source = Annotated[
+    Union[LLMSource, ImageSource, DBSource, APISource], Field(discriminator="kind")
+]
+
+# ---------------------------------------------------------------- workflow
+
+
+class WorkflowSpec(_Strict):
+    id: Identifier
+    name: str = Field(min_length=1, max_length=256)
+    description: str | None = None
+    start_node: Identifier
+    nodes: list[Node] = Field(min_length=1)
+    edges: list[Edge] = Field(default_factory=list)
+    queues: list[Queue] = Field(default_factory=list)
+    sources: list[Source] = Field(default_factory=list)
+    # Specs are treated as immutable once parsed, so the content hash is computed once.
+    _hash: str | None = PrivateAttr(default=None)
+
+    def node(self, node_id: str):
+        return next(n for n in self.nodes if n.id == node_id)
+
+    def source(self, source_id: str | None):
+        return next((s for s in self.sources if s.id == source_id), None)
+
+    def queue(self, queue_id: str | None) -> Queue | None:
+        return next((q for q in self.queues if q.id == queue_id), None)
+
+    def to_json(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", by_alias=True, exclude_unset=True)
+
+    def content_hash(self) -> str:
+        if self._hash is None:
+            self._hash = spec_hash(self.to_json())
+        return self._hash
+
+
+def spec_hash(data: dict[str, Any]) -> str:
+    """Stable hash of a spec's content (key order does not matter)."""
+    canon = json.dumps(data, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canon.encode()).hexdigest()
+
+
+def workflow_json_schema() -> dict[str, Any]:
+    schema = WorkflowSpec.model_json_schema(by_alias=True)
+    schema["$id"] = "https://agentflow.dev/schema/workflow-spec.json"
+    schema["title"] = "WorkflowSpec"
+    return schema

@@ -1,0 +1,75 @@
+"""One node execution: limits, timing, observer events and a readable error.
+
+Shared by the embedded executor (inside the LangGraph node function) and by the Celery
+node tasks of the distributed mode, so both record steps the same way.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from ..ratelimit.base import Decision, QueueLimits
+from .errors import RateLimitExceeded, StepError
+from .runtime import RunContext
+from .secrets import redact
+
+
+class StepFailed(RuntimeError):
+    """A node failed; the message names the node and says why, secrets removed."""
+
+    def __init__(self, node_id: str, message: str, retryable: bool = False):
+        super().__init__(f"node {node_id!r} failed: {message}")
+        self.node_id = node_id
+        self.reason = message
+        self.retryable = retryable
+
+
+def describe(exc: BaseException) -> str:
+    if isinstance(exc, StepError):
+        return redact(str(exc))
+    text = str(exc) or exc.__class__.__name__
+    return redact(f"{exc.__class__.__name__}: {text}")
+
+
+def queue_plan(spec, node, state: dict) -> tuple[QueueLimits, str | None] | None:
+    """The queue limits and sub-queue a node's call is charged to, if any."""
+    queue = spec.queue(node.queue)
+    if queue is None:
+        return None
+    subs = {s.id for s in queue.sub_queues}
+    wanted = node.sub_queue or ((state.get("metadata") or {}).get("sub_queue"))
+    sub = wanted if wanted in subs else (queue.sub_queues[0].id if queue.sub_queues and wanted is None else None)
+    if wanted is not None and wanted not in subs:
+        sub = None  # unknown sub-queue in metadata: charge the queue, not a sub-queue
+    return QueueLimits.from_spec(queue, namespace=spec.id), sub
+
+
+def run_step(spec, impl, state: dict, ctx: RunContext, attempt: int = 1) -> dict[str, Any]:
+    node = impl.node
+    ctx.observer.step_started(ctx.run_id, node.id, node.type, attempt)
+    started = time.perf_counter()
+    plan = queue_plan(spec, node, state) if ctx.limiter is not None else None
+    decision: Decision | None = None
+    try:
+        if plan is not None:
+            limits, sub = plan
+            tokens = impl.estimate_tokens(state) if limits.max_tokens_per_minute else 0
+            decision = ctx.limiter.acquire(limits, sub, tokens, timeout=ctx.max_limit_wait)
+            if not decision.allowed:
+                raise RateLimitExceeded(f"queue {node.queue!r} gave no slot within {ctx.max_limit_wait:.0f} s")
+        update = impl(state, ctx) or {}
+        if decision is not None and plan is not None:
+            ctx.limiter.settle(plan[0], decision, int(update.get("tokens_used") or 0))
+    except Exception as exc:
+        if decision is not None and plan is not None:
+            ctx.limiter.settle(plan[0], decision, 0)
+        message = describe(exc)
+        ctx.observer.step_failed(ctx.run_id, node.id, error=message,
+                                 duration_ms=(time.perf_counter() - started) * 1000)
+        raise StepFailed(node.id, message, getattr(exc, "retryable", False)) from exc
+    ctx.observer.step_finished(ctx.run_id, node.id, update=update,
+                               tokens=int(update.get("tokens_used") or 0),
+                               cost=float(update.get("cost") or 0.0),
+                               duration_ms=(time.perf_counter() - started) * 1000)
+    return update

@@ -1,0 +1,1 @@
+"""Running workflows for real: the run record, live events and the embedded executor."""

@@ -1,0 +1,118 @@
+"""Live run events (step started/ended, token deltas, run end) for SSE subscribers.
+
+In-process queues in embedded mode; Redis pub/sub in distributed mode, where the
+publisher is a worker process and the subscriber an API process.
+"""
+
+from __future__ import annotations
+
+import json
+import queue
+import threading
+from typing import Any, Iterator, Protocol
+
+Event = tuple[str, dict[str, Any]]  # (kind, data): kind in step | token | end
+
+
+class Subscription(Protocol):
+    def get(self, timeout: float) -> Event | None: ...
+
+    def close(self) -> None: ...
+
+
+class EventBus(Protocol):
+    def publish(self, run_id: str, kind: str, data: dict[str, Any]) -> None: ...
+
+    def subscribe(self, run_id: str) -> Subscription: ...
+
+
+class _QueueSubscription:
+    def __init__(self, bus: "MemoryEventBus", run_id: str):
+        self.bus, self.run_id = bus, run_id
+        self.queue: "queue.Queue[Event]" = queue.Queue(maxsize=10_000)
+
+    def get(self, timeout: float) -> Event | None:
+        try:
+            return self.queue.get(timeout=timeout)
+        except queue.Empty:
+            return None
+
+    def close(self) -> None:
+        self.bus._drop(self)
+
+
+class MemoryEventBus:
+    def __init__(self) -> None:
+        self._subs: dict[str, list[_QueueSubscription]] = {}
+        self._lock = threading.Lock()
+
+    def publish(self, run_id: str, kind: str, data: dict[str, Any]) -> None:
+        with self._lock:
+            subs = list(self._subs.get(run_id, ()))
+        for sub in subs:
+            try:
+                sub.queue.put_nowait((kind, data))
+            except queue.Full:  # a stalled client must not block the run
+                pass
+
+    def subscribe(self, run_id: str) -> _QueueSubscription:
+        sub = _QueueSubscription(self, run_id)
+        with self._lock:
+            self._subs.setdefault(run_id, []).append(sub)
+        return sub
+
+    def _drop(self, sub: _QueueSubscription) -> None:
+        with self._lock:
+            subs = self._subs.get(sub.run_id, [])
+            if sub in subs:
+                subs.remove(sub)
+            if not subs:
+                self._subs.pop(sub.run_id, None)
+
+
+class _RedisSubscription:
+    def __init__(self, client, run_id: str):
+        self.pubsub = client.pubsub(ignore_subscribe_messages=True)
+        self.pubsub.subscribe(RedisEventBus.channel(run_id))
+
+    def get(self, timeout: float) -> Event | None:
+        msg = self.pubsub.get_message(timeout=timeout)
+        if not msg or msg.get("type") != "message":
+            return None
+        payload = json.loads(msg["data"])
+        return payload["kind"], payload["data"]
+
+    def close(self) -> None:
+        try:
+            self.pubsub.close()
+        except Exception:
+            pass
+
+
+class RedisEventBus:
+    def __init__(self, url_or_client):
+        import redis
+
+        self.client = redis.Redis.from_url(url_or_client) if isinstance(url_or_client, str) else url_or_client
+
+    @staticmethod
+    def channel(run_id: str) -> str:
+        return f"af:run-events:{run_id}"
+
+    def publish(self, run_id: str, kind: str, data: dict[str, Any]) -> None:
+        try:
+            self.client.publish(self.channel(run_id), json.dumps({"kind": kind, "data": data}, default=str))
+        except Exception:
+            # Events are a live view; the store is the record. Losing one must not fail a run.
+            pass
+
+    def subscribe(self, run_id: str) -> _RedisSubscription:
+        return _RedisSubscription(self.client, run_id)
+
+
+def iterate(sub: Subscription, timeout: float) -> Iterator[Event]:
+    while True:
+        event = sub.get(timeout)
+        if event is None:
+            return
+        yield event

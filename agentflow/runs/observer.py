@@ -1,0 +1,39 @@
+"""Step observer that writes each step to the store and publishes it live."""
+
+from __future__ import annotations
+
+from ..graph.errors import StepError
+from ..store.runs import RunStore
+
+
+class RunCancelled(StepError):
+    """Raised at the next step boundary of a run whose cancel was requested."""
+
+
+class RecordingObserver:
+    def __init__(self, store: RunStore, bus, queue_of=None, worker: str | None = None):
+        self.store, self.bus = store, bus
+        self.queue_of = queue_of or (lambda node_id: None)
+        self.worker = worker
+
+    def step_started(self, run_id, node_id, node_type, attempt):
+        # Cancellation is checked at step boundaries: a cancelled run starts no new step.
+        if self.store.status(run_id) == "cancelled":
+            raise RunCancelled("run was cancelled")
+        step = self.store.step_started(run_id, node_id, node_type, attempt,
+                                       queue=self.queue_of(node_id), worker=self.worker)
+        self.bus.publish(run_id, "step", step)
+
+    def step_finished(self, run_id, node_id, *, update, tokens, cost, duration_ms):
+        step = self.store.step_ended(run_id, node_id, status="succeeded", duration_ms=duration_ms,
+                                     tokens=tokens, cost=cost, output=update)
+        if step:
+            self.bus.publish(run_id, "step", step)
+
+    def step_failed(self, run_id, node_id, *, error, duration_ms):
+        step = self.store.step_ended(run_id, node_id, status="failed", duration_ms=duration_ms, error=error)
+        if step:
+            self.bus.publish(run_id, "step", step)
+
+    def token(self, run_id, node_id, delta):
+        self.bus.publish(run_id, "token", {"node_id": node_id, "delta": delta})

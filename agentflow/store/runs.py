@@ -1,0 +1,158 @@
+"""Run and step records: created by the API, written by whoever executes the run."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from ..graph.secrets import redact
+from .db import session_scope
+from .models import DEFAULT_TENANT, Run, Step, utcnow
+
+TERMINAL = ("succeeded", "failed", "cancelled")
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value else None
+
+
+def step_dict(step: Step) -> dict[str, Any]:
+    return {"run_id": step.run_id, "node_id": step.node_id, "node_type": step.node_type,
+            "status": step.status, "attempt": step.attempt, "queue": step.queue, "worker": step.worker,
+            "started_at": _iso(step.started_at), "finished_at": _iso(step.finished_at),
+            "duration_ms": step.duration_ms, "tokens": step.tokens, "cost": step.cost, "error": step.error}
+
+
+def run_dict(run: Run, steps: list[Step] | None = None) -> dict[str, Any]:
+    out = {"run_id": run.id, "workflow_id": run.workflow_id, "workflow_version": run.workflow_version,
+           "status": run.status, "input": run.input, "state": run.state, "error": run.error,
+           "tokens_used": run.tokens_used, "cost": run.cost, "attempts": run.attempts,
+           "created_at": _iso(run.created_at), "started_at": _iso(run.started_at),
+           "finished_at": _iso(run.finished_at)}
+    if steps is not None:
+        out["steps"] = [step_dict(s) for s in steps]
+    return out
+
+
+class RunStore:
+    """Thin repository over runs and steps, safe to share between threads."""
+
+    def __init__(self, factory: sessionmaker[Session]):
+        self.factory = factory
+
+    def create(self, spec: dict, run_input: dict, *, workflow_id: str | None = None,
+               workflow_version: int | None = None, tenant_id: str = DEFAULT_TENANT,
+               run_id: str | None = None) -> str:
+        run_id = run_id or str(uuid.uuid4())
+        with session_scope(self.factory) as s:
+            s.add(Run(id=run_id, tenant_id=tenant_id, workflow_id=workflow_id,
+                      workflow_version=workflow_version, spec=spec, status="queued",
+                      input=redact(run_input)))
+        return run_id
+
+    def get(self, run_id: str, tenant_id: str | None = None, with_steps: bool = True) -> dict | None:
+        with session_scope(self.factory) as s:
+            run = s.get(Run, run_id)
+            if run is None or (tenant_id is not None and run.tenant_id != tenant_id):
+                return None
+            steps = list(s.scalars(select(Step).where(Step.run_id == run_id).order_by(Step.id))) if with_steps else None
+            return run_dict(run, steps)
+
+    def spec_of(self, run_id: str) -> tuple[dict, dict, str] | None:
+        with session_scope(self.factory) as s:
+            run = s.get(Run, run_id)
+            return (run.spec, run.input, run.status) if run else None
+
+    def status(self, run_id: str) -> str | None:
+        with session_scope(self.factory) as s:
+            return s.scalar(select(Run.status).where(Run.id == run_id))
+
+    def mark_running(self, run_id: str) -> bool:
+        """queued/running -> running; False when the run already ended or was cancelled."""
+        with session_scope(self.factory) as s:
+            res = s.execute(update(Run).where(Run.id == run_id, Run.status.in_(("queued", "running")))
+                            .values(status="running", started_at=utcnow(), heartbeat_at=utcnow(),
+                                    attempts=Run.attempts + 1))
+            return res.rowcount == 1
+
+    def finish(self, run_id: str, status: str, state: dict | None = None, error: str | None = None) -> bool:
+        state = redact(state) if state is not None else None
+        with session_scope(self.factory) as s:
+            values: dict[str, Any] = {"status": status, "finished_at": utcnow(), "error": redact(error)}
+            if state is not None:
+                values["state"] = state
+                values["tokens_used"] = int(state.get("tokens_used") or 0)
+                values["cost"] = float(state.get("cost") or 0.0)
+            res = s.execute(update(Run).where(Run.id == run_id, Run.status.notin_(TERMINAL)).values(**values))
+            return res.rowcount == 1
+
+    def cancel(self, run_id: str, tenant_id: str | None = None) -> str | None:
+        """Cancel a queued or running run; returns the status after the call (None = no such run)."""
+        with session_scope(self.factory) as s:
+            run = s.get(Run, run_id)
+            if run is None or (tenant_id is not None and run.tenant_id != tenant_id):
+                return None
+            if run.status in TERMINAL:
+                return run.status
+            run.status = "cancelled"
+            run.cancel_requested = True
+            run.finished_at = utcnow()
+            run.error = "cancelled by request"
+            return "cancelled"
+
+    def list(self, *, workflow_id: str | None = None, tenant_id: str = DEFAULT_TENANT,
+             limit: int = 50, before: str | None = None) -> tuple[list[dict], str | None]:
+        """Newest first; `before` is the cursor (a run id) returned by the previous page."""
+        with session_scope(self.factory) as s:
+            q = select(Run).where(Run.tenant_id == tenant_id)
+            if workflow_id is not None:
+                q = q.where(Run.workflow_id == workflow_id)
+            if before:
+                anchor = s.get(Run, before)
+                if anchor is not None:
+                    q = q.where((Run.created_at < anchor.created_at) |
+                                ((Run.created_at == anchor.created_at) & (Run.id < anchor.id)))
+            rows = list(s.scalars(q.order_by(Run.created_at.desc(), Run.id.desc()).limit(limit + 1)))
+            items = [run_dict(r) for r in rows[:limit]]
+            for item in items:
+                item.pop("input", None)
+                item.pop("state", None)
+            return items, (rows[limit - 1].id if len(rows) > limit else None)
+
+    # ---- steps
+
+    def step_started(self, run_id: str, node_id: str, node_type: str, attempt: int = 1,
+                     queue: str | None = None, worker: str | None = None, tenant_id: str | None = None) -> dict:
+        with session_scope(self.factory) as s:
+            if tenant_id is None:
+                tenant_id = s.scalar(select(Run.tenant_id).where(Run.id == run_id)) or DEFAULT_TENANT
+            step = Step(run_id=run_id, tenant_id=tenant_id, node_id=node_id, node_type=node_type,
+                        status="running", attempt=attempt, queue=queue, worker=worker, started_at=utcnow())
+            s.add(step)
+            s.flush()
+            return step_dict(step)
+
+    def step_ended(self, run_id: str, node_id: str, *, status: str, duration_ms: float, tokens: int = 0,
+                   cost: float = 0.0, error: str | None = None, output: dict | None = None) -> dict | None:
+        with session_scope(self.factory) as s:
+            step = s.scalars(select(Step).where(Step.run_id == run_id, Step.node_id == node_id,
+                                                Step.status == "running").order_by(Step.id.desc()).limit(1)).first()
+            if step is None:
+                return None
+            step.status = status
+            step.finished_at = utcnow()
+            step.duration_ms = duration_ms
+            step.tokens = tokens
+            step.cost = cost
+            step.error = redact(error)
+            step.output = redact(output) if output is not None else None
+            s.flush()
+            return step_dict(step)
+
+    def steps(self, run_id: str) -> list[dict]:
+        with session_scope(self.factory) as s:
+            return [step_dict(x) for x in s.scalars(select(Step).where(Step.run_id == run_id).order_by(Step.id))]
