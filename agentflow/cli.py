@@ -79,7 +79,7 @@ class _Progress:
 
 def cmd_run(args) -> int:
     from .graph.validate import validate
-    from .ratelimit.factory import limiter_from_env
+    from .ratelimit.factory import memory_limiter
     from .runs.embedded import EmbeddedExecutor
     from .runs.events import MemoryEventBus
     from .runs.observer import RecordingObserver
@@ -106,7 +106,7 @@ def cmd_run(args) -> int:
     migrate(url)
     store = RunStore(session_factory(url))
     bus = MemoryEventBus()
-    executor = EmbeddedExecutor(store, bus, limiter=limiter_from_env(embedded=True), workers=1,
+    executor = EmbeddedExecutor(store, bus, limiter=memory_limiter(), workers=1,
                                 extra={"stream": True} if args.stream else None)
     run_id = store.create(data, {"user_input": args.input, "metadata": metadata}, workflow_id=data.get("id"))
     observer = RecordingObserver(store, bus)

@@ -35,7 +35,9 @@ def node_function(spec: WorkflowSpec, impl) -> Callable:
     def run(state: dict, config) -> dict:
         ctx = context_from(config)
         if ctx.dispatch is not None and impl.calls_outside:
-            return ctx.dispatch(node_id, state)
+            # The superstep number makes the step's key stable across a resumed run.
+            step = ((config or {}).get("metadata") or {}).get("langgraph_step", 0)
+            return ctx.dispatch(node_id, state, step)
         return run_step(spec, impl, state, ctx)
 
     run.__name__ = f"node_{node_id}"

@@ -49,8 +49,8 @@ class RunContext:
     # agentflow.ratelimit.Limiter; None = no limits (tests, benches)
     limiter: Any = None
     # Distributed mode: runs a node's work elsewhere (a Celery queue) and returns its update.
-    # Signature: dispatch(node_id, state) -> dict. None = run in this process.
-    dispatch: Callable[[str, dict], dict] | None = None
+    # Signature: dispatch(node_id, state, superstep) -> dict. None = run in this process.
+    dispatch: Callable[[str, dict, int], dict] | None = None
     # How long a node may wait for a rate-limit grant before failing (embedded mode).
     max_limit_wait: float = 300.0
     extra: dict = field(default_factory=dict)

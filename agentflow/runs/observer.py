@@ -11,17 +11,20 @@ class RunCancelled(StepError):
 
 
 class RecordingObserver:
-    def __init__(self, store: RunStore, bus, queue_of=None, worker: str | None = None):
+    def __init__(self, store: RunStore, bus, queue_of=None, worker: str | None = None,
+                 step_key: str | None = None):
         self.store, self.bus = store, bus
         self.queue_of = queue_of or (lambda node_id: None)
         self.worker = worker
+        self.step_key = step_key  # set by a distributed node task: makes redelivery idempotent
 
     def step_started(self, run_id, node_id, node_type, attempt):
         # Cancellation is checked at step boundaries: a cancelled run starts no new step.
         if self.store.status(run_id) == "cancelled":
             raise RunCancelled("run was cancelled")
         step = self.store.step_started(run_id, node_id, node_type, attempt,
-                                       queue=self.queue_of(node_id), worker=self.worker)
+                                       queue=self.queue_of(node_id), worker=self.worker,
+                                       step_key=self.step_key)
         self.bus.publish(run_id, "step", step)
 
     def step_finished(self, run_id, node_id, *, update, tokens, cost, duration_ms):

@@ -93,8 +93,10 @@ class Step(Base):
     cost: Mapped[float] = mapped_column(Float, default=0.0)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     output: Mapped[dict | None] = mapped_column(JSON, nullable=True)
+    # run:node:superstep - the same key on a redelivered step, so a finished one is reused.
+    step_key: Mapped[str | None] = mapped_column(String(320), nullable=True)
 
-    __table_args__ = (Index("ix_steps_run", "run_id", "id"),)
+    __table_args__ = (Index("ix_steps_run", "run_id", "id"), Index("ix_steps_key", "step_key"))
 
 
 class Schedule(Base):

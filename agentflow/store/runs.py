@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from ..graph.secrets import redact
@@ -126,11 +126,17 @@ class RunStore:
     # ---- steps
 
     def step_started(self, run_id: str, node_id: str, node_type: str, attempt: int = 1,
-                     queue: str | None = None, worker: str | None = None, tenant_id: str | None = None) -> dict:
+                     queue: str | None = None, worker: str | None = None, tenant_id: str | None = None,
+                     step_key: str | None = None) -> dict:
         with session_scope(self.factory) as s:
             if tenant_id is None:
                 tenant_id = s.scalar(select(Run.tenant_id).where(Run.id == run_id)) or DEFAULT_TENANT
-            step = Step(run_id=run_id, tenant_id=tenant_id, node_id=node_id, node_type=node_type,
+            if step_key is not None:
+                # A redelivered step: the earlier attempt that never finished is closed as lost.
+                s.execute(update(Step).where(Step.step_key == step_key, Step.status == "running")
+                          .values(status="lost", finished_at=utcnow(), error="worker lost; step retried"))
+                attempt = 1 + (s.scalar(select(func.count()).select_from(Step).where(Step.step_key == step_key)) or 0)
+            step = Step(run_id=run_id, tenant_id=tenant_id, node_id=node_id, node_type=node_type, step_key=step_key,
                         status="running", attempt=attempt, queue=queue, worker=worker, started_at=utcnow())
             s.add(step)
             s.flush()
@@ -152,6 +158,17 @@ class RunStore:
             step.output = redact(output) if output is not None else None
             s.flush()
             return step_dict(step)
+
+    def finished_step_output(self, step_key: str) -> dict | None:
+        """The output of a step that already succeeded under this key (None if none did)."""
+        with session_scope(self.factory) as s:
+            step = s.scalars(select(Step).where(Step.step_key == step_key, Step.status == "succeeded")
+                             .limit(1)).first()
+            return (step.output or {}) if step is not None else None
+
+    def heartbeat(self, run_id: str) -> None:
+        with session_scope(self.factory) as s:
+            s.execute(update(Run).where(Run.id == run_id).values(heartbeat_at=utcnow()))
 
     def steps(self, run_id: str) -> list[dict]:
         with session_scope(self.factory) as s:

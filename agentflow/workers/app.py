@@ -1,0 +1,79 @@
+"""The Celery application and its queues.
+
+- `runs`: run drivers. A driver walks the LangGraph graph (Postgres checkpointer, thread
+  id = run id) and waits on node tasks; drivers run in their own worker pool so a
+  waiting driver never holds a slot a node task needs (no deadlock).
+- `agentflow.llm`, `agentflow.image`, `agentflow.db`, `agentflow.api`: node tasks by type,
+  each scaled and rate limited on its own.
+"""
+
+from __future__ import annotations
+
+import os
+
+from celery import Celery
+from kombu import Queue
+
+RUN_QUEUE = "runs"
+NODE_QUEUES = {"llm": "agentflow.llm", "router": "agentflow.llm", "image": "agentflow.image",
+               "db": "agentflow.db", "api": "agentflow.api"}
+ALL_QUEUES = [RUN_QUEUE, "agentflow.llm", "agentflow.image", "agentflow.db", "agentflow.api"]
+CONTROL_QUEUE = "agentflow.control"  # schedule ticks and the orphan reaper
+
+
+def make_celery(redis_url: str | None = None) -> Celery:
+    redis_url = redis_url or os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+    app = Celery("agentflow", broker=redis_url, backend=redis_url,
+                 include=["agentflow.workers.run_task", "agentflow.workers.node_task",
+                          "agentflow.workers.schedule_task"])
+    visibility = float(os.environ.get("AGENTFLOW_VISIBILITY_TIMEOUT", "3600"))
+    app.conf.update(
+        task_serializer="json", result_serializer="json", accept_content=["json"],
+        task_acks_late=True, task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        task_queues=[Queue(q) for q in ALL_QUEUES + [CONTROL_QUEUE]],
+        task_default_queue=RUN_QUEUE,
+        task_routes={"agentflow.run": {"queue": RUN_QUEUE},
+                     "agentflow.schedules.tick": {"queue": CONTROL_QUEUE},
+                     "agentflow.runs.reap": {"queue": CONTROL_QUEUE}},
+        broker_transport_options={"visibility_timeout": visibility},
+        result_backend_transport_options={"visibility_timeout": visibility},
+        result_expires=24 * 3600,
+        task_track_started=True,
+        broker_connection_retry_on_startup=True,
+        worker_send_task_events=True, task_send_sent_event=True,  # Flower
+        worker_hijack_root_logger=False,
+        beat_schedule={
+            "schedules-tick": {"task": "agentflow.schedules.tick",
+                               "schedule": float(os.environ.get("AGENTFLOW_SCHEDULE_TICK", "1.0"))},
+            "reap-orphans": {"task": "agentflow.runs.reap",
+                             "schedule": float(os.environ.get("AGENTFLOW_REAP_EVERY", "15"))},
+        },
+    )
+    return app
+
+
+celery_app = make_celery()
+
+
+def run_worker(queues: str, concurrency: int = 2, pool: str = "prefork", loglevel: str = "info",
+               hostname: str | None = None) -> int:
+    from ..settings import get_settings
+    from ..store.db import migrate
+
+    migrate(get_settings().db_url)
+    argv = ["worker", f"--queues={queues}", f"--concurrency={concurrency}", f"--pool={pool}",
+            f"--loglevel={loglevel}", "--without-gossip", "--without-mingle"]
+    if hostname:
+        argv.append(f"--hostname={hostname}")
+    celery_app.worker_main(argv)
+    return 0
+
+
+def run_beat(loglevel: str = "info") -> int:
+    from ..settings import get_settings
+    from ..store.db import migrate
+
+    migrate(get_settings().db_url)
+    celery_app.start(["beat", f"--loglevel={loglevel}", "--schedule=/tmp/agentflow-beat-schedule"])
+    return 0

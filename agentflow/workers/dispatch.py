@@ -1,0 +1,29 @@
+"""API side of distributed mode: enqueue runs, cancel them, and ask whether workers live."""
+
+from __future__ import annotations
+
+from ..runs.events import RedisEventBus
+from .app import RUN_QUEUE, celery_app
+
+
+class CeleryDispatcher:
+    def __init__(self, redis_url: str):
+        import redis
+
+        self.redis = redis.Redis.from_url(redis_url)
+        self.bus = RedisEventBus(self.redis)
+
+    def submit(self, run_id: str) -> None:
+        # task id = run id: Flower and the result backend show runs by their id
+        celery_app.send_task("agentflow.run", args=[run_id], task_id=run_id, queue=RUN_QUEUE)
+
+    def cancel(self, run_id: str) -> None:
+        # A queued driver is dropped; a running one stops at its next step boundary.
+        celery_app.control.revoke(run_id)
+
+    def ping_broker(self) -> bool:
+        return bool(self.redis.ping())
+
+    def ping_workers(self, timeout: float = 1.0) -> list[str]:
+        replies = celery_app.control.ping(timeout=timeout) or []
+        return [name for reply in replies for name in reply]

@@ -1,0 +1,83 @@
+"""Node tasks: one node's call to the outside world, on its node type's queue.
+
+Rate limits are global (Redis); a task that may not go yet is retried with the countdown
+the limiter computed, so no worker sleeps in a slot. A redelivered task whose step
+already succeeded returns the stored output instead of calling the provider again.
+"""
+
+from __future__ import annotations
+
+import socket
+from functools import lru_cache
+
+from ..graph.nodes import make_node
+from ..graph.runtime import RunContext
+from ..graph.step import StepFailed, queue_plan, run_step
+from ..graph.validate import parse_valid
+from ..runs.observer import RecordingObserver, RunCancelled
+from . import resources
+from .app import celery_app
+
+HOST = socket.gethostname()
+
+
+@lru_cache(maxsize=256)
+def _spec_for(run_id: str):
+    loaded = resources.store().spec_of(run_id)
+    if loaded is None:
+        raise LookupError(f"run {run_id} not found")
+    return parse_valid(loaded[0])
+
+
+@lru_cache(maxsize=1024)
+def _impl(run_id: str, node_id: str):
+    spec = _spec_for(run_id)
+    return spec, make_node(spec.node(node_id), spec)
+
+
+@celery_app.task(name="agentflow.node", bind=True, acks_late=True, reject_on_worker_lost=True, max_retries=None)
+def run_node(self, run_id: str, node_id: str, key: str, state: dict) -> dict:
+    store = resources.store()
+    done = store.finished_step_output(key)
+    if done is not None:
+        return {"ok": True, "update": done, "reused": True}
+    if store.status(run_id) == "cancelled":
+        return {"ok": False, "cancelled": True, "error": "run was cancelled"}
+    spec, impl = _impl(run_id, node_id)
+
+    limiter = resources.limiter()
+    plan = queue_plan(spec, impl.node, state)
+    decision = None
+    if plan is not None:
+        limits, sub = plan
+        tokens = impl.estimate_tokens(state) if limits.max_tokens_per_minute else 0
+        try:
+            decision = limiter.try_acquire(limits, sub, tokens, waiter=key)
+        except Exception as exc:  # e.g. a request bigger than the whole token budget
+            return {"ok": False, "error": f"node {node_id!r} failed: {exc}"}
+        if not decision.allowed:
+            raise self.retry(countdown=max(decision.retry_after, 0.01), max_retries=None)
+
+    # Only one live execution of a step, even if the broker delivers it twice.
+    # The lock outlives the step's whole retry budget, so a killed worker's lock frees itself soon after.
+    budget = int(impl.timeout * (impl.max_retries + 1) + 10 * impl.max_retries + 5)
+    lock = resources.redis_client().set(f"af:step-lock:{key}", HOST, nx=True, ex=min(budget, 3600))
+    if not lock:
+        raise self.retry(countdown=1.0, max_retries=None)
+    queue = (self.request.delivery_info or {}).get("routing_key")
+    observer = RecordingObserver(store, resources.bus(), queue_of=lambda _n: queue, worker=self.request.hostname or HOST,
+                                 step_key=key)
+    ctx = RunContext(run_id=run_id, observer=observer, limiter=None)  # the grant was taken above
+    update: dict = {}
+    try:
+        update = run_step(spec, impl, state, ctx)
+        return {"ok": True, "update": update}
+    except RunCancelled:
+        return {"ok": False, "cancelled": True, "error": "run was cancelled"}
+    except StepFailed as exc:
+        return {"ok": False, "error": str(exc), "retryable": exc.retryable}
+    finally:
+        if decision is not None and plan is not None:
+            # settle the token reservation with what was really spent (0 on failure)
+            limiter.settle(plan[0], decision, int(update.get("tokens_used") or 0))
+        resources.redis_client().delete(f"af:step-lock:{key}")

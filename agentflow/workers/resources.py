@@ -1,0 +1,66 @@
+"""Per-process resources of a worker: store, event bus, limiter, checkpointer, Redis."""
+
+from __future__ import annotations
+
+import threading
+from functools import lru_cache
+
+import redis
+
+from ..graph.secrets import install_log_redaction
+from ..runs.events import RedisEventBus
+from ..settings import get_settings
+from ..store.db import session_factory
+from ..store.runs import RunStore
+
+_lock = threading.Lock()
+_checkpointer = None
+
+
+@lru_cache
+def redis_client() -> redis.Redis:
+    install_log_redaction()
+    return redis.Redis.from_url(get_settings().redis_url or "redis://127.0.0.1:6379/0")
+
+
+@lru_cache
+def store() -> RunStore:
+    return RunStore(session_factory(get_settings().db_url))
+
+
+@lru_cache
+def bus() -> RedisEventBus:
+    return RedisEventBus(redis_client())
+
+
+@lru_cache
+def limiter():
+    from ..ratelimit.factory import limiter_from_env
+
+    return limiter_from_env()
+
+
+def checkpointer():
+    """LangGraph's Postgres checkpointer on a small pool (created once per process)."""
+    global _checkpointer
+    with _lock:
+        if _checkpointer is None:
+            from langgraph.checkpoint.postgres import PostgresSaver
+            from psycopg.rows import dict_row
+            from psycopg_pool import ConnectionPool
+
+            url = get_settings().db_url
+            if not url.startswith("postgres"):
+                raise RuntimeError("distributed mode needs DATABASE_URL to point at PostgreSQL")
+            url = url.replace("postgresql+psycopg://", "postgresql://")
+            pool = ConnectionPool(url, min_size=1, max_size=4, open=True,
+                                  kwargs={"autocommit": True, "prepare_threshold": 0, "row_factory": dict_row})
+            saver = PostgresSaver(pool)
+            with pool.connection() as conn:  # workers start together: one creates the tables
+                conn.execute("SELECT pg_advisory_lock(4242002)")
+                try:
+                    saver.setup()
+                finally:
+                    conn.execute("SELECT pg_advisory_unlock(4242002)")
+            _checkpointer = saver
+    return _checkpointer

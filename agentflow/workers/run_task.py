@@ -1,0 +1,112 @@
+"""The run driver: walks one run's graph, resuming from its last checkpoint.
+
+A redelivered driver (its worker died) finds the LangGraph checkpoint of the run and
+continues after the last finished superstep; node tasks it dispatches again get the same
+task id and step key, so a step that already finished is reused, not paid twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+import time
+
+from celery.exceptions import Retry
+
+from ..graph.build import compile_spec
+from ..graph.runtime import CONFIG_KEY, RunContext
+from ..graph.step import StepFailed, describe
+from ..graph.validate import parse_valid
+from ..runs.embedded import RECURSION_LIMIT, state_from_input
+from ..runs.observer import RecordingObserver, RunCancelled
+from ..store.runs import TERMINAL
+from . import resources
+from .app import celery_app
+from .node_dispatch import NodeDispatcher
+
+log = logging.getLogger(__name__)
+LOCK_TTL = 30  # seconds; renewed every LOCK_TTL/3 while the driver lives
+
+
+class _RunLock:
+    """One live driver per run: a duplicate delivery backs off instead of racing."""
+
+    def __init__(self, run_id: str):
+        self.key = f"af:run-lock:{run_id}"
+        self.token = f"{socket.gethostname()}:{time.time_ns()}"
+        self.run_id = run_id
+        self._stop = threading.Event()
+
+    def acquire(self) -> bool:
+        return bool(resources.redis_client().set(self.key, self.token, nx=True, ex=LOCK_TTL))
+
+    def _renew(self) -> None:
+        client = resources.redis_client()
+        while not self._stop.wait(LOCK_TTL / 3):
+            try:
+                if client.get(self.key) == self.token.encode():
+                    client.expire(self.key, LOCK_TTL)
+                resources.store().heartbeat(self.run_id)
+            except Exception:  # a blip must not kill the run; the lock just may expire
+                log.warning("could not renew the lock of run %s", self.run_id)
+
+    def __enter__(self):
+        threading.Thread(target=self._renew, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        client = resources.redis_client()
+        if client.get(self.key) == self.token.encode():
+            client.delete(self.key)
+
+
+@celery_app.task(name="agentflow.run", bind=True, acks_late=True, reject_on_worker_lost=True, max_retries=None)
+def run_workflow(self, run_id: str) -> str:
+    store = resources.store()
+    loaded = store.spec_of(run_id)
+    if loaded is None:
+        log.warning("run %s does not exist; dropping", run_id)
+        return "missing"
+    spec_data, run_input, status = loaded
+    if status in TERMINAL:
+        return status
+    lock = _RunLock(run_id)
+    if not lock.acquire():
+        # Another driver holds this run. Check again later: if that one died, its lock
+        # expires and this delivery takes over.
+        raise self.retry(countdown=LOCK_TTL, max_retries=None)
+    with lock:
+        return _drive(run_id, spec_data, run_input)
+
+
+def _drive(run_id: str, spec_data: dict, run_input: dict) -> str:
+    store, bus = resources.store(), resources.bus()
+    if not store.mark_running(run_id):
+        return store.status(run_id) or "missing"
+    spec = parse_valid(spec_data)
+    observer = RecordingObserver(store, bus, queue_of=lambda _n: "runs", worker=socket.gethostname())
+    ctx = RunContext(run_id=run_id, observer=observer, limiter=resources.limiter(),
+                     dispatch=NodeDispatcher(run_id, spec))
+    saver = resources.checkpointer()
+    graph = compile_spec(spec, saver)
+    config = {"configurable": {CONFIG_KEY: ctx, "thread_id": run_id}, "recursion_limit": RECURSION_LIMIT}
+    resumed = saver.get_tuple({"configurable": {"thread_id": run_id}}) is not None
+    try:
+        graph.invoke(None if resumed else state_from_input(run_input), config=config)
+        final = dict(graph.get_state({"configurable": {"thread_id": run_id}}).values)
+    except RunCancelled:
+        store.finish(run_id, "cancelled", error="cancelled by request")
+    except StepFailed as exc:
+        store.finish(run_id, "failed", error=str(exc))
+    except Retry:
+        raise
+    except Exception as exc:
+        log.exception("run %s crashed", run_id)
+        store.finish(run_id, "failed", error=describe(exc))
+    else:
+        store.finish(run_id, "succeeded", state=final)
+    record = store.get(run_id) or {}
+    bus.publish(run_id, "end", record)
+    return record.get("status", "unknown")
