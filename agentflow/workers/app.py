@@ -26,7 +26,13 @@ def make_celery(redis_url: str | None = None) -> Celery:
     app = Celery("agentflow", broker=redis_url, backend=redis_url,
                  include=["agentflow.workers.run_task", "agentflow.workers.node_task",
                           "agentflow.workers.schedule_task"])
-    visibility = float(os.environ.get("AGENTFLOW_VISIBILITY_TIMEOUT", "3600"))
+    # A message whose worker died is redelivered after the visibility timeout. Leases
+    # (workers/lease.py) make an early redelivery of a still-running task harmless, so it
+    # can be short; the sweep that restores such messages runs every visibility/4 s.
+    visibility = float(os.environ.get("AGENTFLOW_VISIBILITY_TIMEOUT", "300"))
+    transport = {"visibility_timeout": visibility,
+                 "unacked_restore_interval": max(1.0, min(30.0, visibility / 4)),
+                 "unacked_restore_throttle": 1}
     app.conf.update(
         task_serializer="json", result_serializer="json", accept_content=["json"],
         task_acks_late=True, task_reject_on_worker_lost=True,
@@ -36,7 +42,7 @@ def make_celery(redis_url: str | None = None) -> Celery:
         task_routes={"agentflow.run": {"queue": RUN_QUEUE},
                      "agentflow.schedules.tick": {"queue": CONTROL_QUEUE},
                      "agentflow.runs.reap": {"queue": CONTROL_QUEUE}},
-        broker_transport_options={"visibility_timeout": visibility},
+        broker_transport_options=transport,
         result_backend_transport_options={"visibility_timeout": visibility},
         result_expires=24 * 3600,
         task_track_started=True,

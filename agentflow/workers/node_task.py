@@ -17,8 +17,10 @@ from ..graph.validate import parse_valid
 from ..runs.observer import RecordingObserver, RunCancelled
 from . import resources
 from .app import celery_app
+from .lease import Lease
 
 HOST = socket.gethostname()
+STEP_LEASE = 15
 
 
 @lru_cache(maxsize=256)
@@ -58,11 +60,10 @@ def run_node(self, run_id: str, node_id: str, key: str, state: dict) -> dict:
         if not decision.allowed:
             raise self.retry(countdown=max(decision.retry_after, 0.01), max_retries=None)
 
-    # Only one live execution of a step, even if the broker delivers it twice.
-    # The lock outlives the step's whole retry budget, so a killed worker's lock frees itself soon after.
-    budget = int(impl.timeout * (impl.max_retries + 1) + 10 * impl.max_retries + 5)
-    lock = resources.redis_client().set(f"af:step-lock:{key}", HOST, nx=True, ex=min(budget, 3600))
-    if not lock:
+    # Only one live execution of a step, even if the broker delivers it twice; the lease
+    # of a killed worker expires within STEP_LEASE seconds.
+    lease = Lease(resources.redis_client(), f"af:step-lock:{key}", STEP_LEASE)
+    if not lease.acquire():
         raise self.retry(countdown=1.0, max_retries=None)
     queue = (self.request.delivery_info or {}).get("routing_key")
     observer = RecordingObserver(store, resources.bus(), queue_of=lambda _n: queue, worker=self.request.hostname or HOST,
@@ -80,4 +81,4 @@ def run_node(self, run_id: str, node_id: str, key: str, state: dict) -> dict:
         if decision is not None and plan is not None:
             # settle the token reservation with what was really spent (0 on failure)
             limiter.settle(plan[0], decision, int(update.get("tokens_used") or 0))
-        resources.redis_client().delete(f"af:step-lock:{key}")
+        lease.release()

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import logging
 import socket
-import threading
-import time
 
 from celery.exceptions import Retry
 
@@ -23,43 +21,11 @@ from ..runs.observer import RecordingObserver, RunCancelled
 from ..store.runs import TERMINAL
 from . import resources
 from .app import celery_app
+from .lease import Lease
 from .node_dispatch import NodeDispatcher
 
 log = logging.getLogger(__name__)
-LOCK_TTL = 30  # seconds; renewed every LOCK_TTL/3 while the driver lives
-
-
-class _RunLock:
-    """One live driver per run: a duplicate delivery backs off instead of racing."""
-
-    def __init__(self, run_id: str):
-        self.key = f"af:run-lock:{run_id}"
-        self.token = f"{socket.gethostname()}:{time.time_ns()}"
-        self.run_id = run_id
-        self._stop = threading.Event()
-
-    def acquire(self) -> bool:
-        return bool(resources.redis_client().set(self.key, self.token, nx=True, ex=LOCK_TTL))
-
-    def _renew(self) -> None:
-        client = resources.redis_client()
-        while not self._stop.wait(LOCK_TTL / 3):
-            try:
-                if client.get(self.key) == self.token.encode():
-                    client.expire(self.key, LOCK_TTL)
-                resources.store().heartbeat(self.run_id)
-            except Exception:  # a blip must not kill the run; the lock just may expire
-                log.warning("could not renew the lock of run %s", self.run_id)
-
-    def __enter__(self):
-        threading.Thread(target=self._renew, daemon=True).start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        client = resources.redis_client()
-        if client.get(self.key) == self.token.encode():
-            client.delete(self.key)
+LOCK_TTL = 15  # seconds; the lease is renewed every LOCK_TTL/3 while the driver lives
 
 
 @celery_app.task(name="agentflow.run", bind=True, acks_late=True, reject_on_worker_lost=True, max_retries=None)
@@ -72,21 +38,23 @@ def run_workflow(self, run_id: str) -> str:
     spec_data, run_input, status = loaded
     if status in TERMINAL:
         return status
-    lock = _RunLock(run_id)
-    if not lock.acquire():
+    lease = Lease(resources.redis_client(), f"af:run-lock:{run_id}", LOCK_TTL,
+                  on_renew=lambda: resources.store().heartbeat(run_id))
+    if not lease.acquire():
         # Another driver holds this run. Check again later: if that one died, its lock
         # expires and this delivery takes over.
-        raise self.retry(countdown=LOCK_TTL, max_retries=None)
-    with lock:
-        return _drive(run_id, spec_data, run_input)
+        remaining = resources.redis_client().ttl(lease.key)
+        raise self.retry(countdown=max(1, remaining if remaining and remaining > 0 else 1), max_retries=None)
+    with lease:
+        return _drive(run_id, spec_data, run_input, self.request.hostname or socket.gethostname())
 
 
-def _drive(run_id: str, spec_data: dict, run_input: dict) -> str:
+def _drive(run_id: str, spec_data: dict, run_input: dict, worker: str) -> str:
     store, bus = resources.store(), resources.bus()
     if not store.mark_running(run_id):
         return store.status(run_id) or "missing"
     spec = parse_valid(spec_data)
-    observer = RecordingObserver(store, bus, queue_of=lambda _n: "runs", worker=socket.gethostname())
+    observer = RecordingObserver(store, bus, queue_of=lambda _n: "runs", worker=worker)
     ctx = RunContext(run_id=run_id, observer=observer, limiter=resources.limiter(),
                      dispatch=NodeDispatcher(run_id, spec))
     saver = resources.checkpointer()

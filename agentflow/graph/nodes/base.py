@@ -1,0 +1,112 @@
+"""What every node implementation shares: its spec node, its source, retries, timeouts."""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any, Callable, TypeVar
+
+from .. import resilience
+from ..errors import StepError
+from ..runtime import RunContext
+from ..secrets import MissingSecret, read_secret, redact
+from ..spec import NODE_SOURCE_KIND
+
+log = logging.getLogger("agentflow.graph.nodes")
+T = TypeVar("T")
+
+DEFAULT_MAX_TOKENS_ESTIMATE = 256
+
+
+class NodeImpl:
+    """A callable LangGraph node: `impl(state, ctx) -> partial state update`.
+
+    Subclasses implement `run`. `__call__` adds what every node needs: the node id on
+    errors and secrets scrubbed from the update.
+    """
+
+    calls_outside: bool = False
+    default_timeout: float = 60.0  # seconds, per attempt
+
+    def __init__(self, node: Any, spec: Any):
+        self.node = node
+        self.spec = spec
+        self.source = spec.source(node.source) if getattr(node, "source", None) else None
+        if self.needs_source():
+            want = NODE_SOURCE_KIND.get(node.type)
+            if self.source is None:
+                raise StepError(f"node '{node.id}' needs a source of kind '{want}'"
+                                + (f" (source '{node.source}' is not defined)" if node.source else ""),
+                                node_id=node.id)
+            if self.source.kind != want:
+                raise StepError(f"node '{node.id}' needs a source of kind '{want}', "
+                                f"but '{self.source.id}' is of kind '{self.source.kind}'", node_id=node.id)
+
+    def needs_source(self) -> bool:
+        return self.calls_outside
+
+    # ------------------------------------------------------------ calling
+
+    def __call__(self, state: dict, ctx: RunContext | None = None) -> dict:
+        ctx = ctx or RunContext()
+        try:
+            update = self.run(state, ctx)
+        except StepError as exc:
+            if exc.node_id is None:
+                exc.node_id = self.node.id
+            raise
+        except MissingSecret as exc:
+            raise StepError(f"node '{self.node.id}': {exc}", node_id=self.node.id) from None
+        return redact(update)
+
+    def run(self, state: dict, ctx: RunContext) -> dict:
+        raise NotImplementedError
+
+    def estimate_tokens(self, state: dict) -> int:
+        return 0
+
+    # ------------------------------------------------------------ helpers
+
+    @property
+    def max_retries(self) -> int:
+        """node config > source > default 3."""
+        for value in (getattr(self.node.config, "max_retries", None),
+                      getattr(self.source, "max_retries", None)):
+            if value is not None:
+                return value
+        return resilience.DEFAULT_RETRIES
+
+    @property
+    def timeout(self) -> float:
+        """Per-attempt timeout in seconds: node config > source > type default."""
+        for value in (getattr(self.node.config, "timeout_seconds", None),
+                      getattr(self.source, "timeout_seconds", None)):
+            if value is not None:
+                return float(value)
+        return self.default_timeout
+
+    def call_source(self, fn: Callable[[], T]) -> T:
+        """Run one call to the source with our retries and its circuit breaker."""
+        return resilience.call(self.source.id, fn, retries=self.max_retries)
+
+    def secret(self, env_name: str | None, ctx: RunContext, required: bool = True) -> str | None:
+        try:
+            return read_secret(env_name, ctx.env, required=required)
+        except MissingSecret:
+            raise StepError(f"source '{self.source.id if self.source else '?'}' needs the environment "
+                            f"variable {env_name}, which is not set", node_id=self.node.id) from None
+
+
+def estimate_prompt_tokens(*texts: str | None, max_tokens: int | None = None) -> int:
+    """Rough estimate for rate limiting: 4 characters a token, plus the answer budget."""
+    chars = sum(len(t) for t in texts if t)
+    return math.ceil(chars / 4) + (max_tokens or DEFAULT_MAX_TOKENS_ESTIMATE)
+
+
+def usage_update(tokens: int | None, cost: float | None) -> dict:
+    out: dict[str, Any] = {}
+    if tokens is not None:
+        out["tokens_used"] = int(tokens)
+    if cost is not None:
+        out["cost"] = float(cost)
+    return out

@@ -1,0 +1,61 @@
+"""A Redis lease: held while its owner lives, gone soon after the owner dies.
+
+Used so only one driver runs a run and only one worker executes a step at a time, even
+when the broker delivers a message twice. A background thread renews the lease; a
+killed process stops renewing and the lease expires after `ttl` seconds.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+import time
+from typing import Callable
+
+log = logging.getLogger(__name__)
+
+_RELEASE = """
+if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end
+return 0
+"""
+_RENEW = """
+if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('expire', KEYS[1], ARGV[2]) end
+return 0
+"""
+
+
+class Lease:
+    def __init__(self, client, key: str, ttl: int = 30, on_renew: Callable[[], None] | None = None):
+        self.client, self.key, self.ttl = client, key, ttl
+        self.token = f"{socket.gethostname()}:{time.time_ns()}"
+        self.on_renew = on_renew
+        self._stop = threading.Event()
+
+    def acquire(self) -> bool:
+        if not self.client.set(self.key, self.token, nx=True, ex=self.ttl):
+            return False
+        threading.Thread(target=self._renew, daemon=True, name=f"lease:{self.key}").start()
+        return True
+
+    def _renew(self) -> None:
+        while not self._stop.wait(self.ttl / 3):
+            try:
+                self.client.eval(_RENEW, 1, self.key, self.token, self.ttl)
+                if self.on_renew:
+                    self.on_renew()
+            except Exception:  # a blip must not kill the owner; the lease may just expire
+                log.warning("could not renew lease %s", self.key)
+
+    def release(self) -> None:
+        self._stop.set()
+        try:
+            self.client.eval(_RELEASE, 1, self.key, self.token)
+        except Exception:
+            log.warning("could not release lease %s; it expires in %s s", self.key, self.ttl)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
