@@ -25,7 +25,7 @@ def make_celery(redis_url: str | None = None) -> Celery:
     redis_url = redis_url or os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
     app = Celery("agentflow", broker=redis_url, backend=redis_url,
                  include=["agentflow.workers.run_task", "agentflow.workers.node_task",
-                          "agentflow.workers.schedule_task"])
+                          "agentflow.workers.schedule_task", "agentflow.workers.noop_task"])
     # A message whose worker died is redelivered after the visibility timeout. Leases
     # (workers/lease.py) make an early redelivery of a still-running task harmless, so it
     # can be short; the sweep that restores such messages runs every visibility/4 s.
@@ -80,6 +80,9 @@ def run_beat(loglevel: str = "info") -> int:
     from ..settings import get_settings
     from ..store.db import migrate
 
-    migrate(get_settings().db_url)
-    celery_app.start(["beat", f"--loglevel={loglevel}", "--schedule=/tmp/agentflow-beat-schedule"])
+    settings = get_settings()
+    migrate(settings.db_url)
+    settings.home.mkdir(parents=True, exist_ok=True)
+    # beat's own schedule file only holds the two static ticks; workflow schedules live in the database
+    celery_app.start(["beat", f"--loglevel={loglevel}", f"--schedule={settings.home / 'beat-schedule'}"])
     return 0

@@ -1,0 +1,139 @@
+"""The FastAPI application: `agentflow serve` runs `uvicorn agentflow.api.main:create_app --factory`.
+
+On startup the database is migrated and (by default in embedded mode) the example
+workflows are saved. Runs go to the dispatcher: in-process threads in embedded mode,
+Celery in distributed mode (REDIS_URL set). The built Studio is served at `/` after
+every API route, so API paths always win.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from contextlib import asynccontextmanager
+from typing import Any, AsyncIterator
+
+import anyio
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.openapi.utils import get_openapi
+from pydantic import TypeAdapter
+
+from ..graph.spec import Source, WorkflowSpec
+from ..settings import Settings, get_settings
+from ..store.db import migrate
+from . import errors
+from .deps import Dispatcher, Services
+from .examples import examples_enabled, load_examples
+from .middleware import BodyLimitMiddleware, MetricsMiddleware
+from .routes import health, runs, schedules, schema, sources, workflows
+from .static import mount_studio
+
+log = logging.getLogger("agentflow.api")
+
+
+def _version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("agentflow")
+    except Exception:
+        return "0.0.0"
+
+
+DESCRIPTION = """JSON WorkflowSpecs in, LangGraph runs out.
+
+Every error is `{"detail": "...", "errors": [{"path", "message"}]}` with a 4xx status
+(503 when the database or broker is down). Lists are cursor-paginated: pass
+`next_cursor` back as `?cursor=`.
+"""
+
+
+def _safe_url(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return "<database>"
+
+
+def _startup(services: Services) -> None:
+    url = services.settings.db_url
+    try:
+        migrate(url)
+    except Exception as exc:
+        raise RuntimeError(f"cannot prepare the database at {_safe_url(url)}: {errors.db_reason(exc)}") from exc
+    if examples_enabled(services.settings):
+        try:
+            load_examples(services.workflows)
+        except Exception:  # examples are a convenience; never block the server on them
+            log.exception("loading the example workflows failed")
+
+
+def create_app(settings: Settings | None = None, dispatcher: Dispatcher | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    services = Services.build(settings, dispatcher)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await anyio.to_thread.run_sync(_startup, services)
+        log.info("AgentFlow API ready (%s mode, database %s)", services.mode, _safe_url(settings.db_url))
+        try:
+            yield
+        finally:
+            services.close()
+
+    app = FastAPI(title="AgentFlow", version=_version(), description=DESCRIPTION,
+                  lifespan=lifespan, strict_content_type=False)
+    app.state.services = services
+    errors.install(app)
+
+    for module in (workflows, runs, sources, schedules, schema, health):
+        app.include_router(module.router)
+    mount_studio(app, settings)  # last: the mount at "/" takes what no API route matched
+
+    origins = [o.strip() for o in os.environ.get("AGENTFLOW_CORS_ORIGINS", "").split(",") if o.strip()]
+    if origins:
+        app.add_middleware(CORSMiddleware, allow_origins=origins, allow_methods=["*"], allow_headers=["*"])
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(MetricsMiddleware)  # outermost: counts 413s too
+
+    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
+    return app
+
+
+def _openapi(app: FastAPI) -> dict[str, Any]:
+    """FastAPI's document plus the WorkflowSpec/Source schemas, and our error shape for 422."""
+    if app.openapi_schema:
+        return app.openapi_schema
+    doc = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+    components = doc.setdefault("components", {}).setdefault("schemas", {})
+    template = "#/components/schemas/{model}"
+    spec_schema = WorkflowSpec.model_json_schema(by_alias=True, ref_template=template)
+    source_schema = TypeAdapter(Source).json_schema(ref_template=template)
+    for extra in (spec_schema, source_schema):
+        for name, definition in extra.pop("$defs", {}).items():
+            components.setdefault(name, definition)
+    components["WorkflowSpec"] = spec_schema
+    components["Source"] = {"title": "Source", **source_schema}
+    components.setdefault("ErrorResponse", {
+        "title": "ErrorResponse", "type": "object", "required": ["detail"],
+        "properties": {"detail": {"type": "string"},
+                       "errors": {"type": "array", "items": {"$ref": "#/components/schemas/Problem"}}}})
+    error_ref = {"$ref": "#/components/schemas/ErrorResponse"}
+    for path_item in doc.get("paths", {}).values():
+        for operation in path_item.values():
+            if not isinstance(operation, dict) or "responses" not in operation:
+                continue
+            for status, response in operation["responses"].items():
+                content = response.get("content", {}).get("application/json")
+                if content and content.get("schema", {}).get("$ref", "").endswith("/HTTPValidationError"):
+                    content["schema"] = dict(error_ref)
+    if "/HTTPValidationError" not in json.dumps(doc.get("paths", {})):
+        components.pop("HTTPValidationError", None)
+        components.pop("ValidationError", None)
+    app.openapi_schema = doc
+    return doc
+

@@ -1,0 +1,59 @@
+"""Prometheus metrics of the API process (`GET /metrics`).
+
+Metric objects live on the default registry, once per process (several apps in one
+process, as in tests, share them). Runs by status are read from the database at scrape
+time, so they are right whichever process (API thread or Celery worker) ran the run.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Gauge, Histogram, generate_latest
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from ..store.db import session_scope
+from ..store.models import Run
+
+log = logging.getLogger("agentflow.api")
+
+HTTP_REQUESTS = Counter("agentflow_http_requests_total", "HTTP requests handled by the API.",
+                        ["method", "route", "status"])
+HTTP_LATENCY = Histogram("agentflow_http_request_duration_seconds",
+                         "Time to the start of the response, per route.", ["method", "route"],
+                         buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
+RUNS_SUBMITTED = Counter("agentflow_runs_submitted_total", "Runs accepted by this API process.",
+                         ["mode", "via"])
+RUNS_FINISHED_SEEN = Counter("agentflow_runs_execute_finished_total",
+                             "Runs executed synchronously by POST /workflows/execute, by final status.",
+                             ["status"])
+RUNS_BY_STATUS = Gauge("agentflow_runs", "Runs in the database by status (all tenants), read at scrape time.",
+                       ["status"])
+DB_UP = Gauge("agentflow_database_up", "1 when the last scrape could read the database.")
+
+STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
+
+
+def observe_request(method: str, route: str, status: int, seconds: float) -> None:
+    HTTP_REQUESTS.labels(method, route, str(status)).inc()
+    HTTP_LATENCY.labels(method, route).observe(seconds)
+
+
+def run_counts(factory: sessionmaker[Session]) -> dict[str, int]:
+    with session_scope(factory) as s:
+        rows = s.execute(select(Run.status, func.count()).group_by(Run.status)).all()
+    return {status: int(n) for status, n in rows}
+
+
+def render(factory: sessionmaker[Session]) -> tuple[bytes, str]:
+    try:
+        counts = run_counts(factory)
+    except Exception as exc:  # the scrape still answers; the gauge says the DB is down
+        log.warning("metrics: cannot count runs: %s", type(exc).__name__)
+        DB_UP.set(0)
+    else:
+        DB_UP.set(1)
+        for status in set(STATUSES) | set(counts):
+            RUNS_BY_STATUS.labels(status).set(counts.get(status, 0))
+    return generate_latest(REGISTRY), CONTENT_TYPE_LATEST

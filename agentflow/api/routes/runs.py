@@ -1,0 +1,223 @@
+"""Runs: start one from a saved workflow, read it, list, cancel, and follow it live (SSE)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from datetime import datetime, timezone
+from functools import partial
+from typing import Annotated, Any, AsyncIterator
+
+import anyio
+from fastapi import APIRouter, Body, Query, Request
+from fastapi.responses import JSONResponse
+from sse_starlette import EventSourceResponse
+
+from ...store.runs import TERMINAL
+from .. import metrics
+from ..body import JSONRoute
+from ..deps import Services, ServicesDep, TenantDep
+from ..errors import ApiError, db_reason, not_found, scrub
+from ..pagination import Cursor, Limit, decode_str, encode
+from ..schemas import CancelResult, ErrorResponse, RunCreate, RunPage, RunQueued, RunRecord
+
+log = logging.getLogger("agentflow.api")
+router = APIRouter(tags=["runs"], route_class=JSONRoute)
+
+ERRORS = {404: {"model": ErrorResponse}, 422: {"model": ErrorResponse}}
+POLL_SECONDS = 0.25       # how long one read of the subscription waits
+STATUS_CHECK_SECONDS = 1.0  # how often the stored status is checked for a missed "end"
+PING_SECONDS = 15
+SSE_THREADS = 256  # threads that wait on event subscriptions, apart from the sync routes' pool
+
+
+def _page(items: list[dict], next_id: str | None) -> dict[str, Any]:
+    return {"items": items, "next_cursor": encode(next_id) if next_id else None}
+
+
+# ---------------------------------------------------------------- start, read, list
+
+
+@router.post("/workflows/{workflow_id}/runs", status_code=202, response_model=RunQueued, responses={
+    **ERRORS, 503: {"model": ErrorResponse, "description": "the run could not be queued"}},
+    summary="Start a run of the workflow's current version")
+def start_run(workflow_id: str, svc: ServicesDep, tenant: TenantDep,
+              body: Annotated[RunCreate | None, Body()] = None) -> JSONResponse:
+    body = body or RunCreate()
+    workflow = svc.workflows.get(tenant, workflow_id)
+    if workflow is None:
+        raise not_found("workflow", workflow_id)
+    run_id = svc.runs.create(workflow["spec"], body.input.model_dump(), workflow_id=workflow_id,
+                             workflow_version=workflow["version"], tenant_id=tenant)
+    try:
+        svc.dispatcher.submit(run_id)
+    except Exception as exc:
+        reason = scrub(str(exc) or type(exc).__name__)[:200]
+        log.error("run %s could not be queued: %s", run_id, reason)
+        svc.runs.finish(run_id, "failed", error=f"could not be queued: {reason}")
+        raise ApiError(503, f"run could not be queued: {reason}", headers={"Retry-After": "5"}) from None
+    metrics.RUNS_SUBMITTED.labels(svc.mode, "api").inc()
+    return JSONResponse({"run_id": run_id, "status": "queued"}, status_code=202,
+                        headers={"Location": f"/runs/{run_id}"})
+
+
+@router.get("/workflows/{workflow_id}/runs", response_model=RunPage, responses=ERRORS,
+            summary="Runs of one workflow, newest first (also of a deleted workflow)")
+def list_workflow_runs(workflow_id: str, svc: ServicesDep, tenant: TenantDep, limit: Limit = 50,
+                       cursor: Cursor = None) -> dict[str, Any]:
+    items, next_id = svc.runs.list(workflow_id=workflow_id, tenant_id=tenant, limit=limit,
+                                   before=decode_str(cursor))
+    return _page(items, next_id)
+
+
+@router.get("/runs", response_model=RunPage, responses=ERRORS, summary="Runs, newest first")
+def list_runs(svc: ServicesDep, tenant: TenantDep, limit: Limit = 50, cursor: Cursor = None,
+              workflow_id: Annotated[str | None, Query(max_length=128)] = None) -> dict[str, Any]:
+    items, next_id = svc.runs.list(workflow_id=workflow_id, tenant_id=tenant, limit=limit,
+                                   before=decode_str(cursor))
+    return _page(items, next_id)
+
+
+@router.get("/runs/{run_id}", response_model=RunRecord, responses=ERRORS, summary="A run with its steps")
+def get_run(run_id: str, svc: ServicesDep, tenant: TenantDep) -> dict[str, Any]:
+    record = svc.runs.get(run_id, tenant)
+    if record is None:
+        raise not_found("run", run_id)
+    return record
+
+
+@router.post("/runs/{run_id}/cancel", response_model=CancelResult, responses=ERRORS,
+             summary="Cancel a queued or running run (a finished run keeps its status)")
+def cancel_run(run_id: str, svc: ServicesDep, tenant: TenantDep) -> dict[str, Any]:
+    status = svc.runs.cancel(run_id, tenant)
+    if status is None:
+        raise not_found("run", run_id)
+    if status == "cancelled":
+        try:
+            svc.dispatcher.cancel(run_id)
+        except Exception as exc:  # the stored flag still stops it at the next step
+            log.warning("dispatcher could not cancel run %s: %s", run_id, scrub(str(exc))[:200])
+        record = svc.runs.get(run_id, tenant)
+        if record is not None:
+            svc.dispatcher.bus.publish(run_id, "end", record)
+    return {"run_id": run_id, "status": status}
+
+
+# ---------------------------------------------------------------- live events
+
+
+@router.get("/runs/{run_id}/events", responses={
+    200: {"content": {"text/event-stream": {}}, "description": (
+        "Server-Sent Events. `step` (a step record, as it starts and as it ends), `token` "
+        "({node_id, delta}), then one `end` (the run record with its final state).")},
+    **ERRORS}, response_class=EventSourceResponse, summary="Follow a run live (SSE)")
+async def run_events(run_id: str, svc: ServicesDep, tenant: TenantDep, request: Request) -> EventSourceResponse:
+    threads = getattr(request.app.state, "sse_threads", None)
+    if threads is None:  # one limiter per app, made inside its event loop
+        threads = request.app.state.sse_threads = anyio.CapacityLimiter(SSE_THREADS)
+    bus = svc.dispatcher.bus
+    # Subscribe before reading what is stored, so nothing falls between the two.
+    sub = await anyio.to_thread.run_sync(bus.subscribe, run_id)
+    try:
+        record = await anyio.to_thread.run_sync(partial(svc.runs.get, run_id, tenant))
+    except BaseException:
+        sub.close()
+        raise
+    if record is None:
+        sub.close()
+        raise not_found("run", run_id)
+    return EventSourceResponse(_stream(svc, sub, run_id, record, threads), ping=PING_SECONDS,
+                               headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+
+def _event(kind: str, data: Any) -> dict[str, str]:
+    return {"event": kind, "data": json.dumps(data, default=str, ensure_ascii=False)}
+
+
+class _StepDedup:
+    """Replayed and live step events overlap; send each (step, status) once and never
+    send `running` for a step whose end was already sent."""
+
+    def __init__(self) -> None:
+        self.sent: dict[tuple, str] = {}
+
+    def admit(self, step: dict) -> bool:
+        key = (step.get("node_id"), step.get("attempt"), _same_instant(step.get("started_at")))
+        status = step.get("status")
+        previous = self.sent.get(key)
+        if previous == status or (previous is not None and previous != "running" and status == "running"):
+            return False
+        self.sent[key] = status
+        return True
+
+
+def _same_instant(value: Any) -> Any:
+    """Live events carry '...+00:00' timestamps, SQLite reads give naive UTC ones."""
+    if not isinstance(value, str):
+        return value
+    try:
+        at = datetime.fromisoformat(value)
+    except ValueError:
+        return value
+    return (at if at.tzinfo else at.replace(tzinfo=timezone.utc)).timestamp()
+
+
+def _drain(sub) -> list:
+    events = []
+    while len(events) < 10_000:
+        event = sub.get(0)
+        if event is None:
+            break
+        events.append(event)
+    return events
+
+
+async def _stream(svc: Services, sub, run_id: str, record: dict,
+                  threads: anyio.CapacityLimiter) -> AsyncIterator[dict[str, str]]:
+    dedup = _StepDedup()
+    try:
+        for step in record.get("steps") or []:
+            if dedup.admit(step):
+                yield _event("step", step)
+        if record.get("status") in TERMINAL:
+            yield _event("end", record)
+            return
+        last_check = time.monotonic()
+        while True:
+            event = await anyio.to_thread.run_sync(sub.get, POLL_SECONDS, limiter=threads,
+                                                   abandon_on_cancel=True)
+            if event is not None:
+                kind, data = event
+                if kind == "end":
+                    final = data if isinstance(data, dict) else {}
+                    for step in final.get("steps") or []:
+                        if dedup.admit(step):
+                            yield _event("step", step)
+                    yield _event("end", final)
+                    return
+                if kind != "step" or dedup.admit(data):
+                    yield _event(kind, data)
+            if time.monotonic() - last_check < STATUS_CHECK_SECONDS:
+                continue
+            last_check = time.monotonic()
+            status = await anyio.to_thread.run_sync(svc.runs.status, run_id, limiter=threads)
+            if status is not None and status not in TERMINAL:
+                continue
+            # The run ended but its "end" was missed (or it never started: cancelled
+            # while queued). Flush what arrived, then send the stored record.
+            for kind, data in await anyio.to_thread.run_sync(_drain, sub, limiter=threads):
+                if kind == "step" and dedup.admit(data):
+                    yield _event(kind, data)
+            final = await anyio.to_thread.run_sync(svc.runs.get, run_id, limiter=threads) or record
+            for step in final.get("steps") or []:
+                if dedup.admit(step):
+                    yield _event("step", step)
+            yield _event("end", final)
+            return
+    except Exception as exc:  # the stream has started: report in-band, then close
+        reason = db_reason(exc) if "sqlalchemy" in type(exc).__module__ else type(exc).__name__
+        log.warning("event stream of run %s stopped: %s", run_id, reason)
+        yield _event("error", {"detail": f"event stream stopped: {reason}", "errors": []})
+    finally:
+        sub.close()

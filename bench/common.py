@@ -1,0 +1,89 @@
+"""Shared bench plumbing: fresh database + Redis db, worker processes, percentiles."""
+
+from __future__ import annotations
+
+import os
+import platform
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from contextlib import contextmanager
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PG = os.environ.get("AGENTFLOW_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+def machine() -> str:
+    return f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, {platform.system()}"
+
+
+def pct(values: list[float], p: float) -> float:
+    if not values:
+        return float("nan")
+    values = sorted(values)
+    k = min(len(values) - 1, max(0, round(p / 100 * (len(values) - 1))))
+    return values[k]
+
+
+@contextmanager
+def fresh_env(redis_db: int = 9):
+    """A new Postgres database and a flushed Redis db; yields the env for child processes."""
+    import psycopg
+    import redis
+
+    name = "af_bench_" + uuid.uuid4().hex[:8]
+    with psycopg.connect(PG, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    db_url = PG.rsplit("/", 1)[0] + "/" + name
+    redis_url = f"redis://127.0.0.1:6379/{redis_db}"
+    redis.Redis.from_url(redis_url).flushdb()
+    env = dict(os.environ, DATABASE_URL=db_url, REDIS_URL=redis_url, PYTHONUNBUFFERED="1",
+               AGENTFLOW_HOME=f"/tmp/{name}")
+    from agentflow.store.db import get_engine, migrate
+
+    migrate(db_url)
+    try:
+        yield env
+    finally:
+        get_engine(db_url).dispose()
+        with psycopg.connect(PG, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        redis.Redis.from_url(redis_url).flushdb()
+
+
+@contextmanager
+def workers(env: dict, groups: list[tuple[str, str, int]]):
+    """Start `agentflow worker` processes: (name, queues, concurrency); wait for their ping."""
+    from celery import Celery
+
+    procs = []
+    for name, queues, conc in groups:
+        procs.append(subprocess.Popen([sys.executable, "-m", "agentflow.cli", "worker", "--queues", queues,
+                                       "--concurrency", str(conc), "--hostname", f"{name}@%h",
+                                       "--log-level", "warning"], env=env, stdout=subprocess.DEVNULL,
+                                      stderr=subprocess.DEVNULL, start_new_session=True))
+    app = Celery(broker=env["REDIS_URL"])
+    want = {g[0] for g in groups}
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        seen = {n.split("@")[0] for r in (app.control.ping(timeout=0.5) or []) for n in r}
+        if want <= seen:
+            break
+    else:
+        raise RuntimeError("bench workers did not start")
+    try:
+        yield
+    finally:
+        for p in procs:
+            try:
+                os.killpg(p.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        for p in procs:
+            try:
+                p.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(p.pid, signal.SIGKILL)

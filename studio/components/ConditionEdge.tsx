@@ -1,0 +1,74 @@
+"use client";
+/** An edge with its condition as a label; double-click the label (or the edge) to edit it. */
+import { memo, useEffect, useState } from "react";
+import { BaseEdge, EdgeLabelRenderer, getBezierPath, type EdgeProps } from "@xyflow/react";
+import type { ConditionFlowEdge } from "@/lib/flow";
+import { useWorkflowStore } from "@/lib/useWorkflowStore";
+
+function ConditionEdgeView({ id, source, target, sourceX, sourceY, targetX, targetY, sourcePosition, targetPosition, data, selected, markerEnd }: EdgeProps<ConditionFlowEdge>) {
+  const [path, labelX, baseY] = getBezierPath({ sourceX, sourceY, targetX, targetY, sourcePosition, targetPosition });
+  // Edges with the same two ends share a path: spread their labels apart.
+  const labelY = baseY + ((data?.parallel ?? 0) - ((data?.parallelCount ?? 1) - 1) / 2) * 24;
+  const setCondition = useWorkflowStore((s) => s.setEdgeCondition);
+  const [editing, setEditing] = useState(false);
+  const [draft, setDraft] = useState(data?.condition ?? "");
+  useEffect(() => setDraft(data?.condition ?? ""), [data?.condition]);
+  const problems = data?.problems ?? [];
+  const stroke = problems.length ? "#e11d48" : data?.taken ? "#10b981" : selected ? "#6366f1" : "#94a3b8";
+  const select = useWorkflowStore((s) => s.select);
+  const commit = () => {
+    setEditing(false);
+    if (data && draft !== (data.condition ?? "")) setCondition(data.index, draft);
+  };
+  return (
+    <>
+      <BaseEdge id={id} path={path} markerEnd={markerEnd} style={{ stroke, strokeWidth: selected ? 2.5 : 1.5 }} interactionWidth={16} />
+      {data && (
+        <EdgeLabelRenderer>
+          <div
+            className="nodrag nopan absolute"
+            style={{ transform: `translate(-50%, -50%) translate(${labelX}px, ${labelY}px)`, pointerEvents: "all" }}
+            data-testid={`edge-label-${data.index}-${target}`}
+            data-from={source}
+            data-to={target}
+            onClick={() => select([], [id])}
+            onDoubleClick={(e) => {
+              e.stopPropagation();
+              setEditing(true);
+            }}
+          >
+            {editing ? (
+              <input
+                autoFocus
+                data-testid={`edge-input-${data.index}-${target}`}
+                className="w-48 rounded border border-indigo-400 bg-white px-1.5 py-0.5 font-mono text-[11px] shadow focus:outline-none"
+                value={draft}
+                placeholder="always"
+                onChange={(e) => setDraft(e.target.value)}
+                onBlur={commit}
+                onKeyDown={(e) => {
+                  if (e.key === "Enter") commit();
+                  if (e.key === "Escape") {
+                    setDraft(data.condition ?? "");
+                    setEditing(false);
+                  }
+                }}
+              />
+            ) : (
+              <button
+                type="button"
+                title={problems.map((p) => p.message).join("\n") || "Double-click to edit the condition"}
+                className={`rounded-full border font-mono text-[10px] shadow-sm ${problems.length ? "border-rose-300 bg-rose-50 px-2 py-0.5 text-rose-700" : data.condition ? "border-amber-300 bg-amber-50 px-2 py-0.5 text-amber-800" : `border-slate-200 bg-white px-1.5 text-slate-400 ${selected ? "" : "opacity-60 hover:opacity-100"}`}`}
+              >
+                {data.fanout > 1 && <span className="mr-1 text-indigo-500" title={`fan-out to ${data.fanout} nodes`}>∥{data.fanout}</span>}
+                {data.condition || (selected ? "+ condition" : "if")}
+              </button>
+            )}
+          </div>
+        </EdgeLabelRenderer>
+      )}
+    </>
+  );
+}
+
+export const ConditionEdge = memo(ConditionEdgeView);

@@ -1,0 +1,180 @@
+"""Browser tests of Studio: Debian's chromium driven by Playwright, against a real
+`agentflow serve` (embedded mode) with the test OpenAI-compatible server behind it.
+
+Skipped, with the reason, when /usr/bin/chromium is missing (`apt-get install -y chromium`),
+when Studio is not built (`make studio`), or when the Python playwright package is absent.
+`AGENTFLOW_TEST_STUDIO_URL=http://127.0.0.1:PORT` runs them against a server you started.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+STUDIO_INDEX = ROOT / "studio" / "out" / "index.html"
+CHROMIUM = Path(os.environ.get("AGENTFLOW_CHROMIUM", "/usr/bin/chromium"))
+ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
+EXAMPLES = ROOT.parent / "shared" / "examples"
+CHROMIUM_ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]
+SHOP_ROWS = [
+    ("alice", "keyboard", "shipped"),
+    ("alice", "mouse", "processing"),
+    ("bob", "monitor", "delivered"),
+]
+
+
+def _skip_reason() -> str | None:
+    if not CHROMIUM.exists():
+        return f"{CHROMIUM} is missing: apt-get install -y chromium"
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        return "the playwright Python package is not installed (pip install -e '.[dev]')"
+    if not os.environ.get("AGENTFLOW_TEST_STUDIO_URL") and not STUDIO_INDEX.is_file():
+        return "Studio is not built: run `make studio` (cd studio && npm ci && npm run build)"
+    return None
+
+
+def pytest_collection_modifyitems(config, items):
+    here = Path(__file__).resolve().parent
+    reason = _skip_reason()
+    for item in items:
+        if here in Path(str(item.fspath)).resolve().parents and "page" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.browser)
+            if reason:
+                item.add_marker(pytest.mark.skip(reason=reason))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _agentflow_cmd() -> list[str]:
+    script = Path(sys.executable).with_name("agentflow")
+    if script.exists():
+        return [str(script)]
+    found = shutil.which("agentflow")
+    if found:
+        return [found]
+    return [sys.executable, "-c", "import sys; from agentflow.cli import main; sys.exit(main())"]
+
+
+@pytest.fixture(scope="session")
+def openai_srv():
+    from tests.servers.openai_server import OpenAIServer
+
+    with OpenAIServer() as srv:
+        yield srv
+
+
+@pytest.fixture(scope="session")
+def shop_dsn(tmp_path_factory):
+    path = tmp_path_factory.mktemp("shop") / "shop.db"
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE orders (id INTEGER PRIMARY KEY AUTOINCREMENT, customer TEXT, item TEXT, status TEXT)")
+    conn.executemany("INSERT INTO orders (customer, item, status) VALUES (?, ?, ?)", SHOP_ROWS)
+    conn.commit()
+    conn.close()
+    return f"sqlite:///{path}"
+
+
+@pytest.fixture(scope="session")
+def studio_url(tmp_path_factory, openai_srv, shop_dsn):
+    """Base URL of a running `agentflow serve` (API and Studio on one port)."""
+    external = os.environ.get("AGENTFLOW_TEST_STUDIO_URL")
+    if external:
+        yield external.rstrip("/")
+        return
+    home = tmp_path_factory.mktemp("afhome")
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
+    env.update(AGENTFLOW_HOME=str(home), OPENAI_BASE_URL=openai_srv.base_url, OPENAI_API_KEY="test-key",
+               SHOP_DSN=shop_dsn, PYTHONUNBUFFERED="1")
+    log = open(home / "serve.log", "wb")
+    proc = subprocess.Popen([*_agentflow_cmd(), "serve", "--port", str(port), "--host", "127.0.0.1"],
+                            env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            if proc.poll() is not None:
+                log.flush()
+                pytest.fail(f"agentflow serve exited with {proc.returncode}:\n"
+                            f"{(home / 'serve.log').read_text(errors='replace')[-4000:]}")
+            try:
+                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail("agentflow serve did not answer /health within 90 s")
+            time.sleep(0.3)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+
+
+@pytest.fixture(scope="session")
+def playwright_instance():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        yield p
+
+
+@pytest.fixture
+def page(playwright_instance, studio_url):
+    """A page in a fresh chromium profile; fails the test on uncaught page errors."""
+    profile = tempfile.mkdtemp(prefix="af-chromium-")
+    ctx = playwright_instance.chromium.launch_persistent_context(
+        profile, executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True,
+        viewport={"width": 1600, "height": 900}, accept_downloads=True)
+    ctx.set_default_timeout(15_000)
+    pg = ctx.pages[0] if ctx.pages else ctx.new_page()
+    errors: list[str] = []
+    pg.on("pageerror", lambda e: errors.append(str(e)))
+    pg.base_url = studio_url  # type: ignore[attr-defined]
+    try:
+        yield pg
+    finally:
+        ctx.close()
+        shutil.rmtree(profile, ignore_errors=True)
+    assert not errors, f"uncaught errors in the page: {errors}"
+
+
+@pytest.fixture(scope="session")
+def artifacts() -> Path:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    return ARTIFACTS
+
+
+@pytest.fixture(scope="session")
+def triage_path() -> Path:
+    path = EXAMPLES / "triage.json"
+    if not path.is_file():
+        path = ROOT / "agentflow" / "examples" / "triage.json"
+    if not path.is_file():
+        pytest.skip("triage.json not found (shared/examples or agentflow/examples)")
+    return path
