@@ -13,6 +13,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+# SIGTERM (e.g. from `timeout`) unwinds like an exception, so started workers are stopped.
+signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 PG = os.environ.get("AGENTFLOW_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/test")
 
 
@@ -55,14 +57,15 @@ def fresh_env(redis_db: int = 9):
 
 
 @contextmanager
-def workers(env: dict, groups: list[tuple[str, str, int]]):
-    """Start `agentflow worker` processes: (name, queues, concurrency); wait for their ping."""
+def workers(env: dict, groups: list[tuple]):
+    """Start `agentflow worker` processes: (name, queues, concurrency[, pool]); wait for their ping."""
     from celery import Celery
 
     procs = []
-    for name, queues, conc in groups:
+    for name, queues, conc, *pool in groups:
         procs.append(subprocess.Popen([sys.executable, "-m", "agentflow.cli", "worker", "--queues", queues,
                                        "--concurrency", str(conc), "--hostname", f"{name}@%h",
+                                       "--pool", pool[0] if pool else "prefork",
                                        "--log-level", "warning"], env=env, stdout=subprocess.DEVNULL,
                                       stderr=subprocess.DEVNULL, start_new_session=True))
     app = Celery(broker=env["REDIS_URL"])

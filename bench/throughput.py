@@ -19,6 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.common import fresh_env, machine, pct, workers  # noqa: E402
 
 N_RUNS = int(sys.argv[1]) if len(sys.argv) > 1 else 200
+DRIVER_THREADS = 8
 
 
 def spec() -> dict:
@@ -58,7 +59,8 @@ def bench_runs(env: dict, n: int) -> dict:
         for rid, status, fin in rows:
             if rid not in done:
                 if status != "succeeded":
-                    raise RuntimeError(f"bench run {rid} {status}")
+                    rec = store.get(rid)
+                    raise RuntimeError(f"bench run {rid} {status}: {rec['error']}")
                 done[rid] = fin.timestamp()
         time.sleep(0.05)
     elapsed = max(done.values()) - min(submitted.values())
@@ -91,7 +93,9 @@ def main(n: int = N_RUNS) -> dict:
     sqlite3.connect(db).close()
     with fresh_env(redis_db=11) as env:
         env["BENCH_DSN"] = f"sqlite:///{db}"
-        with workers(env, [("driver", "runs,agentflow.control", 2), ("nodes", "agentflow.db,agentflow.api,agentflow.llm,agentflow.image", 2)]):
+        # drivers mostly wait on node tasks, so they run in a thread pool (as `make up` does)
+        with workers(env, [("driver", "runs,agentflow.control", DRIVER_THREADS, "threads"),
+                           ("nodes", "agentflow.db,agentflow.api,agentflow.llm,agentflow.image", 2)]):
             bench_chain(env, 20)  # warm-up
             chain = bench_chain(env, n)
             runs = bench_runs(env, n)

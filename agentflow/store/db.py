@@ -42,6 +42,13 @@ def get_engine(url: str) -> Engine:
     return engine
 
 
+def dispose_all() -> None:
+    """Forget pooled connections (after a fork) without closing the parent's sockets."""
+    with _lock:
+        for engine in _engines.values():
+            engine.dispose(close=False)
+
+
 def _sqlite_pragmas(dbapi_conn, _record) -> None:
     cur = dbapi_conn.cursor()
     # WAL lets the API read while a run writes its steps; FKs are off by default in SQLite.

@@ -12,7 +12,8 @@ from __future__ import annotations
 import os
 
 from celery import Celery
-from kombu import Queue
+from celery.signals import worker_process_init
+from kombu import Exchange, Queue
 
 RUN_QUEUE = "runs"
 NODE_QUEUES = {"llm": "agentflow.llm", "router": "agentflow.llm", "image": "agentflow.image",
@@ -37,7 +38,8 @@ def make_celery(redis_url: str | None = None) -> Celery:
         task_serializer="json", result_serializer="json", accept_content=["json"],
         task_acks_late=True, task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
-        task_queues=[Queue(q) for q in ALL_QUEUES + [CONTROL_QUEUE]],
+        # one direct exchange per queue, so a message lands in exactly the queue it names
+        task_queues=[Queue(q, Exchange(q, type="direct"), routing_key=q) for q in ALL_QUEUES + [CONTROL_QUEUE]],
         task_default_queue=RUN_QUEUE,
         task_routes={"agentflow.run": {"queue": RUN_QUEUE},
                      "agentflow.schedules.tick": {"queue": CONTROL_QUEUE},
@@ -60,6 +62,15 @@ def make_celery(redis_url: str | None = None) -> Celery:
 
 
 celery_app = make_celery()
+
+
+@worker_process_init.connect
+def _fresh_connections_after_fork(**_kwargs) -> None:
+    # Pool children inherit the parent's open database sockets (the parent migrated on
+    # start); sharing them across processes corrupts both sides, so drop them.
+    from ..store.db import dispose_all
+
+    dispose_all()
 
 
 def run_worker(queues: str, concurrency: int = 2, pool: str = "prefork", loglevel: str = "info",

@@ -31,6 +31,11 @@ def _spec_for(run_id: str):
     return parse_valid(loaded[0])
 
 
+@lru_cache(maxsize=256)
+def _options_for(run_id: str) -> dict:
+    return resources.store().run_options(run_id)[0]
+
+
 @lru_cache(maxsize=1024)
 def _impl(run_id: str, node_id: str):
     spec = _spec_for(run_id)
@@ -68,7 +73,9 @@ def run_node(self, run_id: str, node_id: str, key: str, state: dict) -> dict:
     queue = (self.request.delivery_info or {}).get("routing_key")
     observer = RecordingObserver(store, resources.bus(), queue_of=lambda _n: queue, worker=self.request.hostname or HOST,
                                  step_key=key)
-    ctx = RunContext(run_id=run_id, observer=observer, limiter=None)  # the grant was taken above
+    stream = bool(_options_for(run_id).get("stream"))  # LLM tokens go out on the Redis bus
+    ctx = RunContext(run_id=run_id, observer=observer, limiter=None,  # the grant was taken above
+                     extra={"stream": True} if stream else {})
     update: dict = {}
     try:
         update = run_step(spec, impl, state, ctx)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from functools import lru_cache
 
 import redis
@@ -53,11 +54,14 @@ def checkpointer():
             if not url.startswith("postgres"):
                 raise RuntimeError("distributed mode needs DATABASE_URL to point at PostgreSQL")
             url = url.replace("postgresql+psycopg://", "postgresql://")
-            pool = ConnectionPool(url, min_size=1, max_size=4, open=True,
+            pool = ConnectionPool(url, min_size=1, max_size=16, open=True,
                                   kwargs={"autocommit": True, "prepare_threshold": 0, "row_factory": dict_row})
             saver = PostgresSaver(pool)
             with pool.connection() as conn:  # workers start together: one creates the tables
-                conn.execute("SELECT pg_advisory_lock(4242002)")
+                # try-lock and sleep: a session blocked inside pg_advisory_lock holds a
+                # snapshot, and the saver's CREATE INDEX CONCURRENTLY would wait on it forever.
+                while not conn.execute("SELECT pg_try_advisory_lock(4242002) AS ok").fetchone()["ok"]:
+                    time.sleep(0.1)
                 try:
                     saver.setup()
                 finally:

@@ -55,10 +55,12 @@ def _drive(run_id: str, spec_data: dict, run_input: dict, worker: str) -> str:
         return store.status(run_id) or "missing"
     spec = parse_valid(spec_data)
     observer = RecordingObserver(store, bus, queue_of=lambda _n: "runs", worker=worker)
+    options, rerun_from = store.run_options(run_id)
     ctx = RunContext(run_id=run_id, observer=observer, limiter=resources.limiter(),
-                     dispatch=NodeDispatcher(run_id, spec))
+                     dispatch=NodeDispatcher(run_id, spec), extra={"stream": True} if options.get("stream") else {})
     saver = resources.checkpointer()
-    graph = compile_spec(spec, saver)
+    # a re-run starts at its chosen node; its input is the state at that point
+    graph = compile_spec(spec, saver, start=rerun_from)
     config = {"configurable": {CONFIG_KEY: ctx, "thread_id": run_id}, "recursion_limit": RECURSION_LIMIT}
     resumed = saver.get_tuple({"configurable": {"thread_id": run_id}}) is not None
     try:
@@ -77,4 +79,13 @@ def _drive(run_id: str, spec_data: dict, run_input: dict, worker: str) -> str:
         store.finish(run_id, "succeeded", state=final)
     record = store.get(run_id) or {}
     bus.publish(run_id, "end", record)
+    _run_ended(record)
     return record.get("status", "unknown")
+
+
+def _run_ended(record: dict) -> None:
+    """Metrics and outbound webhooks (agentflow.webhooks.deliver tasks); never fails the run."""
+    from ..runs.embedded import run_ended
+    from ..runs.webhooks import celery_notifier
+
+    run_ended(record, [celery_notifier(resources.store().factory)])
