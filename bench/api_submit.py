@@ -1,0 +1,103 @@
+"""API submit rate: POST /workflows/{id}/runs (distributed mode: validate, store a run row in
+Postgres, enqueue) vs a bare FastAPI endpoint that only enqueues a Celery no-op, both under
+uvicorn (one process each), driven by the same client in the same run. Target >= 0.7x.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.common import ROOT, fresh_env, machine, pct  # noqa: E402
+
+CONCURRENCY = 16
+SECONDS = float(sys.argv[1]) if len(sys.argv) > 1 else 10.0
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def serve(env: dict, app: str, port: int, factory: bool = False) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "uvicorn", app, "--port", str(port), "--log-level", "warning", "--no-access-log"]
+    if factory:
+        cmd.append("--factory")
+    proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 30
+    while time.time() < deadline:
+        try:
+            httpx.get(f"http://127.0.0.1:{port}/docs", timeout=1)
+            return proc
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    proc.kill()
+    raise RuntimeError(f"{app} did not start")
+
+
+async def drive(url: str, body: dict, seconds: float) -> dict:
+    lat: list[float] = []
+    errors = 0
+    codes: dict[int, int] = {}
+    stop = time.perf_counter() + seconds
+    async with httpx.AsyncClient(timeout=30, limits=httpx.Limits(max_connections=CONCURRENCY)) as client:
+        async def one_client():
+            nonlocal errors
+            while time.perf_counter() < stop:
+                t0 = time.perf_counter()
+                r = await client.post(url, json=body)
+                lat.append(time.perf_counter() - t0)
+                if r.status_code != 202:
+                    errors += 1
+                    codes[r.status_code] = codes.get(r.status_code, 0) + 1
+                    if codes[r.status_code] == 1:
+                        print(f"  {url}: {r.status_code} {r.text[:200]}", file=sys.stderr)
+        t0 = time.perf_counter()
+        await asyncio.gather(*(one_client() for _ in range(CONCURRENCY)))
+        elapsed = time.perf_counter() - t0
+    return {"per_s": (len(lat) - errors) / elapsed, "p50": pct(lat, 50), "p99": pct(lat, 99), "errors": errors, "n": len(lat)}
+
+
+def main(seconds: float = SECONDS) -> dict:
+    spec = json.loads((ROOT / "agentflow" / "examples" / "triage.json").read_text())
+    with fresh_env(redis_db=13) as env:
+        env["AGENTFLOW_AUTH"] = "off"
+        env["AGENTFLOW_LOAD_EXAMPLES"] = "0"
+        # the abuse limits would (rightly) throttle one benchmarking client; measure the path, not the limiter
+        env["AGENTFLOW_RATE_IP_PER_MINUTE"] = env["AGENTFLOW_RATE_TENANT_PER_MINUTE"] = "10000000"
+        env["AGENTFLOW_RATE_IP_BURST"] = env["AGENTFLOW_RATE_TENANT_BURST"] = "100000"
+        p1, p2 = free_port(), free_port()
+        bare = serve(env, "bench.bare_app:app", p1)
+        ours = serve(env, "agentflow.api.main:create_app", p2, factory=True)
+        try:
+            r = httpx.post(f"http://127.0.0.1:{p2}/workflows", json=spec, timeout=30)
+            assert r.status_code in (200, 201), r.text
+            body = {"input": {"user_input": "hello", "metadata": {"customer": "acme"}}}
+            asyncio.run(drive(f"http://127.0.0.1:{p1}/enqueue", {}, 2))  # warm up both
+            asyncio.run(drive(f"http://127.0.0.1:{p2}/workflows/{spec['id']}/runs", body, 2))
+            anchor = asyncio.run(drive(f"http://127.0.0.1:{p1}/enqueue", {}, seconds))
+            submit = asyncio.run(drive(f"http://127.0.0.1:{p2}/workflows/{spec['id']}/runs", body, seconds))
+        finally:
+            for p in (bare, ours):
+                p.terminate()
+                p.wait(timeout=20)
+    ratio = submit["per_s"] / anchor["per_s"]
+    print(f"API submit, {CONCURRENCY} concurrent clients for {seconds:.0f} s each ({machine()})")
+    print(f"  bare FastAPI + Celery enqueue : {anchor['per_s']:.0f} req/s  p50 {anchor['p50']*1000:.1f} ms  p99 {anchor['p99']*1000:.1f} ms  errors {anchor['errors']}")
+    print(f"  POST /workflows/{{id}}/runs    : {submit['per_s']:.0f} req/s  p50 {submit['p50']*1000:.1f} ms  p99 {submit['p99']*1000:.1f} ms  errors {submit['errors']}")
+    print(f"  ratio                         : {ratio:.2f}x   (target >= 0.7x)")
+    return {"anchor": anchor, "submit": submit, "ratio": ratio}
+
+
+if __name__ == "__main__":
+    main()
