@@ -4,12 +4,64 @@ A caller asks `try_acquire`; when the answer is "not yet" it gets the number of 
 to wait, so a Celery task can retry with that countdown instead of sleeping in a slot.
 Token budgets are reserved with an estimate before a call and settled with the real
 usage after it.
+
+The algorithm (both backends implement exactly this; `memory.py` is the readable
+reference, `redis.py` the same steps in one Lua script):
+
+* messages/second and requests/minute are two GCRA limits (emission interval
+  ``T = 1/rate`` and ``T = 60/rpm``) sharing ``burst_size`` (default 1): a limit keeps a
+  theoretical arrival time ``tat``; the next grant is allowed from ``tat - tau`` with
+  ``tau = (burst - 1 + GCRA_SLACK) * T``. At one instant at most ``burst`` grants pass, and
+  any window of length L holds fewer than ``L/T + burst + GCRA_SLACK`` (so a 1 s window holds
+  at most ``rate + burst_size``). The half interval of slack lets a worker that comes back a
+  little late keep its place instead of losing that time for good (with burst 1 a strict
+  GCRA loses every millisecond of wake-up and round-trip latency).
+* tokens/minute is a token bucket of capacity ``max_tokens_per_minute`` refilling at
+  ``capacity/60`` per second. A grant reserves the caller's estimate; `settle` gives back
+  (or charges) the difference with the real usage, so the bucket may go into debt.
+* a grant needs every configured limit to pass; a denial changes none of them.
+* weighted sub-queues use start-time fair queueing over the sub-queues that have a
+  registered waiter (a caller passing ``waiter=`` and denied is remembered until its
+  retry time plus ``waiter_ttl``). Each sub-queue has a finish tag ``F``; its start tag is
+  ``max(V, F)``; the grant goes to the smallest start tag (ties to the caller), then
+  ``F += 1/weight`` and ``V`` becomes the smallest start tag among active sub-queues. An
+  idle sub-queue has no waiters so its share is lent; when it comes back its start tag is
+  lifted to ``V`` (no catch-up burst). When the chosen sub-queue does not claim an
+  available grant within ``fair_grace`` seconds, the grant is lent to the caller.
+* countdowns (``Decision.retry_after``): the time the limits allow the next grant, plus
+  one interval for each grant that should go first: those the other active sub-queues get
+  before this sub-queue's turn, and those of the waiters of the same sub-queue due before
+  this one. A backlog of N tasks thus retries about once each per turn, not N times per
+  grant. A caller denied because another sub-queue's turn is pending ("fair") is told to
+  come back when that grant would be lent.
 """
 
 from __future__ import annotations
 
+import math
+import time
+import uuid
 from dataclasses import dataclass, field
 from typing import Protocol
+
+from agentflow.graph.errors import RateLimitExceeded, StepError
+
+__all__ = [
+    "DEFAULT_SUB_QUEUE", "Decision", "Limiter", "LimiterBase", "LimiterUnavailable",
+    "QueueLimits", "QueueStats", "RateLimitExceeded",
+]
+
+# Extra GCRA tolerance, in emission intervals (must stay < 1; see the module docstring).
+GCRA_SLACK = 0.5
+
+# Callers that name no sub-queue, or one the queue does not declare, share this one (weight 1).
+DEFAULT_SUB_QUEUE = "default"
+
+
+class LimiterUnavailable(StepError):
+    """The limiter's backend (Redis) cannot be reached; nothing was granted. Retry later."""
+
+    retryable = True
 
 
 @dataclass(frozen=True)
@@ -21,6 +73,21 @@ class QueueLimits:
     burst_size: int | None = None
     sub_queues: tuple[tuple[str, float], ...] = ()  # (id, weight)
 
+    def __post_init__(self):
+        for name in ("max_messages_per_second", "max_requests_per_minute", "max_tokens_per_minute"):
+            v = getattr(self, name)
+            if v is not None and not v > 0:
+                raise ValueError(f"queue {self.id!r}: {name} must be > 0, got {v!r}")
+        if self.burst_size is not None and self.burst_size < 1:
+            raise ValueError(f"queue {self.id!r}: burst_size must be >= 1, got {self.burst_size!r}")
+        seen = set()
+        for sid, w in self.sub_queues:
+            if sid in seen:
+                raise ValueError(f"queue {self.id!r}: duplicate sub-queue {sid!r}")
+            if not w > 0:
+                raise ValueError(f"queue {self.id!r}: sub-queue {sid!r} weight must be > 0")
+            seen.add(sid)
+
     @classmethod
     def from_spec(cls, queue, namespace: str = "") -> "QueueLimits":
         """Build from agentflow.graph.spec.Queue; namespace scopes ids (e.g. per tenant)."""
@@ -29,6 +96,65 @@ class QueueLimits:
                    queue.max_tokens_per_minute, queue.burst_size,
                    tuple((s.id, float(s.weight)) for s in queue.sub_queues))
 
+    # ---- derived figures the backends share
+    @property
+    def burst(self) -> int:
+        return self.burst_size or 1
+
+    @property
+    def gcra_tolerance(self) -> float:
+        """GCRA tolerance tau in emission intervals: burst - 1 + GCRA_SLACK."""
+        return self.burst - 1 + GCRA_SLACK
+
+    @property
+    def message_interval(self) -> float:
+        """GCRA emission interval for messages/s (0 = no such limit)."""
+        return 1.0 / self.max_messages_per_second if self.max_messages_per_second else 0.0
+
+    @property
+    def request_interval(self) -> float:
+        """GCRA emission interval for requests/min (0 = no such limit)."""
+        return 60.0 / self.max_requests_per_minute if self.max_requests_per_minute else 0.0
+
+    @property
+    def rate_per_second(self) -> float | None:
+        """The binding message rate per second, or None when only tokens are limited."""
+        iv = max(self.message_interval, self.request_interval)
+        return 1.0 / iv if iv else None
+
+    @property
+    def sub_queue_weights(self) -> tuple[tuple[str, float], ...]:
+        """Declared sub-queues plus the implicit default one (weight 1) if not declared."""
+        subs = tuple(self.sub_queues)
+        if DEFAULT_SUB_QUEUE not in {s for s, _ in subs}:
+            subs = subs + ((DEFAULT_SUB_QUEUE, 1.0),)
+        return subs
+
+    def resolve_sub_queue(self, sub_queue: str | None) -> str:
+        if sub_queue and any(s == sub_queue for s, _ in self.sub_queues):
+            return sub_queue
+        return DEFAULT_SUB_QUEUE
+
+    def default_fair_grace(self) -> float:
+        """How long a grant is kept for the sub-queue whose turn it is: half an emission
+        interval, between 2 ms and 1 s (50 ms when only tokens are limited)."""
+        iv = max(self.message_interval, self.request_interval)
+        return min(max(0.5 * iv, 0.002), 1.0) if iv else 0.05
+
+    def check_tokens(self, tokens: int) -> int:
+        """Tokens to reserve for a call estimated at `tokens`; raises when it can never fit."""
+        if tokens < 0:
+            raise ValueError(f"tokens must be >= 0, got {tokens!r}")
+        cap = self.max_tokens_per_minute
+        if not cap:
+            return 0
+        if tokens > cap:
+            raise RateLimitExceeded(
+                f"queue {self.id!r}: a call estimated at {tokens} tokens can never run, the queue "
+                f"allows at most max_tokens_per_minute={cap}; lower the prompt or max_tokens, "
+                f"or raise the queue's limit", retryable=False)
+        return int(tokens)
+
 
 @dataclass
 class Decision:
@@ -36,15 +162,21 @@ class Decision:
     retry_after: float = 0.0          # seconds until it is worth asking again
     reservation: str | None = None    # pass to settle() after the call
     tokens_reserved: int = 0
+    at: float = 0.0                   # limiter clock at the decision (Redis: server TIME, epoch s)
+    reason: str = ""                  # "ok", or why not: "rate", "rpm", "tokens", "fair"
+    sub_queue: str | None = None      # the sub-queue the decision was made for
 
 
 @dataclass
 class QueueStats:
     id: str
-    rate_per_second: float = 0.0      # grants over the last window
-    tokens_per_minute: float = 0.0    # settled tokens over the last minute
+    rate_per_second: float = 0.0      # grants per second over the last ~15 s
+    tokens_per_minute: float = 0.0    # settled (really used) tokens over the last minute
     waiting: dict[str, int] = field(default_factory=dict)   # per sub-queue
     granted: dict[str, int] = field(default_factory=dict)   # per sub-queue, lifetime
+    requests_per_minute: float = 0.0  # grants over the last minute
+    tokens_available: float | None = None  # token bucket level now (None: no token limit)
+    at: float = 0.0                   # limiter clock when read
 
 
 class Limiter(Protocol):
@@ -59,3 +191,66 @@ class Limiter(Protocol):
     def settle(self, limits: QueueLimits, decision: Decision, tokens_used: int) -> None: ...
 
     def stats(self, limits: QueueLimits) -> QueueStats: ...
+
+    def forget(self, limits: QueueLimits, sub_queue: str | None, waiter: str) -> None:
+        """Withdraw a waiter registration (the task gave up, was cancelled, went elsewhere)."""
+        ...
+
+
+# Live figures are counted in buckets of BUCKET seconds; BUCKETS of them are kept.
+BUCKET = 5
+BUCKETS = 13
+RATE_WINDOW = 15   # seconds behind QueueStats.rate_per_second
+
+
+def summarize(grants: dict[int, int], tokens: dict[int, int], now: float) -> tuple[float, float, float]:
+    """(grants per second over ~RATE_WINDOW s, grants per minute, tokens per minute) from
+    per-bucket counts {bucket index (= floor(t / BUCKET)): count}. The windows end now and
+    start at a bucket boundary, so they cover (n - 1) whole buckets plus the current part."""
+    cur = math.floor(now / BUCKET)
+    part = now - cur * BUCKET
+
+    def per_second(counts: dict[int, int], window: int) -> float:
+        nb = window // BUCKET
+        total = sum(c for b, c in counts.items() if cur - nb < b <= cur)
+        return total / ((nb - 1) * BUCKET + part) if total else 0.0
+
+    return per_second(grants, RATE_WINDOW), per_second(grants, 60) * 60, per_second(tokens, 60) * 60
+
+
+class LimiterBase:
+    """What both backends share: the blocking `acquire` built on `try_acquire`."""
+
+    def _sleep(self, seconds: float) -> None:
+        time.sleep(seconds)
+
+    def _now(self) -> float:
+        return time.monotonic()
+
+    def try_acquire(self, limits: QueueLimits, sub_queue: str | None = None, tokens: int = 0,
+                    waiter: str | None = None) -> Decision:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def forget(self, limits: QueueLimits, sub_queue: str | None, waiter: str) -> None:  # pragma: no cover
+        raise NotImplementedError
+
+    def acquire(self, limits: QueueLimits, sub_queue: str | None = None, tokens: int = 0,
+                timeout: float | None = None, waiter: str | None = None) -> Decision:
+        """Ask until granted (sleeping the advised time) or until `timeout` seconds passed.
+
+        Returns the granted Decision, or the last denial when the timeout would be hit
+        first (the waiter registration is then withdrawn)."""
+        limits.check_tokens(tokens)
+        waiter = waiter or uuid.uuid4().hex
+        deadline = None if timeout is None else self._now() + timeout
+        while True:
+            d = self.try_acquire(limits, sub_queue, tokens, waiter=waiter)
+            if d.allowed:
+                return d
+            wait = d.retry_after
+            if deadline is not None:
+                left = deadline - self._now()
+                if wait > left:
+                    self.forget(limits, sub_queue, waiter)
+                    return d
+            self._sleep(max(wait, 0.0))

@@ -10,10 +10,12 @@ from __future__ import annotations
 import socket
 from functools import lru_cache
 
+from ..graph.errors import RateLimitExceeded
 from ..graph.nodes import make_node
 from ..graph.runtime import RunContext
 from ..graph.step import StepFailed, queue_plan, run_step
 from ..graph.validate import parse_valid
+from ..ratelimit.base import LimiterUnavailable
 from ..runs.observer import RecordingObserver, RunCancelled
 from . import resources
 from .app import celery_app
@@ -52,6 +54,13 @@ def run_node(self, run_id: str, node_id: str, key: str, state: dict) -> dict:
         return {"ok": False, "cancelled": True, "error": "run was cancelled"}
     spec, impl = _impl(run_id, node_id)
 
+    # Only one live execution of a step, even if the broker delivers it twice; the lease
+    # of a killed worker expires within STEP_LEASE seconds. Taken before the rate-limit
+    # grant, so a grant is never taken for an execution that cannot go ahead.
+    lease = Lease(resources.redis_client(), f"af:step-lock:{key}", STEP_LEASE)
+    if not lease.acquire():
+        raise self.retry(countdown=1.0, max_retries=None)
+
     limiter = resources.limiter()
     plan = queue_plan(spec, impl.node, state)
     decision = None
@@ -60,16 +69,17 @@ def run_node(self, run_id: str, node_id: str, key: str, state: dict) -> dict:
         tokens = impl.estimate_tokens(state) if limits.max_tokens_per_minute else 0
         try:
             decision = limiter.try_acquire(limits, sub, tokens, waiter=key)
-        except Exception as exc:  # e.g. a request bigger than the whole token budget
+        except LimiterUnavailable as exc:  # Redis blinked: nothing was granted, try again soon
+            lease.release()
+            raise self.retry(countdown=1.0, max_retries=None, exc=exc)
+        except RateLimitExceeded as exc:  # larger than the whole budget: waiting cannot help
+            lease.release()
             return {"ok": False, "error": f"node {node_id!r} failed: {exc}"}
         if not decision.allowed:
+            lease.release()
+            # the limiter says when this task's turn comes; no worker sleeps holding a slot
             raise self.retry(countdown=max(decision.retry_after, 0.01), max_retries=None)
 
-    # Only one live execution of a step, even if the broker delivers it twice; the lease
-    # of a killed worker expires within STEP_LEASE seconds.
-    lease = Lease(resources.redis_client(), f"af:step-lock:{key}", STEP_LEASE)
-    if not lease.acquire():
-        raise self.retry(countdown=1.0, max_retries=None)
     queue = (self.request.delivery_info or {}).get("routing_key")
     observer = RecordingObserver(store, resources.bus(), queue_of=lambda _n: queue, worker=self.request.hostname or HOST,
                                  step_key=key)

@@ -1,0 +1,441 @@
+"""Distributed limiter: the state of each queue lives in Redis, updated by Lua scripts.
+
+One `try_acquire` is one EVALSHA round trip. The script reads the clock with Redis `TIME`,
+so the workers' own clocks never matter. The algorithm is the one `memory.py` implements
+(see `base.py`); the keys of a queue share a hash tag so they sit in one cluster slot:
+
+    {prefix}:{<queue>}:s         hash: GCRA tats, token level, fair-queueing tags, lifetime grants
+    {prefix}:{<queue>}:c         hash: grants and settled tokens per 5 s bucket (live figures)
+    {prefix}:{<queue>}:w:<sub>   sorted set: waiter id -> expiry time
+    {prefix}:{<queue>}:x:<res>   marker: reservation already settled (settle is idempotent)
+
+After a Redis restart the state is gone. A limiter that has already seen a queue then
+starts it cold, as if the queue had been saturated and had just made a grant: the next
+grant one emission interval later, no tokens in the bucket. So a restart adds no burst on
+top of the one the queue may already have used, and any 1 s window still holds at most
+rate + burst_size grants. A queue that was never seen starts with a full bucket of
+`burst_size` (and of tokens), like the in-memory limiter. (A queue idle for STATE_TTL loses
+its state too; a process that knew it then also starts it cold: one interval's wait.)
+The hot state is stored as packed doubles (Lua `struct`): exact, and no number is formatted
+or parsed on the hot path (that was a third of the script's time).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any, Callable
+
+import redis as redis_lib
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import NoScriptError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from .base import (BUCKET, BUCKETS, DEFAULT_SUB_QUEUE, Decision, LimiterBase, LimiterUnavailable, QueueLimits,
+                   QueueStats, summarize)
+
+STATE_TTL = 86400          # seconds an idle queue's state is kept
+SETTLED_TTL = 600          # seconds a settled reservation is remembered (double settles)
+
+# Shared prologue. The clock: ARGV[1] overrides it (tests with a fake clock), else Redis TIME;
+# nows is "now" as a string (for sorted-set ranges; formatting numbers in Lua is slow).
+# The state is kept as packed doubles (struct), which Redis neither parses nor formats:
+#   'k'       V (fair-queueing virtual time), tat messages/s, tat requests/min,
+#             token level, time of that level (NaN = not set)
+#   'q:<sub>' finish tag F, lifetime grants      'n:<sub>' token need of its last waiter
+# tidy() runs when a new counter bucket starts: it drops the buckets that left the window.
+_PROLOGUE = """
+local now, ts, tu, nows
+if ARGV[1] ~= '' then now = tonumber(ARGV[1]); ts = ARGV[1]; tu = '0'; nows = ARGV[1] else
+  local t = redis.call('TIME'); ts = t[1]; tu = t[2]; now = tonumber(ts) + tonumber(tu) / 1000000
+  nows = ts .. '.' .. string.rep('0', 6 - #tu) .. tu end
+local NAN = 0 / 0
+local function tidy(C, bucket, ttl)
+  local old = {}
+  if bucket % 60 == 0 then
+    for _, f in ipairs(redis.call('HKEYS', C)) do
+      local b = tonumber(string.sub(f, 2))
+      if b and b <= bucket - """ + str(BUCKETS) + """ then old[#old + 1] = f end
+    end
+  else
+    for i = """ + str(BUCKETS) + """, """ + str(BUCKETS) + """ + 3 do
+      old[#old + 1] = 'g' .. (bucket - i); old[#old + 1] = 't' .. (bucket - i)
+    end
+  end
+  if #old > 0 then redis.call('HDEL', C, unpack(old)) end
+  redis.call('EXPIRE', C, ttl)
+end
+"""
+
+# KEYS: 1 state hash, 2 counters hash, 2+i waiters of sub-queue i (sorted set: waiter -> expiry)
+# ARGV: 1 now|'' 2 need 3 caller sub index (1-based) 4 waiter|'' 5 known(1/0)
+#       6 T_msg 7 T_rpm 8 GCRA tolerance (in intervals) 9 cap 10 waiter_ttl 11 grace 12 state_ttl
+#       13..12+n per-sub field names ('q:<sub>'), 13+n..12+2n weights
+# Returns one string (cheaper to read than an array): 'allowed retry_after sec usec reason reserved'
+ACQUIRE_LUA = _PROLOGUE + """
+local need = tonumber(ARGV[2]); local x = tonumber(ARGV[3]); local waiter = ARGV[4]
+local Tm = tonumber(ARGV[6]); local Tr = tonumber(ARGV[7]); local b1 = tonumber(ARGV[8])
+local cap = tonumber(ARGV[9])
+local n = #KEYS - 2
+local S = KEYS[1]
+local NEG = -1e300
+local h = redis.call('HMGET', S, 'k', unpack(ARGV, 13, 12 + n))
+local fresh = not h[1]
+local V, tm, tr, L0, t0 = 0, nil, nil, nil, nil
+if not fresh then
+  V, tm, tr, L0, t0 = struct.unpack('<ddddd', h[1])
+  if tm ~= tm then tm = nil end
+  if tr ~= tr then tr = nil end
+  if L0 ~= L0 then L0 = nil end
+end
+local F, G = {}, {}
+for i = 1, n do
+  if h[1 + i] then F[i], G[i] = struct.unpack('<dd', h[1 + i]) else F[i], G[i] = 0, 0 end
+end
+-- 1. rate limits: when is the next grant allowed (unclamped: may be long ago)
+if fresh and ARGV[5] == '1' then  -- known queue, state gone: Redis restarted; start cold
+  if Tm > 0 then tm = now + (b1 + 1) * Tm end
+  if Tr > 0 then tr = now + (b1 + 1) * Tr end
+  if cap > 0 then L0 = 0; t0 = now end
+end
+local allow = NEG; local why = 'ok'
+if Tm > 0 and tm and tm - b1 * Tm > allow then allow = tm - b1 * Tm; why = 'rate' end
+if Tr > 0 and tr and tr - b1 * Tr > allow then allow = tr - b1 * Tr; why = 'rpm' end
+-- 2. token bucket: the level reaches q at t0 + (q - L0) / rt
+local rt = cap / 60
+local ax = allow
+local reason = false
+if cap > 0 then
+  if not L0 then L0 = cap; t0 = now end
+  if L0 < need then
+    local a = t0 + (need - L0) / rt
+    if a > ax then ax = a end
+    if a > now + 1e-6 and a > allow then reason = 'tokens' end
+  end
+end
+if not reason and ax > now + 1e-6 then reason = why end
+-- 3. active sub-queues: the caller, and those with a live waiter
+local active = {x}
+if n > 1 then
+  local nowf = '(' .. nows
+  for i = 1, n do
+    if i ~= x and redis.call('ZCOUNT', KEYS[2 + i], nowf, '+inf') > 0 then active[#active + 1] = i end
+  end
+end
+-- 4. weighted fair share: the grant goes to the smallest start tag max(V, F)
+local sx = math.max(V, F[x])
+if not reason and #active > 1 then
+  local smin = sx; local y = x
+  for j = 2, #active do
+    local si = math.max(V, F[active[j]])
+    if si < smin then smin = si; y = active[j] end
+  end
+  if y ~= x then
+    local ay = allow
+    if cap > 0 then
+      local ny = tonumber(redis.call('HGET', S, 'n' .. string.sub(ARGV[12 + y], 2))) or 0
+      if L0 < ny then ay = math.max(ay, t0 + (ny - L0) / rt) end
+    end
+    if now < ay + tonumber(ARGV[11]) then reason = 'fair'; ax = ay + tonumber(ARGV[11]) end
+  end
+end
+if not reason then  -- grant: commit every limit
+  if Tm > 0 then tm = math.max(tm or now, now) + Tm end
+  if Tr > 0 then tr = math.max(tr or now, now) + Tr end
+  if cap > 0 then L0 = math.min(cap, L0 + (now - t0) * rt) - need; t0 = now end
+  local fx = F[x]
+  if n > 1 then
+    fx = sx + 1 / tonumber(ARGV[12 + n + x])
+    local vmin = fx
+    for j = 2, #active do local si = math.max(V, F[active[j]]); if si < vmin then vmin = si end end
+    V = vmin
+  end
+  redis.call('HSET', S, 'k', struct.pack('<ddddd', V, tm or NAN, tr or NAN, L0 or NAN, t0 or 0),
+             ARGV[12 + x], struct.pack('<dd', fx, G[x] + 1))
+  local bucket = math.floor(now / """ + str(BUCKET) + """)
+  if redis.call('HINCRBY', KEYS[2], 'g' .. bucket, '1') == 1 then tidy(KEYS[2], bucket, ARGV[12]); redis.call('EXPIRE', S, ARGV[12])
+  elseif fresh then redis.call('EXPIRE', S, ARGV[12]) end
+  if waiter ~= '' then redis.call('ZREM', KEYS[2 + x], waiter) end
+  return '1 0 ' .. ts .. ' ' .. tu .. ' ok ' .. ARGV[2]
+end
+-- 5. not yet. The countdown counts the grants that go first: those the other active
+-- sub-queues get before our start tag is the smallest, and those of the waiters of our
+-- sub-queue due before us (f grants per one of ours), so waiters do not all come back
+-- for the same grant.
+local W = KEYS[2 + x]
+if waiter ~= '' then redis.call('ZREMRANGEBYSCORE', W, '-inf', nows) end
+if reason ~= 'fair' then
+  local ahead = 0
+  local wx = tonumber(ARGV[12 + n + x]); local wsum = wx
+  for j = 2, #active do
+    local o = active[j]; local wo = tonumber(ARGV[12 + n + o]); wsum = wsum + wo
+    local so = math.max(V, F[o])
+    if sx > so then ahead = ahead + math.ceil((sx - so) * wo - 1e-9) end
+  end
+  if waiter ~= '' then
+    local rank = redis.call('ZRANK', W, waiter)
+    if not rank then rank = redis.call('ZCARD', W) end
+    ahead = ahead + rank * wsum / wx
+  end
+  if ahead > 0 then
+    ax = ax + ahead * math.max(Tm, Tr)
+    if cap > 0 then ax = math.max(ax, t0 + (need * (1 + ahead) - L0) / rt) end
+  end
+end
+if waiter ~= '' then
+  if redis.call('ZADD', W, ax + tonumber(ARGV[10]), waiter) == 1 then redis.call('EXPIRE', W, ARGV[12]) end
+  if n > 1 and cap > 0 then redis.call('HSET', S, 'n' .. string.sub(ARGV[12 + x], 2), ARGV[2]) end
+end
+if fresh then
+  redis.call('HSET', S, 'k', struct.pack('<ddddd', V, tm or NAN, tr or NAN, L0 or NAN, t0 or 0))
+  redis.call('EXPIRE', S, ARGV[12])
+end
+return '0 ' .. tostring(ax - now) .. ' ' .. ts .. ' ' .. tu .. ' ' .. reason .. ' 0'
+"""
+
+# KEYS: 1 state hash, 2 counters hash, 3 settled marker.
+# ARGV: 1 now|'' 2 cap 3 reserved 4 used 5 marker ttl 6 state ttl
+SETTLE_LUA = _PROLOGUE + """
+if not redis.call('SET', KEYS[3], '1', 'NX', 'EX', ARGV[5]) then return 0 end
+local S = KEYS[1]
+local cap = tonumber(ARGV[2]); local used = tonumber(ARGV[4])
+local k = redis.call('HGET', S, 'k')
+if k then
+  local V, tm, tr, L0, t0 = struct.unpack('<ddddd', k)
+  if L0 == L0 then
+    L0 = math.min(cap, L0 + (now - t0) * cap / 60)
+    L0 = math.min(cap, L0 + tonumber(ARGV[3]) - used)
+    redis.call('HSET', S, 'k', struct.pack('<ddddd', V, tm, tr, L0, now))
+  end
+end
+local bucket = math.floor(now / """ + str(BUCKET) + """)
+if used > 0 and redis.call('HINCRBY', KEYS[2], 't' .. bucket, ARGV[4]) == used then
+  tidy(KEYS[2], bucket, ARGV[6])
+end
+return 1
+"""
+
+# KEYS: as for acquire.  ARGV: 1 now|'' 2 cap 3.. per-sub field names
+# Returns: seconds, microseconds, token level now ('' = full/unset), lifetime grants per
+# sub-queue, the counters hash, live waiters per sub-queue.
+STATS_LUA = _PROLOGUE + """
+local S = KEYS[1]
+local n = #KEYS - 2
+local cap = tonumber(ARGV[2])
+local h = redis.call('HMGET', S, 'k', unpack(ARGV, 3, 2 + n))
+local level = ''
+if h[1] and cap > 0 then
+  local V, tm, tr, L0, t0 = struct.unpack('<ddddd', h[1])
+  if L0 == L0 then level = tostring(math.min(cap, L0 + (now - t0) * cap / 60)) end
+end
+local g = {}
+for i = 1, n do
+  if h[1 + i] then local f, c = struct.unpack('<dd', h[1 + i]); g[i] = c else g[i] = 0 end
+end
+local w = {}
+local nowf = '(' .. nows
+for i = 1, n do w[i] = redis.call('ZCOUNT', KEYS[2 + i], nowf, '+inf') end
+return {ts, tu, level, g, redis.call('HGETALL', KEYS[2]), w}
+"""
+
+# KEYS: 1 waiters of the sub-queue. ARGV: 1 waiter
+FORGET_LUA = "return redis.call('ZREM', KEYS[1], ARGV[1])"
+
+
+def _s(v: Any) -> str:
+    return v.decode() if isinstance(v, bytes) else str(v)
+
+
+def _bulk(items) -> bytes:
+    return b"".join(b"$%d\r\n%s\r\n" % (len(a), a) for a in items)
+
+
+class _Plan:
+    """What never changes between two acquires of one queue: keys, config, the packed command."""
+
+    __slots__ = ("keys", "index", "default", "args", "head", "tail")
+
+    def __init__(self, keys: list[str], index: dict[str, bytes], args: list[str], sha: str):
+        self.keys, self.index, self.args = keys, index, args
+        self.default = index[DEFAULT_SUB_QUEUE]
+        enc = [k.encode() for k in keys]
+        # EVALSHA sha numkeys keys... now need sub waiter known static...
+        self.head = (b"*%d\r\n" % (3 + len(enc) + 5 + len(args))
+                     + _bulk([b"EVALSHA", sha.encode(), str(len(enc)).encode(), *enc]))
+        self.tail = _bulk([a.encode() for a in args])
+
+
+class RedisLimiter(LimiterBase):
+    """Limits that hold across every process talking to the same Redis.
+
+    `client` is a `redis.Redis` or a URL. `clock` is for tests only: when given, its value
+    replaces Redis TIME as "now" (every process must then share it).
+    `waiter_ttl`: how long a denied waiter stays registered past its retry time.
+    `fair_grace`: seconds an available grant is kept for the sub-queue whose turn it is
+    (default: `QueueLimits.default_fair_grace()`).
+
+    Errors reaching Redis raise `LimiterUnavailable` (retryable); nothing is granted then.
+    """
+
+    def __init__(self, client: "redis_lib.Redis | str", key_prefix: str = "af:rl", *,
+                 waiter_ttl: float = 10.0, fair_grace: float | None = None,
+                 clock: Callable[[], float] | None = None, socket_timeout: float = 2.0):
+        if isinstance(client, str):
+            self._url = client
+            client = redis_lib.Redis.from_url(client, socket_timeout=socket_timeout,
+                                              socket_connect_timeout=socket_timeout)
+        else:
+            kw = getattr(client, "connection_pool", None)
+            kw = kw.connection_kwargs if kw is not None else {}
+            self._url = f"redis://{kw.get('host', '?')}:{kw.get('port', '?')}/{kw.get('db', 0)}"
+        self.redis = client
+        self.key_prefix = key_prefix
+        self.waiter_ttl = waiter_ttl
+        self.fair_grace = fair_grace
+        self._clock = clock
+        self._acquire = client.register_script(ACQUIRE_LUA)
+        self._settle = client.register_script(SETTLE_LUA)
+        self._stats = client.register_script(STATS_LUA)
+        self._forget = client.register_script(FORGET_LUA)
+        # The hot path writes the EVALSHA command itself (redis-py's generic packing of ~20
+        # arguments costs as much as the round trip); any other client type uses Script.
+        self._fast = type(client) is redis_lib.Redis
+        self._known: set[str] = set()     # queues whose state this process has seen in Redis
+        self._plans: dict[QueueLimits, _Plan] = {}
+
+    # ---- helpers
+    def _now(self) -> float:
+        return self._clock() if self._clock else time.time()
+
+    def _now_arg(self) -> str:
+        return repr(float(self._clock())) if self._clock else ""
+
+    def keys_for(self, queue_id: str) -> tuple[str, str, str]:
+        """(state key, counters key, waiter key prefix) of a queue."""
+        base = f"{self.key_prefix}:{{{queue_id}}}"
+        return f"{base}:s", f"{base}:c", f"{base}:w:"
+
+    def _plan(self, limits: QueueLimits) -> _Plan:
+        plan = self._plans.get(limits)
+        if plan is None:
+            state, counters, wprefix = self.keys_for(limits.id)
+            subs = limits.sub_queue_weights
+            keys = [state, counters] + [wprefix + s for s, _ in subs]
+            index = {s: str(i + 1).encode() for i, (s, _) in enumerate(subs)}
+            grace = self.fair_grace if self.fair_grace is not None else limits.default_fair_grace()
+            args = [repr(limits.message_interval), repr(limits.request_interval),
+                    repr(limits.gcra_tolerance),
+                    str(limits.max_tokens_per_minute or 0), repr(float(self.waiter_ttl)),
+                    repr(float(grace)), str(STATE_TTL)]
+            args += [f"q:{s}" for s, _ in subs] + [repr(float(w)) for _, w in subs]
+            plan = _Plan(keys, index, args, self._acquire.sha)
+            if len(self._plans) > 10_000:
+                self._plans.clear()
+            self._plans[limits] = plan
+        return plan
+
+    def _unavailable(self, e: Exception) -> LimiterUnavailable:
+        return LimiterUnavailable(f"rate limiter cannot reach Redis at {self._url}: {e}; "
+                                  f"nothing was granted, retry later", retryable=True)
+
+    def _call(self, script, keys, args):
+        try:
+            return script(keys=keys, args=args)
+        except (RedisConnectionError, RedisTimeoutError) as e:
+            raise self._unavailable(e) from e
+
+    def _call_acquire(self, plan: _Plan, dyn: list[bytes]):
+        if not self._fast:
+            return self._call(self._acquire, plan.keys, [*dyn, *plan.args])
+        packed = plan.head + _bulk(dyn) + plan.tail
+        pool = self.redis.connection_pool
+        try:
+            for attempt in range(3):
+                conn = None
+                try:
+                    conn = pool.get_connection()
+                    conn.send_packed_command([packed])
+                    return conn.read_response()
+                except NoScriptError:  # Redis restarted or SCRIPT FLUSH: load it, go again
+                    self.redis.script_load(ACQUIRE_LUA)
+                except (RedisConnectionError, OSError) as e:
+                    # a dropped connection (e.g. Redis restarting): try again on a new one;
+                    # a timeout is not retried, the script may have run
+                    if conn is not None:
+                        conn.disconnect()
+                    if attempt == 2:
+                        raise self._unavailable(e) from e
+                    time.sleep(0.01 * (attempt + 1))
+                finally:
+                    if conn is not None:
+                        pool.release(conn)
+        except (RedisConnectionError, RedisTimeoutError) as e:
+            raise self._unavailable(e) from e
+        raise self._unavailable(RuntimeError("script could not be loaded"))
+
+    # ---- Limiter
+    def try_acquire(self, limits: QueueLimits, sub_queue: str | None = None, tokens: int = 0,
+                    waiter: str | None = None) -> Decision:
+        need = limits.check_tokens(tokens)
+        plan = self._plan(limits)
+        xi = plan.index.get(sub_queue) if sub_queue is not None else None
+        if xi is None:
+            sub_queue, xi = DEFAULT_SUB_QUEUE, plan.default
+        dyn = [self._now_arg().encode(), b"%d" % need, xi,
+               waiter.encode() if waiter else b"", b"1" if limits.id in self._known else b"0"]
+        r = self._call_acquire(plan, dyn)
+        self._known.add(limits.id)
+        ok, retry, sec, usec, reason, reserved = (r.decode() if isinstance(r, bytes) else r).split()
+        at = float(sec) + int(usec) / 1e6
+        if ok == "1":
+            res = os.urandom(12).hex() if limits.max_tokens_per_minute else None
+            return Decision(True, 0.0, res, int(reserved), at, "ok", sub_queue)
+        return Decision(False, float(retry), None, 0, at, reason, sub_queue)
+
+    def forget(self, limits: QueueLimits, sub_queue: str | None, waiter: str) -> None:
+        """Withdraw a waiter registration (the task gave up or went elsewhere)."""
+        wprefix = self.keys_for(limits.id)[2]
+        self._call(self._forget, [wprefix + limits.resolve_sub_queue(sub_queue)], [waiter])
+
+    def settle(self, limits: QueueLimits, decision: Decision, tokens_used: int) -> None:
+        """Replace the reserved estimate by the real usage (idempotent per reservation)."""
+        if tokens_used < 0:
+            raise ValueError(f"tokens_used must be >= 0, got {tokens_used!r}")
+        cap = limits.max_tokens_per_minute
+        if not cap or not decision.allowed or not decision.reservation:
+            return
+        state, counters, _ = self.keys_for(limits.id)
+        marker = f"{self.key_prefix}:{{{limits.id}}}:x:{decision.reservation}"
+        self._call(self._settle, [state, counters, marker],
+                   [self._now_arg(), cap, int(decision.tokens_reserved), int(tokens_used),
+                    SETTLED_TTL, STATE_TTL])
+
+    def stats(self, limits: QueueLimits) -> QueueStats:
+        plan = self._plan(limits)
+        subs = [s for s, _ in limits.sub_queue_weights]
+        cap = limits.max_tokens_per_minute or 0
+        r = self._call(self._stats, plan.keys, [self._now_arg(), cap, *[f"q:{s}" for s in subs]])
+        now = float(r[0]) + int(r[1]) / 1e6
+        level_s = _s(r[2])
+        flat = [_s(v) for v in r[4]]
+        grants: dict[int, int] = {}
+        tokens: dict[int, int] = {}
+        for f, v in zip(flat[::2], flat[1::2]):
+            (grants if f[0] == "g" else tokens)[int(f[1:])] = int(v)
+        rate, per_min, tok_min = summarize(grants, tokens, now)
+        level = (float(level_s) if level_s else float(cap)) if cap else None
+        return QueueStats(limits.id, rate, tok_min,
+                          {s: int(w) for s, w in zip(subs, r[5])},
+                          {s: int(g) for s, g in zip(subs, r[3])},
+                          per_min, level, now)
+
+    def clear(self, limits: QueueLimits | None = None) -> int:
+        """Delete the limiter's keys (one queue, or every queue under the prefix)."""
+        pattern = f"{self.key_prefix}:{{{limits.id}}}:*" if limits else f"{self.key_prefix}:*"
+        n = 0
+        try:
+            for k in self.redis.scan_iter(match=pattern, count=500):
+                n += self.redis.delete(k)
+        except (RedisConnectionError, RedisTimeoutError) as e:
+            raise self._unavailable(e) from e
+        return n

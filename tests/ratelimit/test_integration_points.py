@@ -1,0 +1,77 @@
+"""What the rest of the engine plugs into: the factory, Prometheus figures, the interface."""
+
+from __future__ import annotations
+
+import pytest
+from prometheus_client import CollectorRegistry, generate_latest
+
+from agentflow.ratelimit import (Limiter, LimiterUnavailable, MemoryLimiter, QueueLimits,
+                                 limiter_from_env, memory_limiter)
+from agentflow.ratelimit.metrics import LimiterCollector, metric_families, register
+
+from .conftest import FakeClock
+
+
+def test_factory_picks_memory_without_redis_url():
+    a = limiter_from_env({})
+    assert isinstance(a, MemoryLimiter) and a is limiter_from_env({}) is memory_limiter()
+
+
+@pytest.mark.redis
+def test_factory_picks_redis_with_redis_url(redis_url):
+    from agentflow.ratelimit.redis import RedisLimiter
+    env = {"REDIS_URL": redis_url, "AGENTFLOW_RATELIMIT_PREFIX": "af:rl:test:factory"}
+    lim = limiter_from_env(env)
+    assert isinstance(lim, RedisLimiter) and lim.key_prefix == "af:rl:test:factory"
+    assert limiter_from_env(env) is lim
+
+
+def test_both_backends_implement_the_interface():
+    from agentflow.ratelimit.redis import RedisLimiter
+    for cls in (MemoryLimiter, RedisLimiter):
+        for name in ("try_acquire", "acquire", "settle", "stats", "forget"):
+            assert callable(getattr(cls, name)), (cls, name)
+    lim: Limiter = MemoryLimiter()   # type-checks as the Protocol
+    assert lim.try_acquire(QueueLimits("x")).allowed   # no limits configured: always granted
+
+
+def test_prometheus_collector_exports_stats():
+    clock = FakeClock()
+    lim = MemoryLimiter(clock=clock)
+    q = QueueLimits("llm", max_messages_per_second=2, max_tokens_per_minute=6000,
+                    sub_queues=(("paid", 3.0), ("free", 1.0)))
+    d = lim.try_acquire(q, "paid", tokens=100)
+    lim.settle(q, d, 40)
+    assert not lim.try_acquire(q, "free", tokens=100, waiter="t1").allowed
+    reg = CollectorRegistry()
+    register(lim, lambda: [q], registry=reg)
+    text = generate_latest(reg).decode()
+    assert 'agentflow_queue_waiting{queue="llm",sub_queue="free"} 1.0' in text
+    assert 'agentflow_queue_granted_total{queue="llm",sub_queue="paid"} 1.0' in text
+    assert 'agentflow_queue_limit_per_second{queue="llm"} 2.0' in text
+    assert 'agentflow_queue_limit_tokens_per_minute{queue="llm"} 6000.0' in text
+    for name in ("rate_per_second", "requests_per_minute", "tokens_per_minute", "tokens_available"):
+        assert f"agentflow_queue_{name}{{" in text
+    assert reg.get_sample_value("agentflow_queue_tokens_available", {"queue": "llm"}) == pytest.approx(5960)
+
+
+def test_collector_skips_a_queue_whose_backend_is_down(caplog):
+    class Down:
+        def stats(self, limits):
+            raise LimiterUnavailable("no Redis")
+
+    q = QueueLimits("gone", max_messages_per_second=1)
+    reg = CollectorRegistry()
+    reg.register(LimiterCollector(Down(), lambda: [q]))
+    assert 'queue="gone"' not in generate_latest(reg).decode()
+    assert "no Redis" in caplog.text
+
+
+def test_metric_families_from_cached_stats():
+    from agentflow.ratelimit import QueueStats
+    q = QueueLimits("q", max_requests_per_minute=60)
+    fams = metric_families([(q, QueueStats("q", 1.5, 0.0, {"default": 2}, {"default": 9}, 60.0))])
+    names = {f.name for f in fams}
+    assert "agentflow_queue_waiting" in names and "agentflow_queue_granted" in names
+    rate = next(f for f in fams if f.name == "agentflow_queue_limit_per_second")
+    assert rate.samples[0].value == 1.0
