@@ -5,6 +5,8 @@ import { BaseEdge, EdgeLabelRenderer, getBezierPath, type EdgeProps } from "@xyf
 import type { ConditionFlowEdge } from "@/lib/flow";
 import { useWorkflowStore } from "@/lib/useWorkflowStore";
 
+const DIFF_STROKE: Record<string, string> = { added: "#10b981", removed: "#f43f5e", changed: "#f59e0b" };
+
 function ConditionEdgeView({ id, source, target, sourceX, sourceY, targetX, targetY, sourcePosition, targetPosition, data, selected, markerEnd }: EdgeProps<ConditionFlowEdge>) {
   const [path, labelX, baseY] = getBezierPath({ sourceX, sourceY, targetX, targetY, sourcePosition, targetPosition });
   // Edges with the same two ends share a path: spread their labels apart.
@@ -14,7 +16,9 @@ function ConditionEdgeView({ id, source, target, sourceX, sourceY, targetX, targ
   const [draft, setDraft] = useState(data?.condition ?? "");
   useEffect(() => setDraft(data?.condition ?? ""), [data?.condition]);
   const problems = data?.problems ?? [];
-  const stroke = problems.length ? "#e11d48" : data?.taken ? "#10b981" : selected ? "#6366f1" : "#94a3b8";
+  const diff = data?.diff ?? null;
+  const readOnly = Boolean(data?.readOnly);
+  const stroke = diff ? DIFF_STROKE[diff] : problems.length ? "#e11d48" : data?.taken ? "#10b981" : selected ? "#6366f1" : "#94a3b8";
   const select = useWorkflowStore((s) => s.select);
   const commit = () => {
     setEditing(false);
@@ -22,7 +26,7 @@ function ConditionEdgeView({ id, source, target, sourceX, sourceY, targetX, targ
   };
   return (
     <>
-      <BaseEdge id={id} path={path} markerEnd={markerEnd} style={{ stroke, strokeWidth: selected ? 2.5 : 1.5 }} interactionWidth={16} />
+      <BaseEdge id={id} path={path} markerEnd={markerEnd} style={{ stroke, strokeWidth: selected || diff ? 2.5 : 1.5, ...(diff === "removed" ? { strokeDasharray: "6 4" } : {}) }} interactionWidth={16} />
       {data && (
         <EdgeLabelRenderer>
           <div
@@ -31,10 +35,11 @@ function ConditionEdgeView({ id, source, target, sourceX, sourceY, targetX, targ
             data-testid={`edge-label-${data.index}-${target}`}
             data-from={source}
             data-to={target}
-            onClick={() => select([], [id])}
+            data-diff={diff ?? undefined}
+            onClick={() => !readOnly && select([], [id])}
             onDoubleClick={(e) => {
               e.stopPropagation();
-              setEditing(true);
+              if (!readOnly) setEditing(true);
             }}
           >
             {editing ? (

@@ -49,6 +49,23 @@ const PATHS: Record<string, ReactNode> = {
     </>
   ),
   unknown: <circle cx="12" cy="12" r="8" />,
+  // replay controls
+  first: (
+    <>
+      <path d="M6 5v14" />
+      <path d="M18 6l-8 6 8 6z" />
+    </>
+  ),
+  prev: <path d="M15 6l-6 6 6 6" />,
+  play: <path d="M7 5l12 7-12 7z" />,
+  pause: <path d="M8 5v14 M16 5v14" />,
+  next: <path d="M9 6l6 6-6 6" />,
+  last: (
+    <>
+      <path d="M18 5v14" />
+      <path d="M6 6l8 6-8 6z" />
+    </>
+  ),
 };
 
 export function Icon({ name, className = "h-4 w-4" }: { name: string; className?: string }) {

@@ -23,6 +23,9 @@ export function RunPanel() {
   const cancelRun = useWorkflowStore((s) => s.cancelRun);
   const openRun = useWorkflowStore((s) => s.openRun);
   const loadRuns = useWorkflowStore((s) => s.loadRuns);
+  const openReplay = useWorkflowStore((s) => s.openReplay);
+  const streamRuns = useWorkflowStore((s) => s.streamRuns);
+  const setStreamRuns = useWorkflowStore((s) => s.setStreamRuns);
   const [input, setInput] = useState("");
   const [metadata, setMetadata] = useState("{}");
   const [metaError, setMetaError] = useState<string | null>(null);
@@ -72,13 +75,28 @@ export function RunPanel() {
               Cancel
             </Button>
           )}
+          <label className="flex items-center gap-1 text-[11px] text-slate-500" title="LLM nodes send their tokens as they come">
+            <input type="checkbox" data-testid="run-stream" checked={streamRuns} onChange={(e) => setStreamRuns(e.target.checked)} />
+            stream
+          </label>
           <span className="text-[11px] text-slate-400">{dirty || savedId !== spec.id ? "Saves a new version first." : "Runs the saved version."}</span>
         </div>
       </Section>
 
       <Section
         title="Run"
-        actions={run ? <StatusBadge status={run.status} testId="run-status" /> : null}
+        actions={
+          run ? (
+            <span className="flex items-center gap-1">
+              {!live && (
+                <Button variant="ghost" className="text-xs" data-testid="run-replay" title="Step through this run" onClick={() => void openReplay(run.run_id)}>
+                  <Icon name="play" className="h-3 w-3" /> Replay
+                </Button>
+              )}
+              <StatusBadge status={run.status} testId="run-status" />
+            </span>
+          ) : null
+        }
       >
         {!run && <Empty>No run yet.</Empty>}
         {run && (
@@ -86,6 +104,12 @@ export function RunPanel() {
             <div className="grid grid-cols-2 gap-x-3 gap-y-1 text-xs text-slate-600">
               <span className="text-slate-400">Run</span>
               <span className="truncate font-mono" data-testid="run-id">{run.run_id}</span>
+              {run.parent_run_id && (
+                <>
+                  <span className="text-slate-400">Re-run of</span>
+                  <span className="truncate font-mono" data-testid="run-parent">{run.parent_run_id}</span>
+                </>
+              )}
               <span className="text-slate-400">Version</span>
               <span>{run.workflow_version ?? "–"}</span>
               <span className="text-slate-400">Duration</span>
@@ -123,7 +147,12 @@ export function RunPanel() {
                         <span className="font-mono">{id}</span>
                         {(s.attempt ?? 1) > 1 && <span className="ml-1 text-[10px] text-slate-400">attempt {s.attempt}</span>}
                         {s.error && <p className="whitespace-pre-wrap text-rose-600">{s.error}</p>}
-                        {runView.tokens[id] && s.status === "running" && <p className="whitespace-pre-wrap text-slate-500">{runView.tokens[id]}</p>}
+                        {runView.tokens[id] && (
+                          <p data-testid={`run-stream-${id}`} data-live={s.status === "running" ? "true" : undefined} className={`mt-0.5 max-h-32 overflow-y-auto whitespace-pre-wrap rounded border-l-2 px-1.5 py-0.5 ${s.status === "running" ? "border-blue-400 bg-blue-50/60 text-slate-700" : "border-slate-200 text-slate-500"}`}>
+                            {runView.tokens[id]}
+                            {s.status === "running" && <span className="ml-0.5 inline-block h-3 w-1 animate-pulse bg-blue-500 align-[-2px]" />}
+                          </p>
+                        )}
                       </td>
                       <td>
                         <StatusBadge status={s.status} />
@@ -160,13 +189,19 @@ export function RunPanel() {
         {savedId && runs.length === 0 && <Empty>No runs yet.</Empty>}
         <ul className="space-y-1">
           {runs.map((r) => (
-            <li key={r.run_id}>
-              <button type="button" data-testid="run-history-item" data-run-id={r.run_id} className={`flex w-full items-center gap-2 rounded-md px-2 py-1 text-left text-xs hover:bg-slate-100 ${run?.run_id === r.run_id ? "bg-indigo-50" : ""}`} onClick={() => void openRun(r.run_id)}>
+            <li key={r.run_id} className={`flex items-center rounded-md ${run?.run_id === r.run_id ? "bg-indigo-50" : "hover:bg-slate-100"}`}>
+              <button type="button" data-testid="run-history-item" data-run-id={r.run_id} className="flex min-w-0 flex-1 items-center gap-2 px-2 py-1 text-left text-xs" onClick={() => void openRun(r.run_id)}>
                 <StatusBadge status={r.status} />
                 <span className="truncate font-mono text-slate-600">{r.run_id.slice(0, 8)}</span>
+                {r.parent_run_id && <span className="text-[10px] text-slate-400" title={`re-run of ${r.parent_run_id}`}>↳ re-run</span>}
                 <span className="flex-1" />
                 <span className="text-slate-400">{formatTime(r.created_at)}</span>
               </button>
+              {TERMINAL_RUN_STATUSES.includes(r.status) && (
+                <button type="button" data-testid="run-history-replay" data-run-id={r.run_id} title="Replay this run step by step" className="flex items-center gap-1 px-2 py-1 text-xs text-indigo-600 hover:text-indigo-800" onClick={() => void openReplay(r.run_id)}>
+                  <Icon name="play" className="h-3 w-3" /> Replay
+                </button>
+              )}
             </li>
           ))}
         </ul>

@@ -13,8 +13,8 @@ export function Toolbar() {
   const viewingVersion = useWorkflowStore((s) => s.viewingVersion);
   const savedId = useWorkflowStore((s) => s.savedId);
   const dirty = useWorkflowStore((s) => s.dirty);
-  const canUndo = useWorkflowStore((s) => s.past.length > 0);
-  const canRedo = useWorkflowStore((s) => s.future.length > 0);
+  const canUndo = useWorkflowStore((s) => s.past.length > 0 && !s.overlay);
+  const canRedo = useWorkflowStore((s) => s.future.length > 0 && !s.overlay);
   const busy = useWorkflowStore((s) => s.busy);
   const st = useWorkflowStore.getState();
   const fileRef = useRef<HTMLInputElement>(null);
@@ -84,6 +84,17 @@ export function Toolbar() {
         ⤢ Fit
       </Button>
       <div className="flex-1" />
+      <a
+        href="/dashboard/"
+        data-testid="btn-dashboard"
+        title="Runs, tokens, cost and latency over time"
+        className="inline-flex items-center gap-1 whitespace-nowrap rounded-md px-2.5 py-1 text-sm font-medium text-slate-600 hover:bg-slate-100"
+      >
+        ▦ Dashboard
+      </a>
+      <Button variant="ghost" data-testid="btn-history" onClick={() => st.setTab("history")} title="Versions: compare, open, restore">
+        ⟲ History
+      </Button>
       <input
         ref={fileRef}
         type="file"

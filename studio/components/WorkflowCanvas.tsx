@@ -14,11 +14,12 @@ import {
   type NodeChange,
   type OnDelete,
 } from "@xyflow/react";
-import { deriveEdges, makeNodeDeriver, type AgentFlowNode, type ConditionFlowEdge } from "@/lib/flow";
+import { deriveEdges, makeNodeDeriver, type AgentFlowNode, type CanvasExtras, type ConditionFlowEdge } from "@/lib/flow";
+import { replayNodeStates, stepsUpTo } from "@/lib/replay";
 import { NODE_HEIGHT, NODE_WIDTH } from "@/lib/layout";
 import { metaOf } from "@/lib/nodeMeta";
 import { NODE_TYPES, type NodeType, type Position } from "@/lib/types";
-import { useWorkflowStore } from "@/lib/useWorkflowStore";
+import { useWorkflowStore, type RunView, type ValidationView } from "@/lib/useWorkflowStore";
 import { AgentNode } from "./AgentNode";
 import { ConditionEdge } from "./ConditionEdge";
 
@@ -29,6 +30,33 @@ const edgeTypes = { condition: ConditionEdge };
 const defaultEdgeOptions = { markerEnd: { type: MarkerType.ArrowClosed, width: 16, height: 16 } };
 
 const STATUS_COLOR: Record<string, string> = { running: "#3b82f6", succeeded: "#10b981", failed: "#f43f5e" };
+const DIFF_COLOR: Record<string, string> = { added: "#10b981", removed: "#f43f5e", changed: "#f59e0b" };
+const NONE: string[] = [];
+const QUIET_VALIDATION: ValidationView = { status: "idle", valid: null, problems: [], index: { nodes: {}, edges: {}, queues: {}, sources: {}, workflow: [] }, stale: false, message: null };
+const QUIET_RUN: RunView = { run: null, steps: {}, order: [], tokens: {}, transport: null, watching: false, error: null };
+
+function OverlayBanner() {
+  const overlay = useWorkflowStore((s) => s.overlay);
+  const { closeCompare, closeReplay } = useWorkflowStore.getState();
+  if (!overlay) return null;
+  const diff = overlay.kind === "diff";
+  return (
+    <div data-testid="canvas-overlay" data-kind={overlay.kind} className={`pointer-events-auto absolute left-1/2 top-3 z-10 flex -translate-x-1/2 items-center gap-3 rounded-full border px-4 py-1.5 text-xs shadow ${diff ? "border-amber-200 bg-amber-50 text-amber-800" : "border-indigo-200 bg-indigo-50 text-indigo-800"}`}>
+      <span className="font-semibold">{overlay.title}</span>
+      {diff && (
+        <span className="flex items-center gap-2 text-[11px]">
+          <span className="inline-flex items-center gap-1"><i className="inline-block h-2 w-2 rounded-full bg-emerald-500" />added</span>
+          <span className="inline-flex items-center gap-1"><i className="inline-block h-2 w-2 rounded-full bg-amber-500" />changed</span>
+          <span className="inline-flex items-center gap-1"><i className="inline-block h-2 w-2 rounded-full bg-rose-500" />removed</span>
+        </span>
+      )}
+      <span className="text-[11px] opacity-70">read-only</span>
+      <button type="button" data-testid="canvas-overlay-close" className="rounded-full px-2 font-medium hover:bg-white/70" onClick={() => (diff ? closeCompare() : closeReplay())}>
+        ✕ Back to editing
+      </button>
+    </div>
+  );
+}
 
 export function WorkflowCanvas() {
   const spec = useWorkflowStore((s) => s.spec);
@@ -39,15 +67,29 @@ export function WorkflowCanvas() {
   const runView = useWorkflowStore((s) => s.runView);
   const validation = useWorkflowStore((s) => s.validation);
   const fitNonce = useWorkflowStore((s) => s.fitNonce);
+  const overlay = useWorkflowStore((s) => s.overlay);
+  const trace = useWorkflowStore((s) => (s.overlay?.kind === "replay" ? s.replay.trace : null));
+  const cursor = useWorkflowStore((s) => s.replay.cursor);
   const { moveNodes, setMeasured, select, connect, deleteElements, addNode } = useWorkflowStore.getState();
   const { screenToFlowPosition, fitView, setViewport } = useReactFlow();
 
+  // A diff or a replay shows its own read-only spec; otherwise the canvas is the document.
+  const view = useMemo(() => {
+    if (!overlay) return { spec, layout, selectedNodes, selectedEdges, runView, validation, extras: undefined as CanvasExtras | undefined };
+    const replayRun: RunView = trace ? { ...QUIET_RUN, ...stepsUpTo(trace, cursor) } : QUIET_RUN;
+    const extras: CanvasExtras = {
+      marks: overlay.marks,
+      edgeMarks: overlay.edgeMarks,
+      replay: trace ? replayNodeStates(trace, cursor, overlay.spec.nodes.map((n) => n.id)) : null,
+      readOnly: true,
+    };
+    return { spec: overlay.spec, layout: overlay.layout, selectedNodes: NONE, selectedEdges: NONE, runView: replayRun, validation: QUIET_VALIDATION, extras };
+  }, [overlay, trace, cursor, spec, layout, selectedNodes, selectedEdges, runView, validation]);
+
   const deriveNodes = useMemo(() => makeNodeDeriver(), []);
-  const nodes = useMemo(
-    () => deriveNodes({ spec, layout, measured, selectedNodes, runView, validation }),
-    [deriveNodes, spec, layout, measured, selectedNodes, runView, validation],
-  );
-  const edges = useMemo(() => deriveEdges({ spec, selectedEdges, runView, validation }), [spec, selectedEdges, runView, validation]);
+  const nodes = useMemo(() => deriveNodes({ ...view, measured }, view.extras), [deriveNodes, view, measured]);
+  const edges = useMemo(() => deriveEdges(view, view.extras), [view]);
+  const readOnly = Boolean(overlay);
 
   const onNodesChange = useCallback(
     (changes: NodeChange<AgentFlowNode>[]) => {
@@ -127,7 +169,8 @@ export function WorkflowCanvas() {
     }
     // An empty canvas gets the plain viewport (a queued fit would jump at the first drop);
     // otherwise React Flow queues the fit until the new nodes have been measured.
-    if (useWorkflowStore.getState().spec.nodes.length === 0) void setViewport({ x: 0, y: 0, zoom: 1 });
+    const st = useWorkflowStore.getState();
+    if ((st.overlay?.spec ?? st.spec).nodes.length === 0) void setViewport({ x: 0, y: 0, zoom: 1 });
     else void fitView({ padding: 0.15, maxZoom: 1.2 });
   }, [fitNonce, fitView, setViewport]);
 
@@ -143,7 +186,10 @@ export function WorkflowCanvas() {
         onEdgesChange={onEdgesChange}
         onConnect={onConnect}
         onDelete={onDelete}
-        deleteKeyCode={["Backspace", "Delete"]}
+        nodesDraggable={!readOnly}
+        nodesConnectable={!readOnly}
+        elementsSelectable={!readOnly}
+        deleteKeyCode={readOnly ? null : ["Backspace", "Delete"]}
         zoomOnDoubleClick={false}
         multiSelectionKeyCode={["Shift", "Meta", "Control"]}
         selectionKeyCode="Shift"
@@ -152,10 +198,14 @@ export function WorkflowCanvas() {
         proOptions={{ hideAttribution: true }}
       >
         <Background variant={BackgroundVariant.Dots} gap={18} size={1} color="#cbd5e1" />
-        <MiniMap pannable zoomable className="!bg-white" nodeStrokeWidth={3} nodeColor={(n) => STATUS_COLOR[(n.data as AgentFlowNode["data"]).status] ?? metaOf((n.data as AgentFlowNode["data"]).spec.type).color} />
+        <MiniMap pannable zoomable className="!bg-white" nodeStrokeWidth={3} nodeColor={(n) => {
+          const d = n.data as AgentFlowNode["data"];
+          return (d.diff && DIFF_COLOR[d.diff]) || (d.replay === "pending" ? "#e2e8f0" : STATUS_COLOR[d.status]) || metaOf(d.spec.type).color;
+        }} />
         <Controls showInteractive={false} />
       </ReactFlow>
-      {spec.nodes.length === 0 && (
+      <OverlayBanner />
+      {!overlay && spec.nodes.length === 0 && (
         <div className="pointer-events-none absolute inset-0 flex items-center justify-center">
           <div className="rounded-xl border-2 border-dashed border-slate-300 bg-white/70 px-8 py-6 text-center text-slate-500">
             <p className="text-sm font-medium">Drag nodes here from the palette</p>

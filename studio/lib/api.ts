@@ -5,13 +5,19 @@
  */
 import type {
   ApiProblem,
+  MetricsQuery,
+  MetricsSummary,
   Page,
+  RerunQueued,
   RunInput,
   RunRecord,
+  RunStartOptions,
   RunStep,
   RunSummary,
+  RunTrace,
   SourceSpec,
   ValidationResult,
+  VersionDiff,
   WorkflowRecord,
   WorkflowSpec,
   WorkflowSummary,
@@ -41,16 +47,107 @@ function detailText(detail: unknown): string {
   return detail === undefined ? "" : JSON.stringify(detail);
 }
 
-async function request<T>(method: string, path: string, body?: unknown, okStatuses: number[] = []): Promise<T> {
+// ------------------------------------------------------------------ auth
+//
+// Every request carries `Authorization: Bearer <token>` when Studio has a token:
+// - one given by the user: open Studio as `/#token=<jwt>` (from `agentflow token create`),
+//   or call setApiToken(); it is kept in localStorage ("agentflow.token");
+// - else, the local admin token that a server in local auth mode (`make run`) hands to
+//   this machine at `GET /auth/local-token`, asked for once per page load.
+// A token that gets a 401 is dropped, and the request is tried once more.
+
+const TOKEN_KEY = "agentflow.token";
+let auth: { token: string | null; settled: boolean } = { token: null, settled: false };
+let discovery: Promise<string | null> | null = null;
+
+function storage(): Storage | null {
+  try {
+    return typeof localStorage === "undefined" ? null : localStorage;
+  } catch {
+    return null;
+  }
+}
+
+/** Use `token` for every request (null: none, and do not ask the server for its local token). */
+export function setApiToken(token: string | null, persist = true): void {
+  auth = { token, settled: true };
+  discovery = null;
+  if (!persist) return;
+  try {
+    if (token) storage()?.setItem(TOKEN_KEY, token);
+    else storage()?.removeItem(TOKEN_KEY);
+  } catch {
+    /* storage full or disabled: the token still holds for this page */
+  }
+}
+
+/** Forget the token; the next request looks for one again. */
+export function resetApiAuth(): void {
+  auth = { token: null, settled: false };
+  discovery = null;
+}
+
+/** The token known right now, without asking the server (null: none yet). */
+export const currentApiToken = (): string | null => (auth.settled ? auth.token : null);
+
+function tokenFromLocation(): string | null {
+  if (typeof window === "undefined" || !window.location?.hash) return null;
+  const params = new URLSearchParams(window.location.hash.slice(1));
+  const token = params.get("token");
+  if (!token) return null;
+  params.delete("token");
+  const rest = params.toString();
+  const url = new URL(window.location.href);
+  url.hash = rest ? `#${rest}` : "";
+  window.history.replaceState(window.history.state, "", url); // keep it out of the address bar
+  return token;
+}
+
+async function apiToken(): Promise<string | null> {
+  if (auth.settled) return auth.token;
+  const given = tokenFromLocation() ?? storage()?.getItem(TOKEN_KEY) ?? null;
+  if (given) {
+    setApiToken(given);
+    return given;
+  }
+  discovery ??= (async () => {
+    try {
+      const res = await fetch(API_BASE + "/auth/local-token", { headers: { Accept: "application/json" }, cache: "no-store" });
+      const data = res.ok ? ((await res.json()) as { token?: unknown }) : null;
+      auth = { token: data && typeof data.token === "string" ? data.token : null, settled: true };
+    } catch {
+      auth = { token: null, settled: false }; // server unreachable: ask again next time
+    }
+    discovery = null;
+    return auth.token;
+  })();
+  return discovery;
+}
+
+function authHeader(token: string | null): Record<string, string> {
+  return token ? { Authorization: `Bearer ${token}` } : {};
+}
+
+async function request<T>(method: string, path: string, body?: unknown, okStatuses: number[] = [], retried = false): Promise<T> {
   let res: Response;
+  const token = await apiToken();
   try {
     res = await fetch(API_BASE + path, {
       method,
-      headers: body === undefined ? { Accept: "application/json" } : { "Content-Type": "application/json", Accept: "application/json" },
+      headers: {
+        ...(body === undefined ? { Accept: "application/json" } : { "Content-Type": "application/json", Accept: "application/json" }),
+        ...authHeader(token),
+      },
       body: body === undefined ? undefined : JSON.stringify(body),
     });
   } catch (e) {
     throw new ApiError(0, `cannot reach the AgentFlow API (${(e as Error).message})`);
+  }
+  if (res.status === 401 && token && !retried) {
+    // expired or from another server: drop it and look again (e.g. a fresh local token)
+    setApiToken(null);
+    resetApiAuth();
+    return request<T>(method, path, body, okStatuses, true);
   }
   if (res.status === 204) return undefined as T;
   const text = await res.text();
@@ -64,7 +161,8 @@ async function request<T>(method: string, path: string, body?: unknown, okStatus
   }
   if (!res.ok && !okStatuses.includes(res.status)) {
     const d = (data && typeof data === "object" ? data : {}) as { detail?: unknown; errors?: ApiProblem[] };
-    const msg = detailText(d.detail) || (typeof data === "string" && data) || `${res.status} ${res.statusText}`;
+    let msg = detailText(d.detail) || (typeof data === "string" && data) || `${res.status} ${res.statusText}`;
+    if (res.status === 401) msg += " - open Studio as /#token=<token> (agentflow token create --tenant T --role R)";
     throw new ApiError(res.status, `${method} ${path}: ${msg}`, Array.isArray(d.errors) ? d.errors : [], data);
   }
   return data as T;
@@ -108,10 +206,31 @@ export const listVersions = (id: string) => request<Page<WorkflowVersion>>("GET"
 export const getVersion = (id: string, version: number) =>
   request<WorkflowVersion & { spec: WorkflowSpec }>("GET", `/workflows/${enc(id)}/versions/${version}`);
 
+/** The structural diff of two versions (nodes, edges, queues, sources, top-level fields). */
+export const diffVersions = (id: string, from: number, to: number) =>
+  request<VersionDiff>("GET", `/workflows/${enc(id)}/versions/${from}/diff/${to}`);
+
+/** Make an old version current again: the server saves it as a new version. */
+export const rollbackWorkflow = (id: string, version: number) =>
+  request<WorkflowRecord>("POST", `/workflows/${enc(id)}/rollback`, { version });
+
 // ------------------------------------------------------------------ runs
 
-export const startRun = (workflowId: string, input: RunInput) =>
-  request<{ run_id: string; status: string }>("POST", `/workflows/${enc(workflowId)}/runs`, { input });
+/**
+ * Start a run of the saved workflow. `stream: true` asks LLM nodes to stream their tokens;
+ * a server that does not know the flag (422 naming `stream`) gets the plain request.
+ */
+export async function startRun(workflowId: string, input: RunInput, opts: RunStartOptions = {}) {
+  const path = `/workflows/${enc(workflowId)}/runs`;
+  type Queued = { run_id: string; status: string };
+  if (!opts.stream) return request<Queued>("POST", path, { input });
+  try {
+    return await request<Queued>("POST", path, { input, stream: true });
+  } catch (e) {
+    if (e instanceof ApiError && e.status === 422 && JSON.stringify(e.body ?? "").includes("stream")) return request<Queued>("POST", path, { input });
+    throw e;
+  }
+}
 
 export const listRuns = (workflowId: string, limit = 20) =>
   request<Page<RunSummary>>("GET", `/workflows/${enc(workflowId)}/runs${q({ limit })}`);
@@ -119,6 +238,18 @@ export const listRuns = (workflowId: string, limit = 20) =>
 export const getRun = (runId: string) => request<RunRecord>("GET", `/runs/${enc(runId)}`);
 
 export const cancelRun = (runId: string) => request<unknown>("POST", `/runs/${enc(runId)}/cancel`);
+
+/** Every step of a finished run with its input, output and the state after it. */
+export const getTrace = (runId: string) => request<RunTrace>("GET", `/runs/${enc(runId)}/trace`);
+
+/** Start a new run from `fromNode` with `state` (answers 202 with the new run's id). */
+export const rerunFrom = (runId: string, fromNode: string, state: Record<string, unknown>, opts: RunStartOptions = {}) =>
+  request<RerunQueued>("POST", `/runs/${enc(runId)}/rerun`, { from_node: fromNode, state, ...(opts.stream ? { stream: true } : {}) });
+
+// ------------------------------------------------------------------ metrics
+
+export const getMetricsSummary = (query: MetricsQuery) =>
+  request<MetricsSummary>("GET", `/metrics/summary${q({ from: query.from, to: query.to, workflow_id: query.workflow_id })}`);
 
 export interface RunWatchHandlers {
   onStep(step: RunStep): void;
@@ -132,6 +263,94 @@ export interface RunWatchHandlers {
 
 const TERMINAL = new Set(["succeeded", "failed", "cancelled"]);
 
+type StreamListener = (ev: MessageEvent) => void;
+
+/**
+ * The part of EventSource that watchRun uses, over fetch: EventSource cannot send an
+ * Authorization header, and a token in the URL would end up in access logs.
+ */
+export class FetchEventSource {
+  onerror: ((ev: Event) => void) | null = null;
+  private listeners: Record<string, StreamListener[]> = {};
+  private ctrl = new AbortController();
+  private closed = false;
+  private buf = "";
+  private event = "";
+  private data: string[] = [];
+
+  constructor(readonly url: string, token: string | null) {
+    void this.run(token);
+  }
+
+  addEventListener(type: string, fn: StreamListener): void {
+    (this.listeners[type] ??= []).push(fn);
+  }
+
+  close(): void {
+    this.closed = true;
+    this.ctrl.abort();
+  }
+
+  private fail(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.onerror?.(new Event("error"));
+  }
+
+  private async run(token: string | null): Promise<void> {
+    try {
+      const res = await fetch(this.url, {
+        headers: { Accept: "text/event-stream", ...authHeader(token) },
+        signal: this.ctrl.signal,
+        cache: "no-store",
+      });
+      if (!res.ok || !res.body) return this.fail();
+      const reader = res.body.getReader();
+      const decoder = new TextDecoder();
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done || this.closed) break;
+        this.feed(decoder.decode(value, { stream: true }));
+      }
+      this.fail(); // the stream ended (if `end` came first, close() was already called)
+    } catch {
+      this.fail();
+    }
+  }
+
+  private feed(chunk: string): void {
+    this.buf += chunk;
+    for (;;) {
+      const m = /\r\n|\n|\r/.exec(this.buf);
+      if (!m) return;
+      if (m[0] === "\r" && m.index === this.buf.length - 1) return; // "\r\n" split across chunks
+      const line = this.buf.slice(0, m.index);
+      this.buf = this.buf.slice(m.index + m[0].length);
+      this.line(line);
+      if (this.closed) return;
+    }
+  }
+
+  private line(line: string): void {
+    if (line === "") {
+      const data = this.data.join("\n");
+      const type = this.event || "message";
+      const had = this.data.length > 0;
+      this.event = "";
+      this.data = [];
+      if (had) for (const fn of this.listeners[type] ?? []) fn({ data } as MessageEvent);
+      return;
+    }
+    if (line.startsWith(":")) return; // a comment (keep-alive ping)
+    const i = line.indexOf(":");
+    const field = i < 0 ? line : line.slice(0, i);
+    let value = i < 0 ? "" : line.slice(i + 1);
+    if (value.startsWith(" ")) value = value.slice(1);
+    if (field === "event") this.event = value;
+    else if (field === "data") this.data.push(value);
+  }
+}
+
 /**
  * Follow a run live over `GET /runs/{id}/events`; if the stream cannot be opened or
  * breaks before its `end` event, poll `GET /runs/{id}` every `pollMs` instead.
@@ -140,7 +359,7 @@ const TERMINAL = new Set(["succeeded", "failed", "cancelled"]);
 export function watchRun(runId: string, h: RunWatchHandlers, opts: { pollMs?: number; sse?: boolean } = {}): () => void {
   const pollMs = opts.pollMs ?? 500;
   let stopped = false;
-  let es: EventSource | null = null;
+  let es: EventSource | FetchEventSource | null = null;
   let timer: ReturnType<typeof setTimeout> | null = null;
 
   const stop = () => {
@@ -175,12 +394,15 @@ export function watchRun(runId: string, h: RunWatchHandlers, opts: { pollMs?: nu
     void poll();
   };
 
-  if (opts.sse === false || typeof EventSource === "undefined") {
+  const token = currentApiToken();
+  const streamUrl = `${API_BASE}/runs/${enc(runId)}/events`;
+  if (opts.sse === false || (typeof EventSource === "undefined" && !token)) {
     startPolling();
     return stop;
   }
 
-  es = new EventSource(`${API_BASE}/runs/${enc(runId)}/events`);
+  // with a token: fetch, which can send it; without: the browser's EventSource
+  es = token ? new FetchEventSource(streamUrl, token) : new EventSource(streamUrl);
   h.onTransport?.("sse");
   const parse = (ev: MessageEvent) => {
     try {

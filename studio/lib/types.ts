@@ -321,6 +321,9 @@ export interface RunRecord {
   started_at?: string | null;
   finished_at?: string | null;
   steps?: RunStep[];
+  /** A re-run points at the run it was started from, and the node it started at. */
+  parent_run_id?: string | null;
+  rerun_from?: string | null;
 }
 
 export type RunSummary = Omit<RunRecord, "steps" | "state"> & Partial<Pick<RunRecord, "state">>;
@@ -330,4 +333,149 @@ export interface RunInput {
   metadata?: Record<string, unknown>;
 }
 
+/** Body of `POST /workflows/{id}/runs`: `stream` makes LLM nodes send `token` events. */
+export interface RunStartOptions {
+  stream?: boolean;
+}
+
 export const TERMINAL_RUN_STATUSES: readonly RunStatus[] = ["succeeded", "failed", "cancelled"];
+
+// ------------------------------------------------------------------ versions: structural diff
+
+/** An entry of a diff's `changed` list: the id and the changed field paths (`config.prompt`). */
+export interface DiffChange {
+  id: string;
+  fields: string[];
+}
+
+export interface DiffSection {
+  added: string[];
+  removed: string[];
+  changed: DiffChange[];
+}
+
+/** An added or removed edge; the server may send an edge object or a text key ("a -> b"). */
+export type DiffEdge = SpecEdge | string;
+
+/** `GET /workflows/{id}/versions/{a}/diff/{b}` */
+export interface VersionDiff {
+  from: number;
+  to: number;
+  nodes: DiffSection;
+  edges: { added: DiffEdge[]; removed: DiffEdge[] };
+  queues: DiffSection;
+  sources: DiffSection;
+  /** Changed top-level fields of the workflow (name, description, start_node...). */
+  top: string[];
+}
+
+// ------------------------------------------------------------------ runs: trace and re-run
+
+export interface TraceStep {
+  index: number;
+  node_id: string;
+  node_type?: string | null;
+  /** running, succeeded, failed, lost (its worker died; retried) or reused (a re-run kept it). */
+  status: StepStatus | "lost" | "reused" | string;
+  attempt?: number | null;
+  started_at?: string | null;
+  finished_at?: string | null;
+  duration_ms?: number | null;
+  tokens?: number | null;
+  cost?: number | null;
+  error?: string | null;
+  /** What the node read. */
+  input?: Record<string, unknown> | null;
+  /** What the node wrote into the state (its delta). */
+  output?: Record<string, unknown> | null;
+  /** The whole state once this step was merged. */
+  state_after?: Record<string, unknown> | null;
+}
+
+/** `GET /runs/{id}/trace` */
+export interface RunTrace {
+  run_id: string;
+  workflow_id?: string | null;
+  workflow_version?: number | null;
+  status: RunStatus;
+  parent_run_id?: string | null;
+  rerun_from?: string | null;
+  initial_state?: Record<string, unknown> | null;
+  steps: TraceStep[];
+  final_state?: Record<string, unknown> | null;
+}
+
+/** `POST /runs/{id}/rerun` answers 202 with this. */
+export interface RerunQueued {
+  run_id: string;
+  status: RunStatus;
+  parent_run_id?: string | null;
+}
+
+// ------------------------------------------------------------------ metrics
+
+export interface Percentiles {
+  p50: number | null;
+  p95: number | null;
+}
+
+export interface WorkflowMetrics {
+  /** null: runs of no saved workflow (POST /workflows/execute). */
+  workflow_id: string | null;
+  runs: number;
+  tokens: number;
+  cost: number;
+  p50_ms: number | null;
+  p95_ms: number | null;
+}
+
+export interface NodeMetrics {
+  workflow_id: string | null;
+  node_id: string;
+  node_type?: string | null;
+  steps: number;
+  tokens: number;
+  cost: number;
+  p50_ms: number | null;
+  p95_ms: number | null;
+}
+
+export interface SourceMetrics {
+  source_id: string;
+  calls: number;
+  tokens: number;
+  cost: number;
+  p50_ms: number | null;
+  p95_ms: number | null;
+}
+
+export interface MetricsBucket {
+  bucket: string;
+  runs: number;
+  tokens: number;
+  cost: number;
+  p50_ms: number | null;
+}
+
+/** `GET /metrics/summary?from=&to=&workflow_id=` */
+export interface MetricsSummary {
+  /** The range and bucket width the server used. */
+  from?: string | null;
+  to?: string | null;
+  bucket_seconds?: number | null;
+  runs: { total: number; by_status: Record<string, number> };
+  tokens: number;
+  cost: number;
+  latency_ms: Percentiles;
+  per_workflow: WorkflowMetrics[];
+  per_node: NodeMetrics[];
+  per_source: SourceMetrics[];
+  timeseries: MetricsBucket[];
+  queue_wait_ms: Percentiles;
+}
+
+export interface MetricsQuery {
+  from: string;
+  to: string;
+  workflow_id?: string | null;
+}

@@ -6,11 +6,16 @@
  */
 import { create } from "zustand";
 import * as api from "./api";
+import { diffSpec, edgeMarks, nodeMarks, normalizeDiff, type DiffMark } from "./history";
 import { layoutPositions, positionsFor, type Size } from "./layout";
+import { normalizeSummary, rangeQuery, type RangeId } from "./metrics";
+import { clampCursor, normalizeTrace } from "./replay";
 import { setRootSchema } from "./schema";
 import * as S from "./spec";
 import type {
   ApiProblem,
+  MetricsQuery,
+  MetricsSummary,
   NodeType,
   Position,
   QueueSpec,
@@ -18,16 +23,18 @@ import type {
   RunRecord,
   RunStep,
   RunSummary,
+  RunTrace,
   SourceSpec,
   SpecEdge,
   SpecNode,
+  VersionDiff,
   WorkflowSpec,
   WorkflowSummary,
   WorkflowVersion,
 } from "./types";
 import { TERMINAL_RUN_STATUSES } from "./types";
 
-export type RightTab = "properties" | "queues" | "sources" | "json" | "problems" | "run";
+export type RightTab = "properties" | "queues" | "sources" | "json" | "problems" | "run" | "history" | "replay";
 
 export interface Snapshot {
   spec: WorkflowSpec;
@@ -68,6 +75,49 @@ export interface RunView {
   error: string | null;
 }
 
+/** Two versions compared in the History tab. */
+export interface CompareView {
+  from: number;
+  to: number;
+  status: "loading" | "done" | "failed";
+  diff: VersionDiff | null;
+  error: string | null;
+}
+
+/**
+ * What the canvas shows instead of the document while a diff or a replay is open: a
+ * read-only spec (the newer version with ghosts of removed nodes, or the run's version).
+ */
+export interface CanvasOverlay {
+  kind: "diff" | "replay";
+  spec: WorkflowSpec;
+  layout: Record<string, Position>;
+  /** Diff marks by node id, and by `from\0to` for edges. */
+  marks: Record<string, DiffMark>;
+  edgeMarks: Record<string, DiffMark>;
+  title: string;
+}
+
+export interface ReplayView {
+  runId: string | null;
+  status: "idle" | "loading" | "done" | "failed";
+  trace: RunTrace | null;
+  /** Index of the current step: the state shown is the state after it. */
+  cursor: number;
+  playing: boolean;
+  rerunning: boolean;
+  error: string | null;
+}
+
+export interface DashboardView {
+  range: RangeId;
+  workflowId: string | null;
+  status: "idle" | "loading" | "done" | "failed";
+  summary: MetricsSummary | null;
+  query: MetricsQuery | null;
+  error: string | null;
+}
+
 export interface Notice {
   kind: "info" | "success" | "error";
   text: string;
@@ -100,6 +150,12 @@ interface Data extends Snapshot {
   fitNonce: number;
   /** Bumped when the server's schema replaces the bundled one (forms re-render). */
   schemaRevision: number;
+  compare: CompareView | null;
+  overlay: CanvasOverlay | null;
+  replay: ReplayView;
+  /** Start runs with `stream: true` (LLM nodes send their tokens as they come). */
+  streamRuns: boolean;
+  dashboard: DashboardView;
 }
 
 export interface Actions {
@@ -147,6 +203,25 @@ export interface Actions {
   publishSource(source: SourceSpec): Promise<boolean>;
   deleteLibrarySource(id: string): Promise<void>;
   useLibrarySource(source: SourceSpec): void;
+  // versions: diff and restore
+  compareVersions(from: number, to: number): Promise<void>;
+  closeCompare(): void;
+  restoreVersion(version: number): Promise<boolean>;
+  // trace replay
+  openReplay(runId: string): Promise<void>;
+  closeReplay(): void;
+  /** Show the open diff or replay on the canvas again (an edit of the document hides it). */
+  showOverlay(kind: CanvasOverlay["kind"]): Promise<void>;
+  replaySeek(cursor: number): void;
+  replayStep(delta: number): void;
+  replayPlay(): void;
+  replayPause(): void;
+  rerunFrom(fromNode: string, state: Record<string, unknown>): Promise<string | null>;
+  setStreamRuns(on: boolean): void;
+  // dashboard
+  loadDashboard(): Promise<void>;
+  setDashboardRange(range: RangeId): void;
+  setDashboardWorkflow(id: string | null): void;
 }
 
 export type StudioState = Data & Actions;
@@ -157,6 +232,8 @@ const COALESCE_MS = 1200;
 const emptyIndex = (): ProblemIndex => ({ nodes: {}, edges: {}, queues: {}, sources: {}, workflow: [] });
 const emptyValidation = (): ValidationView => ({ status: "idle", valid: null, problems: [], index: emptyIndex(), stale: false, message: null });
 const emptyRun = (): RunView => ({ run: null, steps: {}, order: [], tokens: {}, transport: null, watching: false, error: null });
+const emptyReplay = (): ReplayView => ({ runId: null, status: "idle", trace: null, cursor: 0, playing: false, rerunning: false, error: null });
+export const REPLAY_STEP_MS = 800;
 
 function newId() {
   return `workflow-${Math.random().toString(36).slice(2, 7)}`;
@@ -187,6 +264,18 @@ function stepsFrom(run: RunRecord): Pick<RunView, "steps" | "order"> {
 }
 
 let stopWatch: (() => void) | null = null;
+let playTimer: ReturnType<typeof setTimeout> | null = null;
+const stopPlaying = () => {
+  if (playTimer) clearTimeout(playTimer);
+  playTimer = null;
+};
+
+/** A token arrived for `nodeId`: append it, and give the node a running step if its start was not seen yet. */
+export function appendToken(rv: RunView, nodeId: string, delta: string): RunView {
+  const tokens = { ...rv.tokens, [nodeId]: (rv.tokens[nodeId] ?? "") + delta };
+  if (rv.steps[nodeId]) return { ...rv, tokens };
+  return { ...rv, tokens, order: [...rv.order, nodeId], steps: { ...rv.steps, [nodeId]: { node_id: nodeId, status: "running" } } };
+}
 
 /** Keep canvas positions of nodes that still exist; place new ones. */
 function mergeLayout(spec: WorkflowSpec, old: Record<string, Position>, sizes: Record<string, Size>): Record<string, Position> {
@@ -217,6 +306,7 @@ export const createWorkflowStore = () =>
       const merge = coalesceKey && st.lastCommit?.key === coalesceKey && now - st.lastCommit.at < COALESCE_MS;
       const past = merge ? st.past : [...st.past, cur].slice(-HISTORY_LIMIT);
       const validation = st.validation.status === "done" ? { ...st.validation, stale: true } : st.validation;
+      if (st.replay.playing) stopPlaying();
       set({
         ...next,
         past,
@@ -224,6 +314,9 @@ export const createWorkflowStore = () =>
         lastCommit: coalesceKey ? { key: coalesceKey, at: now } : null,
         dirty: true,
         validation,
+        // The canvas shows the document again: a diff or replay would hide this edit.
+        overlay: null,
+        ...(st.replay.playing ? { replay: { ...st.replay, playing: false } } : {}),
         ...extra,
       });
     };
@@ -231,7 +324,11 @@ export const createWorkflowStore = () =>
     const resetDocument = (spec: WorkflowSpec, extra: Partial<Data> = {}) => {
       stopWatch?.();
       stopWatch = null;
+      stopPlaying();
       set({
+        compare: null,
+        overlay: null,
+        replay: emptyReplay(),
         spec,
         layout: positionsFor(spec, get().measured),
         past: [],
@@ -273,7 +370,7 @@ export const createWorkflowStore = () =>
         },
         onToken: (nodeId, delta) => {
           if (!mine()) return;
-          set((s) => ({ runView: { ...s.runView, tokens: { ...s.runView.tokens, [nodeId]: (s.runView.tokens[nodeId] ?? "") + delta } } }));
+          set((s) => ({ runView: appendToken(s.runView, nodeId, delta) }));
         },
         onSnapshot: (run) => {
           if (!mine()) return;
@@ -322,6 +419,11 @@ export const createWorkflowStore = () =>
       busy: { save: false, validate: false, run: false },
       fitNonce: 0,
       schemaRevision: 0,
+      compare: null,
+      overlay: null,
+      replay: emptyReplay(),
+      streamRuns: true,
+      dashboard: { range: "24h", workflowId: null, status: "idle", summary: null, query: null, error: null },
 
       // ---------------------------------------------------------------- document
       newWorkflow() {
@@ -344,7 +446,7 @@ export const createWorkflowStore = () =>
           fitNonce: get().fitNonce + 1,
           validation: emptyValidation(),
           runView: emptyRun(),
-          ...(other ? { savedId: null, savedVersion: null, viewingVersion: null, versions: [], runs: [] } : {}),
+          ...(other ? { savedId: null, savedVersion: null, viewingVersion: null, versions: [], runs: [], compare: null, replay: emptyReplay() } : {}),
         });
       },
 
@@ -445,7 +547,7 @@ export const createWorkflowStore = () =>
       undo() {
         const st = get();
         const prev = st.past[st.past.length - 1];
-        if (!prev) return;
+        if (!prev || st.overlay) return; // a diff or replay is on show: the document is out of sight
         set({
           ...prev,
           past: st.past.slice(0, -1),
@@ -460,7 +562,7 @@ export const createWorkflowStore = () =>
       redo() {
         const st = get();
         const next = st.future[0];
-        if (!next) return;
+        if (!next || st.overlay) return;
         set({
           ...next,
           past: [...st.past, { spec: st.spec, layout: st.layout }],
@@ -633,7 +735,7 @@ export const createWorkflowStore = () =>
           if (st.dirty || st.savedId !== st.spec.id) {
             if (!(await get().save())) return null;
           }
-          const { run_id } = await api.startRun(get().spec.id, input);
+          const { run_id } = await api.startRun(get().spec.id, input, { stream: get().streamRuns });
           set({
             runView: { ...emptyRun(), run: { run_id, status: "queued", workflow_id: get().spec.id }, watching: true },
             tab: "run",
@@ -728,6 +830,215 @@ export const createWorkflowStore = () =>
         const sources = S.sourcesOf(get().spec);
         const i = sources.findIndex((s) => s.id === source.id);
         get().upsertSource(i < 0 ? null : i, source);
+      },
+
+      // ---------------------------------------------------------------- versions: diff, restore
+      async compareVersions(from, to) {
+        const id = get().savedId;
+        if (!id) return;
+        stopPlaying();
+        set((s) => ({
+          compare: { from, to, status: "loading", diff: null, error: null },
+          tab: "history",
+          ...(s.overlay?.kind === "replay" ? { overlay: null } : {}),
+          replay: { ...s.replay, playing: false },
+        }));
+        const current = () => get().compare?.from === from && get().compare?.to === to && get().savedId === id;
+        try {
+          const [raw, a, b] = await Promise.all([
+            api.diffVersions(id, from, to),
+            api.getVersion(id, from).catch(() => null),
+            api.getVersion(id, to).catch(() => null),
+          ]);
+          if (!current()) return;
+          const diff = normalizeDiff(raw);
+          set({ compare: { from, to, status: "done", diff, error: null } });
+          const docVersion = get().viewingVersion ?? get().savedVersion;
+          const toSpec = b?.spec ?? (docVersion === to && !get().dirty ? get().spec : null);
+          if (toSpec) {
+            const spec = diffSpec(a?.spec ?? null, toSpec, diff);
+            set({
+              overlay: { kind: "diff", spec, layout: positionsFor(spec, get().measured), marks: nodeMarks(diff), edgeMarks: edgeMarks(diff), title: `Comparing v${from} → v${to}` },
+              fitNonce: get().fitNonce + 1,
+            });
+          }
+        } catch (e) {
+          if (!current()) return;
+          const message = fail(e);
+          set({ compare: { from, to, status: "failed", diff: null, error: message } });
+        }
+      },
+
+      closeCompare() {
+        const st = get();
+        set({ compare: null, ...(st.overlay?.kind === "diff" ? { overlay: null, fitNonce: st.fitNonce + 1 } : {}) });
+      },
+
+      async restoreVersion(version) {
+        const id = get().savedId;
+        if (!id) return false;
+        try {
+          const rec = await api.rollbackWorkflow(id, version);
+          const spec = rec.spec ?? (await api.getWorkflow(id)).spec;
+          resetDocument(spec, { savedId: rec.id ?? id, savedVersion: rec.version, viewingVersion: null, versions: get().versions, runs: get().runs });
+          get().notify("success", `Restored version ${version} as version ${rec.version}`);
+          void get().loadVersions();
+          void get().loadWorkflows();
+          return true;
+        } catch (e) {
+          fail(e);
+          return false;
+        }
+      },
+
+      // ---------------------------------------------------------------- trace replay
+      async openReplay(runId) {
+        stopPlaying();
+        set((s) => ({
+          replay: { ...emptyReplay(), runId, status: "loading" },
+          tab: "replay",
+          compare: null,
+          ...(s.overlay ? { overlay: null } : {}),
+        }));
+        const mine = () => get().replay.runId === runId;
+        try {
+          const trace = normalizeTrace(await api.getTrace(runId));
+          if (!mine()) return;
+          set({ replay: { ...emptyReplay(), runId, status: "done", trace } });
+          await get().showOverlay("replay");
+        } catch (e) {
+          if (!mine()) return;
+          const message = fail(e);
+          set({ replay: { ...emptyReplay(), runId, status: "failed", error: message } });
+        }
+      },
+
+      closeReplay() {
+        stopPlaying();
+        const st = get();
+        set({ replay: emptyReplay(), ...(st.overlay?.kind === "replay" ? { overlay: null, fitNonce: st.fitNonce + 1 } : {}) });
+      },
+
+      async showOverlay(kind) {
+        if (kind === "diff") {
+          const c = get().compare;
+          if (c) await get().compareVersions(c.from, c.to);
+          return;
+        }
+        const trace = get().replay.trace;
+        if (!trace) return;
+        // The canvas shows the version the run ran (the open document when it is that version).
+        const st = get();
+        let spec: WorkflowSpec | null = null;
+        const docVersion = st.viewingVersion ?? st.savedVersion;
+        if (trace.workflow_id && trace.workflow_id === st.savedId && trace.workflow_version === docVersion && !st.dirty) spec = st.spec;
+        else if (trace.workflow_id && trace.workflow_version) {
+          try {
+            spec = (await api.getVersion(trace.workflow_id, trace.workflow_version)).spec;
+          } catch {
+            spec = null;
+          }
+        }
+        if (get().replay.trace !== trace) return;
+        spec ??= get().spec;
+        const layout = spec === get().spec ? get().layout : positionsFor(spec, get().measured);
+        set({
+          overlay: { kind: "replay", spec, layout, marks: {}, edgeMarks: {}, title: `Replay of run ${trace.run_id.slice(0, 8)}${trace.workflow_version ? ` (v${trace.workflow_version})` : ""}` },
+          fitNonce: get().fitNonce + (spec === get().spec ? 0 : 1),
+        });
+      },
+
+      replaySeek(cursor) {
+        const r = get().replay;
+        if (!r.trace) return;
+        const c = clampCursor(r.trace, cursor);
+        if (c !== r.cursor) set({ replay: { ...r, cursor: c } });
+      },
+
+      replayStep(delta) {
+        get().replayPause();
+        get().replaySeek(get().replay.cursor + delta);
+      },
+
+      replayPlay() {
+        const r = get().replay;
+        if (!r.trace || !r.trace.steps.length) return;
+        stopPlaying();
+        const last = r.trace.steps.length - 1;
+        set({ replay: { ...r, playing: true, cursor: r.cursor >= last ? 0 : r.cursor } });
+        const tick = () => {
+          const cur = get().replay;
+          if (!cur.playing || !cur.trace) return;
+          if (cur.cursor >= cur.trace.steps.length - 1) {
+            playTimer = null;
+            set({ replay: { ...cur, playing: false } });
+            return;
+          }
+          set({ replay: { ...cur, cursor: cur.cursor + 1 } });
+          playTimer = setTimeout(tick, REPLAY_STEP_MS);
+        };
+        playTimer = setTimeout(tick, REPLAY_STEP_MS);
+      },
+
+      replayPause() {
+        stopPlaying();
+        const r = get().replay;
+        if (r.playing) set({ replay: { ...r, playing: false } });
+      },
+
+      async rerunFrom(fromNode, state) {
+        const r = get().replay;
+        if (!r.runId) return null;
+        get().replayPause();
+        set({ replay: { ...get().replay, rerunning: true } });
+        try {
+          const queued = await api.rerunFrom(r.runId, fromNode, state, { stream: get().streamRuns });
+          const workflowId = r.trace?.workflow_id ?? get().savedId ?? undefined;
+          stopWatch?.();
+          stopWatch = null;
+          const st = get();
+          set({
+            runView: { ...emptyRun(), run: { run_id: queued.run_id, status: queued.status ?? "queued", workflow_id: workflowId, parent_run_id: queued.parent_run_id ?? r.runId, rerun_from: fromNode }, watching: true },
+            replay: emptyReplay(),
+            ...(st.overlay?.kind === "replay" ? { overlay: null } : {}),
+            tab: "run",
+          });
+          watch(queued.run_id);
+          get().notify("info", `Re-running from ${fromNode}`);
+          return queued.run_id;
+        } catch (e) {
+          fail(e);
+          set({ replay: { ...get().replay, rerunning: false } });
+          return null;
+        }
+      },
+
+      setStreamRuns(on) {
+        set({ streamRuns: on });
+      },
+
+      // ---------------------------------------------------------------- dashboard
+      async loadDashboard() {
+        const d = get().dashboard;
+        const query = rangeQuery(d.range, Date.now(), d.workflowId);
+        set({ dashboard: { ...d, status: "loading", query, error: null } });
+        const mine = () => get().dashboard.query === query;
+        try {
+          const summary = normalizeSummary(await api.getMetricsSummary(query));
+          if (mine()) set({ dashboard: { ...get().dashboard, status: "done", summary } });
+        } catch (e) {
+          if (mine()) set({ dashboard: { ...get().dashboard, status: "failed", error: e instanceof Error ? e.message : String(e) } });
+        }
+      },
+
+      setDashboardRange(range) {
+        set({ dashboard: { ...get().dashboard, range } });
+        void get().loadDashboard();
+      },
+
+      setDashboardWorkflow(id) {
+        set({ dashboard: { ...get().dashboard, workflowId: id || null } });
+        void get().loadDashboard();
       },
     };
   });

@@ -41,6 +41,7 @@ function handlers() {
 
 beforeEach(() => {
   vi.stubGlobal("EventSource", FakeEventSource);
+  api.setApiToken(null, false); // no token: EventSource, and no GET /auth/local-token (tests/auth.test.ts)
 });
 afterEach(() => {
   vi.unstubAllGlobals();
