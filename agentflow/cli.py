@@ -56,8 +56,13 @@ class _Progress:
         sys.stderr.write(text + "\n")
         sys.stderr.flush()
 
-    def step_started(self, run_id, node_id, node_type, attempt):
-        self.inner.step_started(run_id, node_id, node_type, attempt)
+    records_input = True  # passed on to the recording observer (the run's trace)
+
+    def step_started(self, run_id, node_id, node_type, attempt, input=None):
+        if getattr(self.inner, "records_input", False):
+            self.inner.step_started(run_id, node_id, node_type, attempt, input=input)
+        else:
+            self.inner.step_started(run_id, node_id, node_type, attempt)
         self._line(f"  > {node_id} ({node_type}) ...")
 
     def step_finished(self, run_id, node_id, *, update, tokens, cost, duration_ms):
@@ -171,9 +176,14 @@ def cmd_beat(args) -> int:
 
 
 def cmd_token(args) -> int:
-    from .api.auth import issue_token
+    from .api.auth import AuthConfigError, issue_token
 
-    print(issue_token(tenant=args.tenant, role=args.role, ttl_seconds=args.ttl, subject=args.subject))
+    try:
+        token = issue_token(tenant=args.tenant, role=args.role, ttl_seconds=args.ttl, subject=args.subject)
+    except (ValueError, AuthConfigError) as exc:
+        print(f"agentflow: cannot create a token: {exc}", file=sys.stderr)
+        return 2
+    print(token)
     return 0
 
 

@@ -55,12 +55,16 @@ def _router(branches: list[tuple[Callable[[dict], bool], list[str]]]) -> Callabl
     return route
 
 
-def build_graph(spec: WorkflowSpec) -> StateGraph:
+def build_graph(spec: WorkflowSpec, start: str | None = None) -> StateGraph:
+    """`start`: the node execution begins at (default the spec's start_node). A re-run
+    from a chosen step starts there, with the state the earlier steps left."""
     out_keys = {getattr(n.config, "output_key", None) for n in spec.nodes} - {None}
     graph = StateGraph(state_type_for(out_keys))
 
     predecessors: dict[str, set[str]] = {n.id: set() for n in spec.nodes}
+    outgoing_of: dict[str, list] = {n.id: [] for n in spec.nodes}  # one pass: big specs stay linear
     for edge in spec.edges:
+        outgoing_of[edge.from_].append(edge)
         for t in edge.targets:
             predecessors[t].add(edge.from_)
 
@@ -68,9 +72,9 @@ def build_graph(spec: WorkflowSpec) -> StateGraph:
         impl = make_node(node, spec)
         graph.add_node(node.id, node_function(spec, impl), defer=len(predecessors[node.id]) > 1)
 
-    graph.add_edge(START, spec.start_node)
+    graph.add_edge(START, start or spec.start_node)
     for node in spec.nodes:
-        outgoing = [e for e in spec.edges if e.from_ == node.id]
+        outgoing = outgoing_of[node.id]
         if not outgoing:
             graph.add_edge(node.id, END)
             continue
@@ -87,15 +91,16 @@ def build_graph(spec: WorkflowSpec) -> StateGraph:
     return graph
 
 
-def compile_spec(spec: WorkflowSpec, checkpointer: Any = None):
-    """The compiled graph for a validated spec; cached by content hash."""
-    key = (spec.content_hash(), id(checkpointer) if checkpointer is not None else None)
+def compile_spec(spec: WorkflowSpec, checkpointer: Any = None, start: str | None = None):
+    """The compiled graph for a validated spec; cached by content hash (and start node)."""
+    start = None if start == spec.start_node else start
+    key = (spec.content_hash(), id(checkpointer) if checkpointer is not None else None, start)
     with _cache_lock:
         hit = _cache.get(key)
         if hit is not None:
             _cache.move_to_end(key)
             return hit
-    compiled = build_graph(spec).compile(checkpointer=checkpointer, name=spec.id)
+    compiled = build_graph(spec, start).compile(checkpointer=checkpointer, name=spec.id)
     with _cache_lock:
         _cache[key] = compiled
         while len(_cache) > _CACHE_SIZE:

@@ -15,7 +15,10 @@ CONFIG_KEY = "agentflow"
 
 
 class StepObserver(Protocol):
-    """Receives step events; the store and the live event stream implement it."""
+    """Receives step events; the store and the live event stream implement it.
+
+    An observer whose `records_input` attribute is true also gets `input=<state>` (the
+    state the node reads) in `step_started`."""
 
     def step_started(self, run_id: str, node_id: str, node_type: str, attempt: int) -> None: ...
 

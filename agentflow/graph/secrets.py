@@ -6,10 +6,13 @@ Every value read through `read_secret` is remembered (in this process only) so t
 
 from __future__ import annotations
 
+import fnmatch
 import logging
 import os
 import threading
 from typing import Any, Mapping
+
+from .errors import StepError
 
 REDACTED = "***"
 _known: set[str] = set()
@@ -22,6 +25,36 @@ class MissingSecret(RuntimeError):
     pass
 
 
+class SecretNotAllowed(StepError):
+    """A spec named an environment variable workflows may not read (the server's own keys)."""
+
+
+# The server's own credentials: a workflow naming one of these (e.g. as an api source's
+# auth_env, sent to a host of its choosing) would hand it to whoever wrote the spec.
+SERVER_ONLY_ENV = ("AGENTFLOW_JWT_SECRET", "AGENTFLOW_JWT_*", "AGENTFLOW_JWKS_URL", "DATABASE_URL",
+                   "REDIS_URL", "CELERY_*", "AGENTFLOW_SECRET_ENV_*")
+
+
+def _patterns(value: str | None) -> list[str]:
+    return [p.strip() for p in (value or "").split(",") if p.strip()]
+
+
+def check_env_name(env_name: str) -> None:
+    """Raise SecretNotAllowed unless workflows may read `env_name`.
+
+    Never: SERVER_ONLY_ENV and the names in AGENTFLOW_SECRET_ENV_DENY (comma-separated
+    shell patterns). When AGENTFLOW_SECRET_ENV_ALLOW is set, only the names it matches."""
+    name = env_name.upper()
+    deny = list(SERVER_ONLY_ENV) + _patterns(os.environ.get("AGENTFLOW_SECRET_ENV_DENY"))
+    if any(fnmatch.fnmatchcase(name, p.upper()) for p in deny):
+        raise SecretNotAllowed(f"environment variable {env_name} holds a server credential; "
+                               "workflows may not read it")
+    allow = _patterns(os.environ.get("AGENTFLOW_SECRET_ENV_ALLOW"))
+    if allow and not any(fnmatch.fnmatchcase(name, p.upper()) for p in allow):
+        raise SecretNotAllowed(f"environment variable {env_name} is not in AGENTFLOW_SECRET_ENV_ALLOW; "
+                               "workflows may not read it")
+
+
 def remember(value: str | None) -> None:
     if value and len(value) >= _MIN_LEN:
         with _lock:
@@ -32,6 +65,7 @@ def read_secret(env_name: str | None, env: Mapping[str, str] | None = None,
                 required: bool = True) -> str | None:
     if not env_name:
         return None
+    check_env_name(env_name)
     value = (env if env is not None else os.environ).get(env_name)
     if value is None or value == "":
         if required:
@@ -76,3 +110,40 @@ def install_log_redaction(logger: logging.Logger | None = None) -> None:
     for handler in target.handlers:
         if not any(isinstance(f, RedactingFilter) for f in handler.filters):
             handler.addFilter(RedactingFilter())
+    install_record_redaction()
+
+
+def _redact_record(record: logging.LogRecord) -> None:
+    """Scrub a record as it is made, before any handler (pytest's caplog, uvicorn's own
+    handlers, a handler added later) sees it. The arguments are kept when the message
+    holds no secret, so formatters that read `record.args` (uvicorn's access log) work."""
+    try:
+        message = record.getMessage()
+    except Exception:  # a broken format string: leave it to logging's own error report
+        return
+    scrubbed = redact(message)
+    if scrubbed != message:
+        record.msg, record.args = scrubbed, None
+    if record.exc_info and record.exc_info[0] is not None and not record.exc_text:
+        text = logging.Formatter().formatException(record.exc_info)
+        record.exc_text = redact(text)
+    elif record.exc_text:
+        record.exc_text = redact(record.exc_text)
+    if record.stack_info:
+        record.stack_info = redact(record.stack_info)
+
+
+def install_record_redaction() -> None:
+    """Wrap the process's LogRecord factory with `_redact_record` (idempotent)."""
+    current = logging.getLogRecordFactory()
+    if getattr(current, "_agentflow_redacting", False):
+        return
+
+    def factory(*args, **kwargs):
+        record = current(*args, **kwargs)
+        if _known:
+            _redact_record(record)
+        return record
+
+    factory._agentflow_redacting = True  # type: ignore[attr-defined]
+    logging.setLogRecordFactory(factory)

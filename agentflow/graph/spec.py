@@ -239,6 +239,15 @@ class APISource(_SourceBase):
     auth_scheme: str | None = Field("Bearer", description="Prefix before the secret; null for none.")
     allow_private: bool = Field(False, description="Allow loopback/private/link-local targets.")
 
+    @field_validator("base_url")
+    @classmethod
+    def _no_credentials(cls, value: str) -> str:
+        # A spec names secrets, never holds them (SECURITY.md): user:password@ is refused.
+        authority = value.split("://", 1)[-1].split("/", 1)[0].split("?", 1)[0].split("#", 1)[0]
+        if "@" in authority:
+            raise ValueError("credentials in base_url are not allowed: name an environment variable in auth_env")
+        return value
+
 
 Source = Annotated[
     Union[LLMSource, ImageSource, DBSource, APISource], Field(discriminator="kind")

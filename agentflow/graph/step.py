@@ -47,7 +47,11 @@ def queue_plan(spec, node, state: dict) -> tuple[QueueLimits, str | None] | None
 
 def run_step(spec, impl, state: dict, ctx: RunContext, attempt: int = 1) -> dict[str, Any]:
     node = impl.node
-    ctx.observer.step_started(ctx.run_id, node.id, node.type, attempt)
+    if getattr(ctx.observer, "records_input", False):
+        # the state the node reads, kept for the run's trace (GET /runs/{id}/trace)
+        ctx.observer.step_started(ctx.run_id, node.id, node.type, attempt, input=dict(state))
+    else:
+        ctx.observer.step_started(ctx.run_id, node.id, node.type, attempt)
     started = time.perf_counter()
     plan = queue_plan(spec, node, state) if ctx.limiter is not None else None
     decision: Decision | None = None

@@ -72,7 +72,7 @@ def _schema_problems(base: str, exc: ValidationError, tag: str | None = None) ->
         if tag is not None and loc and loc[0] == tag:
             loc = loc[1:]
         loc = tuple(p for p in loc if not (isinstance(p, str) and p.startswith("function-")))
-        msg = err["msg"]
+        msg = str(err["msg"]).removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             msg = "unknown field"
         elif err["type"] == "union_tag_invalid":

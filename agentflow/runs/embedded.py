@@ -29,12 +29,28 @@ def state_from_input(run_input: dict[str, Any]) -> dict[str, Any]:
     return initial_state(run_input.pop("user_input", ""), run_input.pop("metadata", None), **run_input)
 
 
-def invoke(spec, state: dict, ctx: RunContext, checkpointer=None, thread_id: str | None = None) -> dict:
-    graph = compile_spec(spec, checkpointer)
+def invoke(spec, state: dict, ctx: RunContext, checkpointer=None, thread_id: str | None = None,
+           start: str | None = None) -> dict:
+    graph = compile_spec(spec, checkpointer, start=start)
     config: dict[str, Any] = {"configurable": {CONFIG_KEY: ctx}, "recursion_limit": RECURSION_LIMIT}
     if thread_id is not None:
         config["configurable"]["thread_id"] = thread_id
     return dict(graph.invoke(state, config=config))
+
+
+def run_ended(record: dict, listeners=()) -> None:
+    """Count the run and tell the listeners; a failing listener never fails the run."""
+    try:
+        from ..api.metrics import observe_run
+
+        observe_run(record)
+    except Exception:
+        log.debug("run metrics not recorded", exc_info=True)
+    for listener in listeners:
+        try:
+            listener(record)
+        except Exception:
+            log.exception("run-end listener failed for run %s", record.get("run_id"))
 
 
 class EmbeddedExecutor:
@@ -45,6 +61,8 @@ class EmbeddedExecutor:
         self.limiter = limiter
         self.extra = extra or {}
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="agentflow-run")
+        # called with the run record when a run ends (outbound webhooks, metrics)
+        self.listeners: list = []
 
     def submit(self, run_id: str) -> Future:
         return self.pool.submit(self.execute, run_id)
@@ -60,9 +78,14 @@ class EmbeddedExecutor:
         spec = parse_valid(spec_data)
         queue_of = {n.id: n.queue for n in spec.nodes}.get
         obs = observer or RecordingObserver(self.store, self.bus, queue_of=queue_of)
-        ctx = RunContext(run_id=run_id, observer=obs, limiter=self.limiter, extra=dict(self.extra))
+        options, rerun_from = self.store.run_options(run_id)
+        extra = dict(self.extra)
+        if options.get("stream"):
+            extra["stream"] = True
+        ctx = RunContext(run_id=run_id, observer=obs, limiter=self.limiter, extra=extra)
         try:
-            final = invoke(spec, state_from_input(run_input), ctx)
+            # a re-run starts at its chosen node, its input being the state at that point
+            final = invoke(spec, state_from_input(run_input), ctx, start=rerun_from)
         except RunCancelled:
             self.store.finish(run_id, "cancelled", error="cancelled by request")
         except StepFailed as exc:
@@ -74,6 +97,7 @@ class EmbeddedExecutor:
             self.store.finish(run_id, "succeeded", state=final)
         record = self.store.get(run_id) or {}
         self.bus.publish(run_id, "end", record)
+        run_ended(record, self.listeners)
         return record
 
     def shutdown(self) -> None:

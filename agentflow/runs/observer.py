@@ -3,7 +3,20 @@
 from __future__ import annotations
 
 from ..graph.errors import StepError
+from ..graph.secrets import redact
 from ..store.runs import RunStore
+
+
+def observe_step(step: dict) -> None:
+    """Prometheus counters of this process (agentflow.api.metrics); never fails a run."""
+    try:
+        from ..api.metrics import observe_step as observe
+    except Exception:  # pragma: no cover - prometheus_client is a dependency
+        return
+    try:
+        observe(step)
+    except Exception:
+        pass
 
 
 class RunCancelled(StepError):
@@ -11,6 +24,8 @@ class RunCancelled(StepError):
 
 
 class RecordingObserver:
+    records_input = True  # run_step passes the state the node reads (trace replay)
+
     def __init__(self, store: RunStore, bus, queue_of=None, worker: str | None = None,
                  step_key: str | None = None):
         self.store, self.bus = store, bus
@@ -18,13 +33,13 @@ class RecordingObserver:
         self.worker = worker
         self.step_key = step_key  # set by a distributed node task: makes redelivery idempotent
 
-    def step_started(self, run_id, node_id, node_type, attempt):
+    def step_started(self, run_id, node_id, node_type, attempt, input=None):
         # Cancellation is checked at step boundaries: a cancelled run starts no new step.
         if self.store.status(run_id) == "cancelled":
             raise RunCancelled("run was cancelled")
         step = self.store.step_started(run_id, node_id, node_type, attempt,
                                        queue=self.queue_of(node_id), worker=self.worker,
-                                       step_key=self.step_key)
+                                       step_key=self.step_key, input=input)
         self.bus.publish(run_id, "step", step)
 
     def step_finished(self, run_id, node_id, *, update, tokens, cost, duration_ms):
@@ -32,11 +47,13 @@ class RecordingObserver:
                                      tokens=tokens, cost=cost, output=update)
         if step:
             self.bus.publish(run_id, "step", step)
+            observe_step(step)
 
     def step_failed(self, run_id, node_id, *, error, duration_ms):
         step = self.store.step_ended(run_id, node_id, status="failed", duration_ms=duration_ms, error=error)
         if step:
             self.bus.publish(run_id, "step", step)
+            observe_step(step)
 
     def token(self, run_id, node_id, delta):
-        self.bus.publish(run_id, "token", {"node_id": node_id, "delta": delta})
+        self.bus.publish(run_id, "token", {"node_id": node_id, "delta": redact(delta)})

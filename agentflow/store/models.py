@@ -71,10 +71,13 @@ class Run(Base):
     # a re-run from a chosen step of an earlier run (trace replay)
     parent_run_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
     rerun_from: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    # execution options of this run, e.g. {"stream": true} (migration 0003)
+    options: Mapped[dict | None] = mapped_column(JSON, nullable=True)
 
     __table_args__ = (
         Index("ix_runs_tenant_workflow_created", "tenant_id", "workflow_id", "created_at"),
         Index("ix_runs_status", "status"),
+        Index("ix_runs_tenant_created", "tenant_id", "created_at"),
     )
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any
 
 from sqlalchemy import func, select, update
@@ -17,7 +17,11 @@ TERMINAL = ("succeeded", "failed", "cancelled")
 
 
 def _iso(value: datetime | None) -> str | None:
-    return value.isoformat() if value else None
+    if value is None:
+        return None
+    if value.tzinfo is None:  # SQLite drops the zone; every time we store is UTC
+        value = value.replace(tzinfo=timezone.utc)
+    return value.isoformat()
 
 
 def step_dict(step: Step) -> dict[str, Any]:
@@ -32,7 +36,8 @@ def run_dict(run: Run, steps: list[Step] | None = None) -> dict[str, Any]:
            "status": run.status, "input": run.input, "state": run.state, "error": run.error,
            "tokens_used": run.tokens_used, "cost": run.cost, "attempts": run.attempts,
            "created_at": _iso(run.created_at), "started_at": _iso(run.started_at),
-           "finished_at": _iso(run.finished_at)}
+           "finished_at": _iso(run.finished_at),
+           "parent_run_id": run.parent_run_id, "rerun_from": run.rerun_from}
     if steps is not None:
         out["steps"] = [step_dict(s) for s in steps]
     return out
@@ -46,13 +51,23 @@ class RunStore:
 
     def create(self, spec: dict, run_input: dict, *, workflow_id: str | None = None,
                workflow_version: int | None = None, tenant_id: str = DEFAULT_TENANT,
-               run_id: str | None = None) -> str:
+               run_id: str | None = None, options: dict | None = None,
+               parent_run_id: str | None = None, rerun_from: str | None = None) -> str:
+        """`options`: execution options such as {"stream": True}; `parent_run_id` and
+        `rerun_from`: a re-run of an earlier run from one of its nodes (see store/trace.py)."""
         run_id = run_id or str(uuid.uuid4())
         with session_scope(self.factory) as s:
             s.add(Run(id=run_id, tenant_id=tenant_id, workflow_id=workflow_id,
                       workflow_version=workflow_version, spec=spec, status="queued",
-                      input=redact(run_input)))
+                      input=redact(run_input), options=options or None,
+                      parent_run_id=parent_run_id, rerun_from=rerun_from))
         return run_id
+
+    def run_options(self, run_id: str) -> tuple[dict, str | None]:
+        """(options, rerun_from) of a run: how its executor must start it."""
+        with session_scope(self.factory) as s:
+            row = s.execute(select(Run.options, Run.rerun_from).where(Run.id == run_id)).first()
+            return (dict(row[0] or {}), row[1]) if row is not None else ({}, None)
 
     def get(self, run_id: str, tenant_id: str | None = None, with_steps: bool = True) -> dict | None:
         with session_scope(self.factory) as s:
@@ -113,7 +128,7 @@ class RunStore:
                 q = q.where(Run.workflow_id == workflow_id)
             if before:
                 anchor = s.get(Run, before)
-                if anchor is not None:
+                if anchor is not None and anchor.tenant_id == tenant_id:  # another tenant's id tells nothing
                     q = q.where((Run.created_at < anchor.created_at) |
                                 ((Run.created_at == anchor.created_at) & (Run.id < anchor.id)))
             rows = list(s.scalars(q.order_by(Run.created_at.desc(), Run.id.desc()).limit(limit + 1)))
@@ -127,7 +142,8 @@ class RunStore:
 
     def step_started(self, run_id: str, node_id: str, node_type: str, attempt: int = 1,
                      queue: str | None = None, worker: str | None = None, tenant_id: str | None = None,
-                     step_key: str | None = None) -> dict:
+                     step_key: str | None = None, input: dict | None = None) -> dict:
+        """`input`: the state the node reads (kept, redacted, for the run's trace)."""
         with session_scope(self.factory) as s:
             if tenant_id is None:
                 tenant_id = s.scalar(select(Run.tenant_id).where(Run.id == run_id)) or DEFAULT_TENANT
@@ -137,7 +153,8 @@ class RunStore:
                           .values(status="lost", finished_at=utcnow(), error="worker lost; step retried"))
                 attempt = 1 + (s.scalar(select(func.count()).select_from(Step).where(Step.step_key == step_key)) or 0)
             step = Step(run_id=run_id, tenant_id=tenant_id, node_id=node_id, node_type=node_type, step_key=step_key,
-                        status="running", attempt=attempt, queue=queue, worker=worker, started_at=utcnow())
+                        status="running", attempt=attempt, queue=queue, worker=worker, started_at=utcnow(),
+                        input=redact(input) if input is not None else None)
             s.add(step)
             s.flush()
             return step_dict(step)
@@ -165,6 +182,21 @@ class RunStore:
             step = s.scalars(select(Step).where(Step.step_key == step_key, Step.status == "succeeded")
                              .limit(1)).first()
             return (step.output or {}) if step is not None else None
+
+    def step_running(self, step_key: str) -> bool:
+        """Has an attempt of this step started and not ended (its worker may have died)?"""
+        with session_scope(self.factory) as s:
+            return s.scalar(select(Step.id).where(Step.step_key == step_key, Step.status == "running")
+                            .limit(1)) is not None
+
+    def recover_interrupted(self) -> list[str]:
+        """Embedded mode, at start: fail runs cut off mid-way (their steps may have been
+        paid; re-running them silently would pay again) and return the never-started ones."""
+        with session_scope(self.factory) as s:
+            s.execute(update(Run).where(Run.status == "running").values(
+                status="failed", finished_at=utcnow(),
+                error="the server stopped while this run was in progress; start it again"))
+            return list(s.scalars(select(Run.id).where(Run.status == "queued").order_by(Run.created_at)))
 
     def heartbeat(self, run_id: str) -> None:
         with session_scope(self.factory) as s:

@@ -15,6 +15,8 @@ from celery import Celery
 from celery.signals import worker_process_init
 from kombu import Exchange, Queue
 
+from .compat import guard_dead_channels
+
 RUN_QUEUE = "runs"
 NODE_QUEUES = {"llm": "agentflow.llm", "router": "agentflow.llm", "image": "agentflow.image",
                "db": "agentflow.db", "api": "agentflow.api"}
@@ -26,7 +28,8 @@ def make_celery(redis_url: str | None = None) -> Celery:
     redis_url = redis_url or os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
     app = Celery("agentflow", broker=redis_url, backend=redis_url,
                  include=["agentflow.workers.run_task", "agentflow.workers.node_task",
-                          "agentflow.workers.schedule_task", "agentflow.workers.noop_task"])
+                          "agentflow.workers.schedule_task", "agentflow.workers.noop_task",
+                          "agentflow.workers.webhook_task"])
     # A message whose worker died is redelivered after the visibility timeout. Leases
     # (workers/lease.py) make an early redelivery of a still-running task harmless, so it
     # can be short; the sweep that restores such messages runs every visibility/4 s.
@@ -62,6 +65,7 @@ def make_celery(redis_url: str | None = None) -> Celery:
 
 
 celery_app = make_celery()
+guard_dead_channels()  # a broker restart must not take the worker down (workers/compat.py)
 
 
 @worker_process_init.connect

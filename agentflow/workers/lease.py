@@ -30,6 +30,7 @@ class Lease:
         self.client, self.key, self.ttl = client, key, ttl
         self.token = f"{socket.gethostname()}:{time.time_ns()}"
         self.on_renew = on_renew
+        self.lost = False  # another owner took the key after it had vanished
         self._stop = threading.Event()
 
     def acquire(self) -> bool:
@@ -41,11 +42,25 @@ class Lease:
     def _renew(self) -> None:
         while not self._stop.wait(self.ttl / 3):
             try:
-                self.client.eval(_RENEW, 1, self.key, self.token, self.ttl)
-                if self.on_renew:
-                    self.on_renew()
+                if not self.client.eval(_RENEW, 1, self.key, self.token, self.ttl):
+                    self._reclaim()
             except Exception:  # a blip must not kill the owner; the lease may just expire
                 log.warning("could not renew lease %s", self.key)
+            if self.on_renew:
+                try:
+                    self.on_renew()
+                except Exception:
+                    log.warning("lease %s: heartbeat failed", self.key)
+
+    def _reclaim(self) -> None:
+        """The key is gone while we still live: Redis restarted (it keeps nothing) or the
+        lease expired while Redis was unreachable. Take it back unless another owner has,
+        so a duplicate delivery cannot start the same work beside us."""
+        if self.client.set(self.key, self.token, nx=True, ex=self.ttl):
+            log.warning("lease %s had vanished (Redis restarted?); taken back", self.key)
+        else:
+            self.lost = True
+            log.warning("lease %s was taken over by another owner", self.key)
 
     def release(self) -> None:
         self._stop.set()

@@ -3,10 +3,18 @@
 The task id is `run:node:superstep`. A resumed driver asks for the same step again:
 a Redis marker says it was already sent, so it waits for that task instead of sending a
 second one, and a step that already succeeded is read back from the store.
+
+Redis may lose what it held (a restart without persistence): the queued message, the
+task's result, its lease and the "sent" marker. So while it waits, the driver also
+looks in the store every few seconds (a step that succeeded is read back even if its
+result never reached the backend), and when the marker is gone and no worker holds the
+step's lease, it sends the task again under the same id; the node task is idempotent by
+step key, so a step that did finish meanwhile is not paid twice.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 
 from celery.exceptions import TimeoutError as CeleryTimeout
@@ -17,18 +25,31 @@ from ..runs.observer import RunCancelled
 from . import resources
 from .app import NODE_QUEUES, celery_app
 
+log = logging.getLogger(__name__)
 SENT_TTL = 7 * 24 * 3600
 WAIT_LIMIT = float(24 * 3600)
+RECHECK_SECONDS = 2.0   # how often a waiting driver looks at the store and the marker
+ORPHAN_GRACE = 16.0     # a running step whose lease is gone this long lost its worker (> STEP_LEASE)
 
 
 def step_key(run_id: str, node_id: str, superstep: int) -> str:
     return f"{run_id}:{node_id}:{superstep}"
 
 
+def _infra_errors() -> tuple[type[BaseException], ...]:
+    """Errors that mean the broker or result backend is unreachable for a moment."""
+    import kombu.exceptions
+    import redis.exceptions
+
+    return (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, kombu.exceptions.OperationalError,
+            ConnectionError, OSError)
+
+
 class NodeDispatcher:
     def __init__(self, run_id: str, spec):
         self.run_id = run_id
         self.types = {n.id: n.type for n in spec.nodes}
+        self._orphaned: dict[str, float] = {}  # step key -> when its running step was first seen leaseless
 
     def __call__(self, node_id: str, state: dict, superstep: int) -> dict:
         store = resources.store()
@@ -40,19 +61,35 @@ class NodeDispatcher:
             raise RunCancelled("run was cancelled")
         first = resources.redis_client().set(f"af:sent:{key}", "1", nx=True, ex=SENT_TTL)
         if first:
-            celery_app.send_task("agentflow.node", args=[self.run_id, node_id, key, state], task_id=key,
-                                 queue=NODE_QUEUES[self.types[node_id]])
-        return self._wait(key, node_id)
+            self._send(key, node_id, state)
+        return self._wait(key, node_id, state)
 
-    def _wait(self, key: str, node_id: str) -> dict:
+    def _send(self, key: str, node_id: str, state: dict) -> None:
+        celery_app.send_task("agentflow.node", args=[self.run_id, node_id, key, state], task_id=key,
+                             queue=NODE_QUEUES[self.types[node_id]])
+
+    def _wait(self, key: str, node_id: str, state: dict) -> dict:
         result = AsyncResult(key, app=celery_app)
         deadline = time.monotonic() + WAIT_LIMIT
+        next_check = time.monotonic() + RECHECK_SECONDS
+        infra = _infra_errors()
         while True:
             try:
                 reply = result.get(timeout=1.0, interval=0.05, disable_sync_subtasks=False, propagate=False)
-            except CeleryTimeout:
-                if resources.store().status(self.run_id) == "cancelled":
-                    raise RunCancelled("run was cancelled") from None
+            except (CeleryTimeout, *infra) as exc:
+                if not isinstance(exc, CeleryTimeout):
+                    log.warning("run %s: result backend unreachable while waiting on %s (%s)", self.run_id, key,
+                                type(exc).__name__)
+                    time.sleep(1.0)
+                if time.monotonic() >= next_check:
+                    next_check = time.monotonic() + RECHECK_SECONDS
+                    store = resources.store()
+                    if store.status(self.run_id) == "cancelled":
+                        raise RunCancelled("run was cancelled") from None
+                    done = store.finished_step_output(key)
+                    if done is not None:  # it finished, but its result never reached us
+                        return done
+                    self._resend_if_lost(key, node_id, state)
                 if time.monotonic() > deadline:
                     raise StepFailed(node_id, "no worker finished this step in time") from None
                 continue
@@ -66,3 +103,25 @@ class NodeDispatcher:
             if reply.get("cancelled"):
                 raise RunCancelled("run was cancelled")
             raise StepFailed(node_id, reply.get("error") or "unknown error")
+
+    def _resend_if_lost(self, key: str, node_id: str, state: dict) -> None:
+        """Send the task again if Redis no longer knows it (marker gone) and no live worker
+        holds it (its lease is renewed every few seconds, and re-taken after a restart)."""
+        try:
+            client = resources.redis_client()
+            if client.exists(f"af:sent:{key}") or client.exists(f"af:step-lock:{key}"):
+                self._orphaned.pop(key, None)
+                return
+            if resources.store().step_running(key):
+                # A worker started it. If that worker lives it re-takes its lease within a
+                # few seconds; only a lease gone for longer than the grace means it died.
+                since = self._orphaned.setdefault(key, time.monotonic())
+                if time.monotonic() - since < ORPHAN_GRACE:
+                    return
+            if client.set(f"af:sent:{key}", "1", nx=True, ex=SENT_TTL):
+                log.warning("run %s: the message of step %s was lost (Redis restarted?); sending it again",
+                            self.run_id, key)
+                self._orphaned.pop(key, None)
+                self._send(key, node_id, state)
+        except _infra_errors() as exc:
+            log.warning("run %s: could not check step %s (%s); will try again", self.run_id, key, type(exc).__name__)

@@ -60,6 +60,12 @@ def run_node(self, run_id: str, node_id: str, key: str, state: dict) -> dict:
     lease = Lease(resources.redis_client(), f"af:step-lock:{key}", STEP_LEASE)
     if not lease.acquire():
         raise self.retry(countdown=1.0, max_retries=None)
+    # A duplicate delivery may have finished the step between the check above and the
+    # lease: look again now that nobody else can start it (else it would be paid twice).
+    done = store.finished_step_output(key)
+    if done is not None:
+        lease.release()
+        return {"ok": True, "update": done, "reused": True}
 
     limiter = resources.limiter()
     plan = queue_plan(spec, impl.node, state)
@@ -74,7 +80,7 @@ def run_node(self, run_id: str, node_id: str, key: str, state: dict) -> dict:
             raise self.retry(countdown=1.0, max_retries=None, exc=exc)
         except RateLimitExceeded as exc:  # larger than the whole budget: waiting cannot help
             lease.release()
-            return {"ok": False, "error": f"node {node_id!r} failed: {exc}"}
+            return {"ok": False, "error": str(exc)}  # the driver's StepFailed names the node
         if not decision.allowed:
             lease.release()
             # the limiter says when this task's turn comes; no worker sleeps holding a slot
@@ -93,7 +99,8 @@ def run_node(self, run_id: str, node_id: str, key: str, state: dict) -> dict:
     except RunCancelled:
         return {"ok": False, "cancelled": True, "error": "run was cancelled"}
     except StepFailed as exc:
-        return {"ok": False, "error": str(exc), "retryable": exc.retryable}
+        # the reason alone: the driver raises StepFailed(node_id, reason), which names the node
+        return {"ok": False, "error": exc.reason, "retryable": exc.retryable}
     finally:
         if decision is not None and plan is not None:
             # settle the token reservation with what was really spent (0 on failure)

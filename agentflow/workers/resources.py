@@ -54,7 +54,9 @@ def checkpointer():
             if not url.startswith("postgres"):
                 raise RuntimeError("distributed mode needs DATABASE_URL to point at PostgreSQL")
             url = url.replace("postgresql+psycopg://", "postgresql://")
-            pool = ConnectionPool(url, min_size=1, max_size=16, open=True,
+            # check: a pooled connection is tested before it is handed out, so one that the
+            # server dropped (restart, failover, pg_terminate_backend) is replaced, not used
+            pool = ConnectionPool(url, min_size=1, max_size=16, open=True, check=ConnectionPool.check_connection,
                                   kwargs={"autocommit": True, "prepare_threshold": 0, "row_factory": dict_row})
             saver = PostgresSaver(pool)
             with pool.connection() as conn:  # workers start together: one creates the tables

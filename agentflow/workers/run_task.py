@@ -46,7 +46,41 @@ def run_workflow(self, run_id: str) -> str:
         remaining = resources.redis_client().ttl(lease.key)
         raise self.retry(countdown=max(1, remaining if remaining and remaining > 0 else 1), max_retries=None)
     with lease:
-        return _drive(run_id, spec_data, run_input, self.request.hostname or socket.gethostname())
+        try:
+            return _drive(run_id, spec_data, run_input, self.request.hostname or socket.gethostname())
+        except Exception as exc:
+            if not transient(exc):
+                raise
+            log.warning("run %s interrupted by %s; it resumes from its checkpoint", run_id, describe(exc)[:200])
+    # The lease is released: the next delivery resumes after the last finished superstep.
+    # If even this retry cannot be sent (the broker is down), the run keeps its stale
+    # heartbeat and the reaper (schedule_task.reap) re-enqueues it.
+    raise self.retry(countdown=2, max_retries=None)
+
+
+def transient(exc: BaseException) -> bool:
+    """Did infrastructure blink (a dropped database connection, Redis restarting)? Then the
+    run did nothing wrong: it is retried from its checkpoint instead of being failed."""
+    import kombu.exceptions
+    import psycopg
+    import redis.exceptions
+    from sqlalchemy.exc import DBAPIError
+
+    kinds = (psycopg.OperationalError, redis.exceptions.ConnectionError, redis.exceptions.TimeoutError,
+             kombu.exceptions.OperationalError)
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, StepFailed):
+            return False  # a node's own failure is the run's outcome
+        if isinstance(current, kinds):
+            return True
+        if isinstance(current, DBAPIError) and (current.connection_invalidated
+                                                or isinstance(current.orig, psycopg.OperationalError)):
+            return True
+        current = current.__cause__ or current.__context__
+    return False
 
 
 def _drive(run_id: str, spec_data: dict, run_input: dict, worker: str) -> str:
@@ -73,6 +107,8 @@ def _drive(run_id: str, spec_data: dict, run_input: dict, worker: str) -> str:
     except Retry:
         raise
     except Exception as exc:
+        if transient(exc):
+            raise  # retried by run_workflow, not failed
         log.exception("run %s crashed", run_id)
         store.finish(run_id, "failed", error=describe(exc))
     else:

@@ -8,10 +8,11 @@ disabled through the API takes effect on the next tick without restarting beat.
 from __future__ import annotations
 
 import logging
+import os
 from datetime import datetime, timedelta, timezone
 
 from croniter import croniter
-from sqlalchemy import or_, select
+from sqlalchemy import func, or_, select
 
 from ..store.db import session_scope
 from ..store.models import Run, Schedule, Workflow, WorkflowVersion, utcnow
@@ -19,7 +20,9 @@ from . import resources
 from .app import celery_app
 
 log = logging.getLogger(__name__)
-ORPHAN_AFTER = timedelta(seconds=120)
+# A run whose driver has not heartbeated (every few seconds while it lives) for this long, or
+# that has been queued this long without a driver, is re-enqueued by `reap`.
+ORPHAN_AFTER = timedelta(seconds=float(os.environ.get("AGENTFLOW_ORPHAN_AFTER", "120")))
 
 
 def next_fire(schedule: Schedule, after: datetime) -> datetime:
@@ -69,7 +72,10 @@ def reap() -> int:
     with session_scope(store.factory) as s:
         stale = list(s.scalars(select(Run.id).where(
             or_((Run.status == "running") & or_(Run.heartbeat_at.is_(None), Run.heartbeat_at < cutoff),
-                (Run.status == "queued") & (Run.created_at < cutoff))).limit(100)))
+                # heartbeat_at is stamped when the reaper re-enqueues a queued run, so a run
+                # waiting in a long queue is re-sent once per ORPHAN_AFTER, not on every tick
+                (Run.status == "queued") & (func.coalesce(Run.heartbeat_at, Run.created_at) < cutoff)))
+            .limit(100)))
     client = resources.redis_client()
     for run_id in stale:
         if client.exists(f"af:run-lock:{run_id}"):

@@ -54,6 +54,8 @@ def resolve(host: str, port: int | None = None) -> list[IPAddress]:
         infos = socket.getaddrinfo(host, port or 0, type=socket.SOCK_STREAM)
     except socket.gaierror as exc:
         raise ProviderError(f"could not resolve host {host!r}: {exc.strerror}", retryable=True) from None
+    except (UnicodeError, ValueError) as exc:  # not encodable as a DNS name (IDNA), NUL bytes ...
+        raise ProviderError(f"{host!r} is not a valid host name: {exc}", retryable=False) from None
     seen: list[IPAddress] = []
     for info in infos:
         ip = ipaddress.ip_address(str(info[4][0]).split("%", 1)[0])
