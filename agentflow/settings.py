@@ -21,9 +21,39 @@ class Settings(BaseSettings):
     embedded_workers: int = Field(4, alias="AGENTFLOW_EMBEDDED_WORKERS")
     studio_dir: Path | None = Field(None, alias="AGENTFLOW_STUDIO_DIR")
 
+    # ---- security (agentflow/api/auth.py, abuse.py; SECURITY.md)
+    # required | local | off; unset: required in distributed mode, local in embedded mode
+    auth: str | None = Field(None, alias="AGENTFLOW_AUTH")
+    jwt_secret: str | None = Field(None, alias="AGENTFLOW_JWT_SECRET")          # HS256
+    jwt_public_key: str | None = Field(None, alias="AGENTFLOW_JWT_PUBLIC_KEY")  # PEM, RS256/ES256
+    jwks_url: str | None = Field(None, alias="AGENTFLOW_JWKS_URL")              # external identity provider
+    jwt_issuer: str | None = Field(None, alias="AGENTFLOW_JWT_ISSUER")
+    jwt_audience: str | None = Field(None, alias="AGENTFLOW_JWT_AUDIENCE")
+    jwt_tenant_claim: str = Field("tenant", alias="AGENTFLOW_JWT_TENANT_CLAIM")
+    jwt_role_claim: str = Field("role", alias="AGENTFLOW_JWT_ROLE_CLAIM")
+    cors_origins: str = Field("", alias="AGENTFLOW_CORS_ORIGINS")  # comma-separated Studio origins
+    # API abuse limits (0 = off): requests a minute and burst, per tenant and per client IP
+    rate_tenant_per_minute: float = Field(1200, alias="AGENTFLOW_RATE_TENANT_PER_MINUTE")
+    rate_tenant_burst: int = Field(300, alias="AGENTFLOW_RATE_TENANT_BURST")
+    rate_ip_per_minute: float = Field(600, alias="AGENTFLOW_RATE_IP_PER_MINUTE")
+    rate_ip_burst: int = Field(200, alias="AGENTFLOW_RATE_IP_BURST")
+
     @property
     def distributed(self) -> bool:
         return bool(self.redis_url)
+
+    @property
+    def auth_mode(self) -> str:
+        mode = (self.auth or "").strip().lower()
+        if not mode:
+            return "required" if self.distributed else "local"
+        if mode not in ("required", "local", "off"):
+            raise ValueError(f"AGENTFLOW_AUTH must be required, local or off, not {self.auth!r}")
+        return mode
+
+    @property
+    def cors_origin_list(self) -> list[str]:
+        return [o.strip().rstrip("/") for o in self.cors_origins.split(",") if o.strip()]
 
     @property
     def db_url(self) -> str:

@@ -1,7 +1,7 @@
 """Strict JSON request bodies.
 
-Every route uses `JSONRoute`, whose requests parse JSON strictly: NaN/Infinity are
-rejected (PostgreSQL's JSON type refuses them, so they would fail much later) and a
+Every route uses `JSONRoute`, whose requests parse JSON strictly: NaN/Infinity and NUL
+characters are rejected (PostgreSQL refuses them, so they would fail much later) and a
 document nested deeper than the parser allows is a clean 422, never a crash. Routes
 that take a whole workflow spec or source read the raw document with `JsonBody`, so the
 validator can report every problem with its path.
@@ -36,6 +36,23 @@ def _too_deep(value: Any, limit: int = MAX_DEPTH) -> bool:
     return False
 
 
+def _has_nul(value: Any) -> bool:
+    """Does any string (or key) hold U+0000? PostgreSQL text cannot store it, so such a
+    document would fail at the database with a misleading 503 (found by tests/fuzz)."""
+    stack = [value]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, str):
+            if "\x00" in node:
+                return True
+        elif isinstance(node, dict):
+            stack.extend(node.keys())
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+    return False
+
+
 def _no_constants(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
@@ -55,6 +72,8 @@ def strict_loads(raw: bytes | str) -> Any:
         deep = _too_deep(value)
     if deep:
         raise json.JSONDecodeError(f"document is nested deeper than {MAX_DEPTH} levels", text, 0)
+    if "\\u0000" in text and _has_nul(value):  # (a raw NUL is already a JSON syntax error)
+        raise json.JSONDecodeError("strings may not contain the NUL character (\\u0000)", text, 0)
     return value
 
 

@@ -25,13 +25,19 @@ from ..store.runs import TERMINAL, RunStore
 from ..store.schedules import ScheduleStore
 from ..store.sources import SourceStore
 from ..store.workflows import WorkflowStore
+from .auth import Principal, authorize
+from .errors import ApiError
 
 log = logging.getLogger("agentflow.api")
 
 
-def current_tenant() -> str:
-    """The tenant of the request. Auth (a later issue) replaces this dependency."""
-    return DEFAULT_TENANT
+def current_tenant(principal: Annotated[Principal, Depends(authorize)]) -> str:
+    """The tenant of the request: the `tenant` claim of its token (agentflow/api/auth.py).
+    Every repository call of a route takes this value, so a row of another tenant is
+    never found (404, not 403)."""
+    if principal.via == "public":  # a route listed as public must not read tenant data
+        raise ApiError(401, "authentication required", headers={"WWW-Authenticate": "Bearer"})
+    return principal.tenant or DEFAULT_TENANT
 
 
 # ---------------------------------------------------------------- dispatcher

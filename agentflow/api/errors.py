@@ -187,6 +187,13 @@ async def _db_handler(request: Request, exc: Exception) -> JSONResponse:
     if isinstance(exc, sa_exc.IntegrityError):
         log.warning("conflicting write on %s %s: %s", request.method, request.url.path, db_reason(exc))
         return JSONResponse(error_body("conflicting concurrent write; retry the request"), status_code=409)
+    if isinstance(exc, sa_exc.DataError):
+        # a value the database cannot take (e.g. a NUL character in a path parameter):
+        # the request's fault, not a database outage (found by tests/fuzz)
+        reason = db_reason(exc)
+        log.warning("value refused by the database on %s %s: %s", request.method, request.url.path, reason)
+        return JSONResponse(error_body(f"invalid value: {reason}", [{"path": "", "message": reason}]),
+                            status_code=422)
     reason = db_reason(exc)
     log.error("database unavailable on %s %s: %s", request.method, request.url.path, reason)
     return JSONResponse(error_body(f"database unavailable: {reason}"), status_code=503,

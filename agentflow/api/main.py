@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from contextlib import asynccontextmanager
 from typing import Any, AsyncIterator
 
 import anyio
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.utils import get_openapi
 from pydantic import TypeAdapter
@@ -24,10 +23,12 @@ from ..graph.spec import Source, WorkflowSpec
 from ..settings import Settings, get_settings
 from ..store.db import migrate
 from . import errors
+from . import security
 from .deps import Dispatcher, Services
 from .examples import examples_enabled, load_examples
 from .middleware import BodyLimitMiddleware, MetricsMiddleware
 from .routes import health, runs, schedules, schema, sources, workflows
+from .routes import hooks as hook_routes, metrics_summary, trace, versions, webhooks as webhook_routes
 from .static import mount_studio
 
 log = logging.getLogger("agentflow.api")
@@ -68,8 +69,17 @@ def _startup(services: Services) -> None:
     if examples_enabled(services.settings):
         try:
             load_examples(services.workflows)
+            # the no-API-key example queries a bundled SQLite shop named by AGENTFLOW_SAMPLE_DSN
+            from ..examples import ensure_sample_db
+
+            ensure_sample_db(services.settings.home)
         except Exception:  # examples are a convenience; never block the server on them
             log.exception("loading the example workflows failed")
+    if not services.settings.distributed:
+        # Embedded runs live in this process: the ones a previous server left behind are
+        # resumed when they never started, and closed with a reason when they were cut off.
+        for run_id in services.runs.recover_interrupted():
+            services.dispatcher.submit(run_id)
 
 
 def create_app(settings: Settings | None = None, dispatcher: Dispatcher | None = None) -> FastAPI:
@@ -86,21 +96,35 @@ def create_app(settings: Settings | None = None, dispatcher: Dispatcher | None =
             services.close()
 
     app = FastAPI(title="AgentFlow", version=_version(), description=DESCRIPTION,
-                  lifespan=lifespan, strict_content_type=False)
+                  lifespan=lifespan, strict_content_type=False,
+                  dependencies=[Depends(security.authorize)])  # auth + roles on every API route
     app.state.services = services
+    security.prepare(app, services)
     errors.install(app)
 
     for module in (workflows, runs, sources, schedules, schema, health):
         app.include_router(module.router)
+    # versions diff/rollback, trace + re-run, dashboard, inbound hooks, outbound webhooks
+    for module in (versions, trace, metrics_summary, hook_routes, webhook_routes):
+        app.include_router(module.router)
+    from .routes import queues as queue_routes
+
+    queue_routes.install(app, services)  # GET /queues + the limiter's gauges on /metrics
+    from ..runs.webhooks import install as install_webhooks
+
+    install_webhooks(services)  # outbound deliveries when runs end
     mount_studio(app, settings)  # last: the mount at "/" takes what no API route matched
 
-    origins = [o.strip() for o in os.environ.get("AGENTFLOW_CORS_ORIGINS", "").split(",") if o.strip()]
+    security.add_middleware(app, services)  # audit + per-IP limit, inside CORS
+    origins = settings.cors_origin_list  # only the configured Studio origins may call from a browser
     if origins:
-        app.add_middleware(CORSMiddleware, allow_origins=origins, allow_methods=["*"], allow_headers=["*"])
+        app.add_middleware(CORSMiddleware, allow_origins=origins, allow_methods=["*"], allow_headers=["*"],
+                           expose_headers=["Retry-After", "Location"])
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(MetricsMiddleware)  # outermost: counts 413s too
 
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
+    security.document(app)  # bearer auth, 401/403/429 in the document
     return app
 
 

@@ -115,6 +115,7 @@ def input_as_dict(value: Any) -> Any:
 class RunCreate(_In):
     input: RunInput = Field(default_factory=RunInput, json_schema_extra=_or_text,
                             description='{"user_input": "...", "metadata": {...}}, or a string as user_input.')
+    stream: bool = Field(False, description="Stream LLM tokens as `token` events on GET /runs/{id}/events.")
 
     @field_validator("input", mode="before")
     @classmethod
@@ -131,7 +132,8 @@ class StepRecord(BaseModel):
     run_id: str | None = None
     node_id: str
     node_type: str | None = None
-    status: str = Field(description="running, succeeded or failed.")
+    status: str = Field(description="running, succeeded or failed; lost (its worker died, the step was "
+                                    "retried); reused (a re-run's copy of its parent's step).")
     attempt: int | None = None
     queue: str | None = None
     worker: str | None = None
@@ -155,6 +157,8 @@ class RunSummary(BaseModel):
     created_at: str | None = None
     started_at: str | None = None
     finished_at: str | None = None
+    parent_run_id: str | None = Field(None, description="A re-run: the run it was re-run from.")
+    rerun_from: str | None = Field(None, description="A re-run: the node it started at.")
 
 
 class RunRecord(RunSummary):
@@ -267,3 +271,225 @@ class Readiness(BaseModel):
 class NotReady(Readiness):
     detail: str
     errors: list[Problem] = Field(default_factory=list)
+
+
+# ---------------------------------------------------------------- versions (diff, rollback)
+
+
+class RollbackRequest(_In):
+    version: int = Field(ge=1, le=2**31 - 1, description="The version whose spec becomes the new version.")
+
+
+class ChangedItem(BaseModel):
+    id: str
+    fields: list[str] = Field(description="Dotted paths that differ, e.g. 'config.prompt'.")
+
+
+class CollectionDiff(BaseModel):
+    added: list[str]
+    removed: list[str]
+    changed: list[ChangedItem]
+
+
+class EdgeRef(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+    from_: str = Field(alias="from")
+    to: str
+    condition: str | None = None
+
+
+class EdgeDiff(BaseModel):
+    added: list[EdgeRef]
+    removed: list[EdgeRef]
+
+
+class SpecDiff(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+    from_: int = Field(alias="from")
+    to: int
+    nodes: CollectionDiff
+    edges: EdgeDiff = Field(description="Edges compared as (from, to, condition), one per target.")
+    queues: CollectionDiff
+    sources: CollectionDiff
+    top: list[str] = Field(description="Top-level fields that changed (name, description, start_node ...).")
+
+
+# ---------------------------------------------------------------- trace and re-run
+
+
+class TraceStep(BaseModel):
+    index: int
+    node_id: str
+    node_type: str | None = None
+    status: str = Field(description="running, succeeded, failed, lost (worker died; retried) or reused.")
+    attempt: int | None = None
+    started_at: str | None = None
+    finished_at: str | None = None
+    duration_ms: float | None = None
+    tokens: int | None = None
+    cost: float | None = None
+    error: str | None = None
+    input: dict[str, Any] | None = Field(None, description="The state the node read (secrets redacted).")
+    output: dict[str, Any] | None = Field(None, description="The state delta the node returned.")
+    state_after: dict[str, Any] | None = Field(None, description="The state after this step's delta.")
+
+
+class RunTrace(BaseModel):
+    run_id: str
+    workflow_id: str | None = None
+    workflow_version: int | None = None
+    status: RunStatus
+    parent_run_id: str | None = None
+    rerun_from: str | None = None
+    initial_state: dict[str, Any]
+    steps: list[TraceStep]
+    final_state: dict[str, Any] | None = None
+
+
+class RerunRequest(_In):
+    from_node: str = Field(min_length=1, max_length=128, description="The node the new run starts at.")
+    state: dict[str, Any] = Field(default_factory=dict,
+                                  description="State fields to replace before that node runs.")
+    stream: bool = Field(False, description="Stream LLM tokens on GET /runs/{id}/events.")
+
+
+class RerunQueued(BaseModel):
+    run_id: str
+    status: RunStatus
+    parent_run_id: str
+
+
+# ---------------------------------------------------------------- dashboard
+
+
+class Percentiles(BaseModel):
+    p50: float | None = None
+    p95: float | None = None
+
+
+class RunCounts(BaseModel):
+    total: int
+    by_status: dict[str, int]
+
+
+class WorkflowFigures(BaseModel):
+    workflow_id: str | None = None
+    runs: int
+    tokens: int
+    cost: float
+    p50_ms: float | None = None
+    p95_ms: float | None = None
+
+
+class NodeFigures(BaseModel):
+    workflow_id: str | None = None
+    node_id: str
+    node_type: str | None = None
+    steps: int
+    tokens: int
+    cost: float
+    p50_ms: float | None = None
+    p95_ms: float | None = None
+
+
+class SourceFigures(BaseModel):
+    source_id: str
+    calls: int
+    tokens: int
+    cost: float
+    p50_ms: float | None = None
+    p95_ms: float | None = None
+
+
+class TimeBucket(BaseModel):
+    bucket: datetime
+    runs: int
+    tokens: int
+    cost: float
+    p50_ms: float | None = None
+
+
+class MetricsSummary(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+    from_: datetime = Field(alias="from")
+    to: datetime
+    bucket_seconds: int
+    runs: RunCounts
+    tokens: int
+    cost: float
+    latency_ms: Percentiles
+    per_workflow: list[WorkflowFigures]
+    per_node: list[NodeFigures]
+    per_source: list[SourceFigures]
+    timeseries: list[TimeBucket]
+    queue_wait_ms: Percentiles
+
+
+# ---------------------------------------------------------------- webhooks
+
+
+class HookCreate(_In):
+    workflow_id: str = Field(min_length=1, max_length=128)
+    secret_env: str = Field(min_length=1, max_length=256, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+                            description="Environment variable holding the HMAC key (never the key).")
+
+
+class HookRecord(BaseModel):
+    id: str
+    url: str = Field(description="Where to POST: signed with X-AgentFlow-Signature / X-AgentFlow-Timestamp.")
+    workflow_id: str
+    secret_env: str
+    enabled: bool
+    created_at: datetime
+
+
+class HookList(BaseModel):
+    items: list[HookRecord]
+
+
+class HookAccepted(BaseModel):
+    run_id: str
+    status: RunStatus
+    duplicate: bool = Field(False, description="The same signed request was accepted before: its run.")
+
+
+WebhookEvent = Literal["run.succeeded", "run.failed", "run.cancelled"]
+
+
+class WebhookCreate(_In):
+    url: str = Field(min_length=8, max_length=2000, pattern=r"^https?://", description="http(s) URL to POST to.")
+    events: list[WebhookEvent] = Field(default_factory=lambda: ["run.succeeded", "run.failed", "run.cancelled"],
+                                       min_length=1)
+    workflow_id: str | None = Field(None, min_length=1, max_length=128, description="Only this workflow's runs.")
+    secret_env: str | None = Field(None, min_length=1, max_length=256, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+                                   description="Environment variable holding the signing key.")
+
+
+class WebhookRecord(BaseModel):
+    id: str
+    url: str
+    events: list[str]
+    workflow_id: str | None = None
+    secret_env: str | None = None
+    enabled: bool
+    created_at: datetime
+
+
+class WebhookList(BaseModel):
+    items: list[WebhookRecord]
+
+
+class DeliveryRecord(BaseModel):
+    id: int
+    webhook_id: str
+    run_id: str
+    event: str
+    attempt: int
+    status: str = Field(description="pending, delivered or failed.")
+    response_code: int | None = None
+    error: str | None = None
+    at: datetime
+
+
+class DeliveryList(BaseModel):
+    items: list[DeliveryRecord]

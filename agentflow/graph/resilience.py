@@ -2,8 +2,9 @@
 
 `call(source_id, fn)` runs `fn` with tenacity retries (exponential backoff with jitter,
 Retry-After honoured) behind one pybreaker circuit breaker per source id. Only failures
-that are the provider's fault (retryable errors, 5xx, timeouts, connection errors)
-count toward opening a breaker; a 4xx is the caller's mistake and is raised at once.
+that are the provider's fault (5xx, timeouts, connection errors) count toward opening a
+breaker; a 4xx is the caller's mistake and is raised at once, and a 429 is retried after
+its Retry-After without counting (the provider is up, just pacing us).
 """
 
 from __future__ import annotations
@@ -56,6 +57,11 @@ def is_retryable(exc: BaseException) -> bool:
 def counts_as_failure(exc: BaseException) -> bool:
     """Does this error say the provider is unhealthy (vs. our request being wrong)?"""
     if isinstance(exc, CircuitOpenError):
+        return False
+    if isinstance(exc, ProviderError) and exc.status == 429:
+        # A healthy provider pacing us: Retry-After and the rate limits handle it. Counted,
+        # it opened the breaker under steady 429s and failed every run of the worker for
+        # reset_timeout seconds (found by tests/chaos: 429 on every third call).
         return False
     if is_retryable(exc):
         return True

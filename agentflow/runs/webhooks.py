@@ -38,7 +38,7 @@ from typing import Any, Callable
 
 import httpx
 
-from ..graph.errors import BlockedAddressError
+from ..graph.errors import BlockedAddressError, StepError
 from ..graph.secrets import SecretNotAllowed, read_secret
 from ..store.hooks import HookStore
 
@@ -180,6 +180,8 @@ def post_once(webhook: dict[str, Any], body: bytes, event: str, delivery_id: int
         return Outcome(False, True, None, f"no answer within {cfg.timeout:g} s")
     except httpx.HTTPError as exc:
         return Outcome(False, True, None, f"could not connect: {exc or type(exc).__name__}")
+    except (StepError, ValueError) as exc:  # e.g. a host that does not resolve or encode: say so, don't die
+        return Outcome(False, True, None, f"could not connect: {exc}")
     if 200 <= resp.status_code < 300:
         return Outcome(True, False, resp.status_code)
     return Outcome(False, True, resp.status_code, f"HTTP {resp.status_code}")

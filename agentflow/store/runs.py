@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import functools
+import time
 import uuid
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Callable, TypeVar
 
 from sqlalchemy import func, select, update
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
 from ..graph.secrets import redact
@@ -14,6 +17,29 @@ from .db import session_scope
 from .models import DEFAULT_TENANT, Run, Step, utcnow
 
 TERMINAL = ("succeeded", "failed", "cancelled")
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def retry_on_disconnect(fn: F) -> F:
+    """Run again on a fresh connection when the database dropped ours mid-call (a restart,
+    a failover, a killed backend): the pool pings before handing out the next one. What
+    the workers write must survive that: a step whose recorded answer was lost to a dead
+    connection would be retried and paid twice (found by tests/chaos, Postgres drop)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        for attempt in range(3):
+            try:
+                return fn(*args, **kwargs)
+            except DBAPIError as exc:
+                if not exc.connection_invalidated or attempt == 2:
+                    raise
+                time.sleep(0.1 * (attempt + 1))
+        raise AssertionError("unreachable")
+
+    return wrapper  # type: ignore[return-value]
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -77,15 +103,18 @@ class RunStore:
             steps = list(s.scalars(select(Step).where(Step.run_id == run_id).order_by(Step.id))) if with_steps else None
             return run_dict(run, steps)
 
+    @retry_on_disconnect
     def spec_of(self, run_id: str) -> tuple[dict, dict, str] | None:
         with session_scope(self.factory) as s:
             run = s.get(Run, run_id)
             return (run.spec, run.input, run.status) if run else None
 
+    @retry_on_disconnect
     def status(self, run_id: str) -> str | None:
         with session_scope(self.factory) as s:
             return s.scalar(select(Run.status).where(Run.id == run_id))
 
+    @retry_on_disconnect
     def mark_running(self, run_id: str) -> bool:
         """queued/running -> running; False when the run already ended or was cancelled."""
         with session_scope(self.factory) as s:
@@ -94,6 +123,7 @@ class RunStore:
                                     attempts=Run.attempts + 1))
             return res.rowcount == 1
 
+    @retry_on_disconnect
     def finish(self, run_id: str, status: str, state: dict | None = None, error: str | None = None) -> bool:
         state = redact(state) if state is not None else None
         with session_scope(self.factory) as s:
@@ -140,6 +170,7 @@ class RunStore:
 
     # ---- steps
 
+    @retry_on_disconnect
     def step_started(self, run_id: str, node_id: str, node_type: str, attempt: int = 1,
                      queue: str | None = None, worker: str | None = None, tenant_id: str | None = None,
                      step_key: str | None = None, input: dict | None = None) -> dict:
@@ -159,6 +190,7 @@ class RunStore:
             s.flush()
             return step_dict(step)
 
+    @retry_on_disconnect
     def step_ended(self, run_id: str, node_id: str, *, status: str, duration_ms: float, tokens: int = 0,
                    cost: float = 0.0, error: str | None = None, output: dict | None = None) -> dict | None:
         with session_scope(self.factory) as s:
@@ -176,6 +208,7 @@ class RunStore:
             s.flush()
             return step_dict(step)
 
+    @retry_on_disconnect
     def finished_step_output(self, step_key: str) -> dict | None:
         """The output of a step that already succeeded under this key (None if none did)."""
         with session_scope(self.factory) as s:
@@ -183,6 +216,7 @@ class RunStore:
                              .limit(1)).first()
             return (step.output or {}) if step is not None else None
 
+    @retry_on_disconnect
     def step_running(self, step_key: str) -> bool:
         """Has an attempt of this step started and not ended (its worker may have died)?"""
         with session_scope(self.factory) as s:
@@ -198,6 +232,7 @@ class RunStore:
                 error="the server stopped while this run was in progress; start it again"))
             return list(s.scalars(select(Run.id).where(Run.status == "queued").order_by(Run.created_at)))
 
+    @retry_on_disconnect
     def heartbeat(self, run_id: str) -> None:
         with session_scope(self.factory) as s:
             s.execute(update(Run).where(Run.id == run_id).values(heartbeat_at=utcnow()))

@@ -20,7 +20,7 @@ import time
 from celery.exceptions import TimeoutError as CeleryTimeout
 from celery.result import AsyncResult
 
-from ..graph.step import StepFailed
+from ..graph.step import StepFailed, describe
 from ..runs.observer import RunCancelled
 from . import resources
 from .app import NODE_QUEUES, celery_app
@@ -97,7 +97,9 @@ class NodeDispatcher:
                 done = resources.store().finished_step_output(key)
                 if done is not None:
                     return done
-                raise StepFailed(node_id, f"node task ended abnormally: {result.state}")
+                crash = result.result if isinstance(result.result, BaseException) else None
+                raise StepFailed(node_id, f"node task crashed: {describe(crash)}" if crash is not None
+                                 else f"node task ended abnormally: {result.state}")
             if reply.get("ok"):
                 return reply["update"]
             if reply.get("cancelled"):

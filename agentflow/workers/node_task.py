@@ -7,20 +7,25 @@ already succeeded returns the stored output instead of calling the provider agai
 
 from __future__ import annotations
 
+import logging
 import socket
 from functools import lru_cache
+
+from celery.exceptions import Retry
 
 from ..graph.errors import RateLimitExceeded
 from ..graph.nodes import make_node
 from ..graph.runtime import RunContext
-from ..graph.step import StepFailed, queue_plan, run_step
+from ..graph.step import StepFailed, describe, queue_plan, run_step
 from ..graph.validate import parse_valid
 from ..ratelimit.base import LimiterUnavailable
 from ..runs.observer import RecordingObserver, RunCancelled
 from . import resources
 from .app import celery_app
+from .infra import transient
 from .lease import Lease
 
+log = logging.getLogger(__name__)
 HOST = socket.gethostname()
 STEP_LEASE = 15
 
@@ -46,6 +51,21 @@ def _impl(run_id: str, node_id: str):
 
 @celery_app.task(name="agentflow.node", bind=True, acks_late=True, reject_on_worker_lost=True, max_retries=None)
 def run_node(self, run_id: str, node_id: str, key: str, state: dict) -> dict:
+    try:
+        return _run_node(self, run_id, node_id, key, state)
+    except Retry:
+        raise
+    except Exception as exc:
+        if not transient(exc):
+            raise
+        # The database or Redis blinked (before the provider was called, or while recording
+        # its answer, which the store retries first): try again by step key, which reuses a
+        # recorded success. A crash here would fail the whole run for an infrastructure blip.
+        log.warning("step %s interrupted by %s; retrying", key, describe(exc)[:200])
+        raise self.retry(countdown=1.0, max_retries=None)
+
+
+def _run_node(self, run_id: str, node_id: str, key: str, state: dict) -> dict:
     store = resources.store()
     done = store.finished_step_output(key)
     if done is not None:
@@ -60,11 +80,17 @@ def run_node(self, run_id: str, node_id: str, key: str, state: dict) -> dict:
     lease = Lease(resources.redis_client(), f"af:step-lock:{key}", STEP_LEASE)
     if not lease.acquire():
         raise self.retry(countdown=1.0, max_retries=None)
+    try:
+        return _holding_lease(self, run_id, node_id, key, state, store, spec, impl)
+    finally:
+        lease.release()
+
+
+def _holding_lease(self, run_id, node_id, key, state, store, spec, impl) -> dict:
     # A duplicate delivery may have finished the step between the check above and the
     # lease: look again now that nobody else can start it (else it would be paid twice).
     done = store.finished_step_output(key)
     if done is not None:
-        lease.release()
         return {"ok": True, "update": done, "reused": True}
 
     limiter = resources.limiter()
@@ -76,13 +102,10 @@ def run_node(self, run_id: str, node_id: str, key: str, state: dict) -> dict:
         try:
             decision = limiter.try_acquire(limits, sub, tokens, waiter=key)
         except LimiterUnavailable as exc:  # Redis blinked: nothing was granted, try again soon
-            lease.release()
             raise self.retry(countdown=1.0, max_retries=None, exc=exc)
         except RateLimitExceeded as exc:  # larger than the whole budget: waiting cannot help
-            lease.release()
             return {"ok": False, "error": str(exc)}  # the driver's StepFailed names the node
         if not decision.allowed:
-            lease.release()
             # the limiter says when this task's turn comes; no worker sleeps holding a slot
             raise self.retry(countdown=max(decision.retry_after, 0.01), max_retries=None)
 
@@ -105,4 +128,3 @@ def run_node(self, run_id: str, node_id: str, key: str, state: dict) -> dict:
         if decision is not None and plan is not None:
             # settle the token reservation with what was really spent (0 on failure)
             limiter.settle(plan[0], decision, int(update.get("tokens_used") or 0))
-        lease.release()

@@ -21,6 +21,7 @@ from ..runs.observer import RecordingObserver, RunCancelled
 from ..store.runs import TERMINAL
 from . import resources
 from .app import celery_app
+from .infra import transient
 from .lease import Lease
 from .node_dispatch import NodeDispatcher
 
@@ -56,31 +57,6 @@ def run_workflow(self, run_id: str) -> str:
     # If even this retry cannot be sent (the broker is down), the run keeps its stale
     # heartbeat and the reaper (schedule_task.reap) re-enqueues it.
     raise self.retry(countdown=2, max_retries=None)
-
-
-def transient(exc: BaseException) -> bool:
-    """Did infrastructure blink (a dropped database connection, Redis restarting)? Then the
-    run did nothing wrong: it is retried from its checkpoint instead of being failed."""
-    import kombu.exceptions
-    import psycopg
-    import redis.exceptions
-    from sqlalchemy.exc import DBAPIError
-
-    kinds = (psycopg.OperationalError, redis.exceptions.ConnectionError, redis.exceptions.TimeoutError,
-             kombu.exceptions.OperationalError)
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        if isinstance(current, StepFailed):
-            return False  # a node's own failure is the run's outcome
-        if isinstance(current, kinds):
-            return True
-        if isinstance(current, DBAPIError) and (current.connection_invalidated
-                                                or isinstance(current.orig, psycopg.OperationalError)):
-            return True
-        current = current.__cause__ or current.__context__
-    return False
 
 
 def _drive(run_id: str, spec_data: dict, run_input: dict, worker: str) -> str:

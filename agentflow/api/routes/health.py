@@ -11,7 +11,7 @@ from sqlalchemy import text
 
 from .. import metrics
 from ..body import JSONRoute
-from ..deps import Services, ServicesDep
+from ..deps import Services, ServicesDep, TenantDep
 from ..errors import db_reason, scrub
 from ..schemas import Health, NotReady, Readiness
 
@@ -84,6 +84,10 @@ async def ready(svc: ServicesDep) -> Any:
 
 @router.get("/metrics", summary="Prometheus metrics", response_class=Response,
             responses={200: {"content": {"text/plain": {}}}})
-async def prometheus_metrics(svc: ServicesDep) -> Response:
+async def prometheus_metrics(svc: ServicesDep, tenant: TenantDep) -> Response:
+    from .queues import metrics_text
+
     body, content_type = await anyio.to_thread.run_sync(metrics.render, svc.factory)
+    # the limiter's per-queue gauges of the caller's tenant (routes/queues.py)
+    body += await anyio.to_thread.run_sync(metrics_text, svc, tenant)
     return Response(body, media_type=content_type)

@@ -14,6 +14,7 @@ from fastapi import APIRouter, Body, Query, Request
 from fastapi.responses import JSONResponse
 from sse_starlette import EventSourceResponse
 
+from ...graph.secrets import redact
 from ...store.runs import TERMINAL
 from .. import metrics
 from ..body import JSONRoute
@@ -49,7 +50,8 @@ def start_run(workflow_id: str, svc: ServicesDep, tenant: TenantDep,
     if workflow is None:
         raise not_found("workflow", workflow_id)
     run_id = svc.runs.create(workflow["spec"], body.input.model_dump(), workflow_id=workflow_id,
-                             workflow_version=workflow["version"], tenant_id=tenant)
+                             workflow_version=workflow["version"], tenant_id=tenant,
+                             options={"stream": True} if body.stream else None)
     try:
         svc.dispatcher.submit(run_id)
     except Exception as exc:
@@ -101,6 +103,12 @@ def cancel_run(run_id: str, svc: ServicesDep, tenant: TenantDep) -> dict[str, An
         record = svc.runs.get(run_id, tenant)
         if record is not None:
             svc.dispatcher.bus.publish(run_id, "end", record)
+            notify = svc.extra.get("run_ended")  # outbound webhooks (runs/webhooks.py)
+            if notify is not None:
+                try:
+                    notify(record)
+                except Exception as exc:
+                    log.warning("run-end notification of run %s failed: %s", run_id, scrub(str(exc))[:200])
     return {"run_id": run_id, "status": status}
 
 
@@ -132,7 +140,8 @@ async def run_events(run_id: str, svc: ServicesDep, tenant: TenantDep, request: 
 
 
 def _event(kind: str, data: Any) -> dict[str, str]:
-    return {"event": kind, "data": json.dumps(data, default=str, ensure_ascii=False)}
+    # redact: live token deltas are not stored (so not redacted on the way to the store)
+    return {"event": kind, "data": json.dumps(redact(data), default=str, ensure_ascii=False)}
 
 
 class _StepDedup:

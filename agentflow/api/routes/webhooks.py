@@ -34,6 +34,11 @@ def _check_target(url: str) -> None:
     if not parts.hostname:
         raise ApiError(422, "url has no host", [{"path": "url", "message": "no host"}])
     try:
+        parts.hostname.encode("idna")
+    except UnicodeError:
+        raise ApiError(422, "url host is not a valid host name",
+                       [{"path": "url", "message": "not a valid host name"}]) from None
+    try:
         check_host(parts.hostname, parts.port)
     except BlockedAddressError as exc:
         message = f"{exc}".replace("set allow_private on the source to allow it",

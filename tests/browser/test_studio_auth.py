@@ -1,0 +1,136 @@
+"""Studio with auth on: local mode (the default of `agentflow serve`) hands Studio the
+local admin token; with AGENTFLOW_AUTH=required, Studio opened as `/#token=<jwt>` works,
+runs and follows a run live over the event stream (fetch with the Authorization header,
+the token never in a URL), and without a token gets nothing."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import time
+
+import httpx
+import pytest
+from playwright.sync_api import expect
+
+from tests.browser.conftest import CHROMIUM, CHROMIUM_ARGS, ROOT, _agentflow_cmd, _free_port, _skip_reason
+
+SECRET = "browser-auth-secret-0123456789abcdef"
+pytestmark = [pytest.mark.browser, pytest.mark.skipif(_skip_reason() is not None, reason=str(_skip_reason()))]
+
+
+def test_local_mode_studio_sends_the_local_token(page):
+    requests = []
+    page.on("request", lambda r: requests.append((r.url, r.headers.get("authorization"))))
+    page.goto(page.base_url + "/")
+    expect(page.get_by_test_id("workflow-item-support-triage")).to_be_visible()
+    assert any(url.endswith("/auth/local-token") for url, _ in requests)
+    api_calls = [(u, a) for u, a in requests if re.search(r"/workflows(\?|$)", u)]
+    assert api_calls and all(a and a.startswith("Bearer ") for _, a in api_calls), api_calls
+
+
+@pytest.fixture(scope="module")
+def required_server(tmp_path_factory, openai_srv, shop_dsn):
+    if os.environ.get("AGENTFLOW_TEST_STUDIO_URL"):
+        pytest.skip("needs a server of its own (AGENTFLOW_AUTH=required)")
+    home = tmp_path_factory.mktemp("afhome-required")
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AGENTFLOW_") and k not in ("DATABASE_URL", "REDIS_URL")}
+    env.update(AGENTFLOW_HOME=str(home), AGENTFLOW_AUTH="required", AGENTFLOW_JWT_SECRET=SECRET,
+               OPENAI_BASE_URL=openai_srv.base_url, OPENAI_API_KEY="test-key", SHOP_DSN=shop_dsn, PYTHONUNBUFFERED="1")
+    log = open(home / "serve.log", "wb")
+    proc = subprocess.Popen([*_agentflow_cmd(), "serve", "--port", str(port), "--host", "127.0.0.1"],
+                            env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            assert proc.poll() is None, (home / "serve.log").read_text(errors="replace")[-3000:]
+            try:
+                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, "agentflow serve did not start"
+            time.sleep(0.3)
+        yield url, home
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+
+
+@pytest.fixture
+def fresh_page(playwright_instance):
+    profile = tempfile.mkdtemp(prefix="af-chromium-auth-")
+    ctx = playwright_instance.chromium.launch_persistent_context(
+        profile, executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True,
+        viewport={"width": 1600, "height": 900})
+    ctx.set_default_timeout(15_000)
+    pg = ctx.pages[0] if ctx.pages else ctx.new_page()
+    errors: list[str] = []
+    pg.on("pageerror", lambda e: errors.append(str(e)))
+    try:
+        yield pg
+    finally:
+        ctx.close()
+        shutil.rmtree(profile, ignore_errors=True)
+    assert not errors, errors
+
+
+def _token(home) -> str:
+    from agentflow.api.auth import issue_token
+    from agentflow.settings import Settings
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("AGENTFLOW_JWT_SECRET", SECRET)
+        mp.setenv("AGENTFLOW_HOME", str(home))
+        return issue_token("default", "admin", 3600, "browser", settings=Settings())
+
+
+def test_required_mode_without_a_token_shows_nothing(required_server, fresh_page):
+    url, _ = required_server
+    statuses = []
+    fresh_page.on("response", lambda r: statuses.append((r.url, r.status)))
+    fresh_page.goto(url + "/")
+    fresh_page.wait_for_timeout(2000)
+    expect(fresh_page.get_by_test_id("workflow-item-support-triage")).to_have_count(0)
+    assert any(s == 401 for u, s in statuses if "/workflows" in u), statuses
+    assert any(u.endswith("/auth/local-token") and s == 404 for u, s in statuses)
+
+
+def test_required_mode_with_a_token_designs_and_runs_live(required_server, fresh_page):
+    url, home = required_server
+    token = _token(home)
+    requests = []
+    fresh_page.on("request", lambda r: requests.append((r.url, r.headers.get("authorization"))))
+    fresh_page.set_viewport_size({"width": 1920, "height": 1080})
+    fresh_page.goto(f"{url}/#token={token}")
+    item = fresh_page.get_by_test_id("workflow-item-support-triage")
+    expect(item).to_be_visible()
+    assert token not in fresh_page.url  # taken out of the address bar
+    assert fresh_page.evaluate("localStorage.getItem('agentflow.token')") == token
+    item.click()
+    expect(fresh_page.get_by_test_id("node-writer")).to_be_visible()
+
+    fresh_page.get_by_test_id("tab-run").click()
+    fresh_page.get_by_test_id("run-input").fill("Please draw a cat and explain both")
+    fresh_page.get_by_test_id("run-metadata").fill('{"customer": "alice"}')
+    fresh_page.get_by_test_id("run-start").click()
+    expect(fresh_page.get_by_test_id("run-status")).to_have_attribute("data-status", "succeeded", timeout=90_000)
+    expect(fresh_page.get_by_test_id("node-final")).to_have_attribute("data-status", "succeeded")
+
+    streams = [(u, a) for u, a in requests if re.search(r"/runs/[^/]+/events$", u)]
+    assert streams, "Studio did not open the event stream"
+    assert all(a == f"Bearer {token}" for _, a in streams), streams
+    assert not any(token in u for u, _ in requests), "the token went into a URL"
+    # a reload keeps working with the stored token
+    fresh_page.reload()
+    expect(fresh_page.get_by_test_id("workflow-item-support-triage")).to_be_visible()
