@@ -1,5 +1,5 @@
 /** The workflow store: add, connect, delete, undo/redo, JSON round trip. */
-import { readFileSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { beforeEach, describe, expect, it } from "vitest";
 import { flowEdgeId } from "@/lib/spec";
@@ -8,8 +8,12 @@ import { createWorkflowStore, indexProblems } from "@/lib/useWorkflowStore";
 import { deriveEdges, makeNodeDeriver } from "@/lib/flow";
 import { specText } from "@/components/JsonPreview";
 
-// shared/ sits beside the repository (as on every developer machine and in CI).
-const triagePath = fileURLToPath(new URL("../../../shared/examples/triage.json", import.meta.url));
+// shared/ sits beside the repository (as on every developer machine and in CI); the package
+// ships the same file, which a clone without shared/ uses.
+const sharedTriage = fileURLToPath(new URL("../../../shared/examples/triage.json", import.meta.url));
+const triagePath = existsSync(sharedTriage)
+  ? sharedTriage
+  : fileURLToPath(new URL("../../agentflow/examples/triage.json", import.meta.url));
 const readTriage = (): WorkflowSpec => JSON.parse(readFileSync(triagePath, "utf8"));
 
 let store: ReturnType<typeof createWorkflowStore>;
