@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import json
 import subprocess
 import sys
@@ -144,7 +145,22 @@ def test_async_client(server, openai_server):
             with pytest.raises(NotFound):
                 await client.runs.get("ghost")
 
-    asyncio.run(main())
+    # A fresh thread has no event loop, whatever an earlier test (e.g. Playwright's sync
+    # API) left running on this one.
+    errors: list[BaseException] = []
+
+    def runner():
+        try:
+            asyncio.run(main())
+        except BaseException as exc:  # re-raised below, in the test's own thread
+            errors.append(exc)
+
+    thread = threading.Thread(target=runner)
+    thread.start()
+    thread.join(120)
+    assert not thread.is_alive(), "the async client did not finish"
+    if errors:
+        raise errors[0]
 
 
 def test_cli_run_stream_prints_tokens(tmp_path, openai_server, af_home):
