@@ -30,6 +30,7 @@ SENT_TTL = 7 * 24 * 3600
 WAIT_LIMIT = float(24 * 3600)
 RECHECK_SECONDS = 2.0   # how often a waiting driver looks at the store and the marker
 ORPHAN_GRACE = 16.0     # a running step whose lease is gone this long lost its worker (> STEP_LEASE)
+CRASH_RESENDS = 2       # a node task that crashed (not a step failure) is sent again this many times
 
 
 def step_key(run_id: str, node_id: str, superstep: int) -> str:
@@ -73,6 +74,7 @@ class NodeDispatcher:
         deadline = time.monotonic() + WAIT_LIMIT
         next_check = time.monotonic() + RECHECK_SECONDS
         infra = _infra_errors()
+        crashes = 0
         while True:
             try:
                 reply = result.get(timeout=1.0, interval=0.05, disable_sync_subtasks=False, propagate=False)
@@ -98,8 +100,18 @@ class NodeDispatcher:
                 if done is not None:
                     return done
                 crash = result.result if isinstance(result.result, BaseException) else None
-                raise StepFailed(node_id, f"node task crashed: {describe(crash)}" if crash is not None
-                                 else f"node task ended abnormally: {result.state}")
+                why = f"node task crashed: {describe(crash)}" if crash is not None else \
+                    f"node task ended abnormally: {result.state}"
+                crashes += 1
+                if crashes <= CRASH_RESENDS:
+                    # Usually infrastructure (e.g. its retry could not be queued while Redis
+                    # restarted). The task is idempotent by step key: run it again, a few times.
+                    log.warning("run %s: %s; sending step %s again", self.run_id, why, key)
+                    result.forget()
+                    resources.redis_client().set(f"af:sent:{key}", "1", ex=SENT_TTL)
+                    self._send(key, node_id, state)
+                    continue
+                raise StepFailed(node_id, why)
             if reply.get("ok"):
                 return reply["update"]
             if reply.get("cancelled"):
