@@ -58,6 +58,9 @@ class _Tee(io.TextIOBase):
         return len(s)
 
 
+ROOT_DIR = Path(__file__).resolve().parent.parent
+
+
 @contextlib.contextmanager
 def private_redis():
     """A redis-server of this bench's own: the shared one's numbered databases are flushed
@@ -325,6 +328,23 @@ SECTIONS = {"engine_overhead": section_engine, "throughput": section_throughput,
             "ratelimit": section_ratelimit, "load": section_load, "scale": section_scale}
 
 
+def section_studio() -> list[str]:
+    """Studio's 200-node figures come from the browser test that measures them (tests/browser)."""
+    perf = ROOT_DIR / "tests" / "browser" / "artifacts" / "perf-200-nodes.json"
+    if not perf.exists():
+        return ["## Studio with a 200-node workflow", "", "Not measured yet: run `make test` (the browser tests).", ""]
+    d = json.loads(perf.read_text())
+    return ["## Studio with a 200-node workflow (`tests/browser`, Debian Chromium)", "",
+            "Anchor: the same pointer moves without a drag (what driving the browser itself costs).", "",
+            "| figure | ours | anchor | ratio | target | met? |", "| --- | --- | --- | --- | --- | --- |",
+            f"| render until all {d['nodes']} nodes are visible (incl. auto-layout) | {d['render_seconds']:.2f} s | - | - | < 5 s | "
+            f"{'yes' if d['render_seconds'] < 5 else '**no**'} |",
+            f"| one drag step | {d['ms_per_drag_step']:.1f} ms | {d['ms_per_pointer_move_without_drag']:.1f} ms | "
+            f"{d['ms_per_drag_step'] / d['ms_per_pointer_move_without_drag']:.1f}x | - | - |",
+            f"| frame time during the drag, mean / longest | {d['mean_frame_ms_during_drag']:.1f} / "
+            f"{d['longest_frame_ms_during_drag']:.1f} ms | 16.7 ms (60 fps) | - | - | - |", ""]
+
+
 def write_results(outcomes: dict, info: dict, quick: bool, started: float, path: Path = RESULTS) -> None:
     when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     lines = ["# Benchmark results", "",
@@ -352,6 +372,7 @@ def write_results(outcomes: dict, info: dict, quick: bool, started: float, path:
         lines += body + ["", f"_{res['seconds']:.0f} s_", ""]
         missed = [ln for ln in body if ln.endswith("| **no** |")]
         summary.append((title, f"{len(missed)} target(s) missed" if missed else "all targets met"))
+    lines += section_studio()
     lines[8:8] = ["## Summary", "", "| bench | outcome |", "| --- | --- |"] + \
                  [f"| {t} | {o} |" for t, o in summary] + [""]
     path.write_text("\n".join(lines).rstrip() + "\n")
