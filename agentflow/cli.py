@@ -128,21 +128,12 @@ def cmd_run(args) -> int:
 
 def cmd_migrate(args) -> int:
     from .settings import get_settings
-    from .store.db import migrate
+    from .store.db import migrate, safe_url
 
     url = get_settings().db_url
     migrate(url)
-    print(f"database at {_safe_url(url)} is up to date")
+    print(f"database at {safe_url(url)} is up to date")
     return 0
-
-
-def _safe_url(url: str) -> str:
-    from sqlalchemy.engine import make_url
-
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:
-        return "<database>"
 
 
 def cmd_serve(args) -> int:

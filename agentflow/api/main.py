@@ -21,7 +21,7 @@ from pydantic import TypeAdapter
 
 from ..graph.spec import Source, WorkflowSpec
 from ..settings import Settings, get_settings
-from ..store.db import migrate
+from ..store.db import migrate, safe_url
 from . import errors
 from . import security
 from .deps import Dispatcher, Services
@@ -51,21 +51,12 @@ Every error is `{"detail": "...", "errors": [{"path", "message"}]}` with a 4xx s
 """
 
 
-def _safe_url(url: str) -> str:
-    from sqlalchemy.engine import make_url
-
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:
-        return "<database>"
-
-
 def _startup(services: Services) -> None:
     url = services.settings.db_url
     try:
         migrate(url)
     except Exception as exc:
-        raise RuntimeError(f"cannot prepare the database at {_safe_url(url)}: {errors.db_reason(exc)}") from exc
+        raise RuntimeError(f"cannot prepare the database at {safe_url(url)}: {errors.db_reason(exc)}") from exc
     if examples_enabled(services.settings):
         try:
             load_examples(services.workflows)
@@ -89,7 +80,7 @@ def create_app(settings: Settings | None = None, dispatcher: Dispatcher | None =
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await anyio.to_thread.run_sync(_startup, services)
-        log.info("AgentFlow API ready (%s mode, database %s)", services.mode, _safe_url(settings.db_url))
+        log.info("AgentFlow API ready (%s mode, database %s)", services.mode, safe_url(settings.db_url))
         try:
             yield
         finally:
