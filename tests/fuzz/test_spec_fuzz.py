@@ -124,3 +124,60 @@ def test_ten_thousand_node_spec_with_problems_reports_them_fast():
     assert time.perf_counter() - t0 < 10
     paths = {p.path for p in problems}
     assert any(p.startswith("edges[") for p in paths) and any(p.startswith("nodes[7]") for p in paths), paths
+
+
+def _growing_loop(config_a: dict) -> dict:
+    return {"id": "grow", "name": "grow", "start_node": "in",
+            "nodes": [{"id": "in", "type": "input"},
+                      {"id": "a", "type": "aggregator", "config": config_a},
+                      {"id": "b", "type": "aggregator", "config": {"fields": ["out_a"], "output_key": "out_b"}},
+                      {"id": "c", "type": "aggregator", "config": {"fields": ["user_input"]}}],
+            "edges": [{"from": "in", "to": "a"}, {"from": "a", "to": "b"},
+                      {"from": "b", "to": "a", "condition": "user_input != 'stop'"},
+                      {"from": "b", "to": "c", "condition": "user_input == 'stop'"}]}
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("config_a", [
+    {"fields": ["out_a"], "template": "{out_a}{out_a}x", "output_key": "out_a"},  # a text that doubles
+    {"fields": ["out_a", "out_b"], "output_key": "out_a"},                       # objects that nest (Fibonacci)
+], ids=["template", "nested"])
+def test_a_loop_that_grows_its_own_output_fails_readably_within_bounded_memory(config_a, monkeypatch):
+    """Regression (found by test_valid_local_specs_run_to_an_end): such a loop is a valid spec;
+    its output doubled on every turn until the 200-step limit, and the fuzz run was killed by
+    the kernel at 24 GB. Every node's output is now capped (AGENTFLOW_MAX_STEP_OUTPUT_BYTES)."""
+    from agentflow.graph import secrets
+
+    monkeypatch.setattr(secrets, "_known", {"sk-known-secret-000"})  # redaction copies every output
+    monkeypatch.setenv("AGENTFLOW_MAX_STEP_OUTPUT_BYTES", str(4 * 2**20))  # the default is 16 MB: same, slower
+    spec = _growing_loop(config_a)
+    assert validate(spec) == []
+    tracemalloc.start()
+    t0 = time.perf_counter()
+    try:
+        with pytest.raises(StepFailed) as info:
+            invoke(parse_valid(spec), state_from_input({"user_input": "go"}), RunContext())
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert str(info.value).startswith("node 'a' failed: its output is larger than 4 MB")
+    assert time.perf_counter() - t0 < 30
+    assert peak < 300 * 2**20, f"peak {peak / 2**20:.0f} MiB"
+
+
+def test_the_output_cap_is_configurable_and_ordinary_outputs_pass(monkeypatch):
+    from agentflow.graph.errors import StepError
+    from agentflow.graph.nodes.base import check_output_size
+
+    rows = [{"id": i, "customer": "acme", "item": "keyboard" * 3} for i in range(10_000)]
+    check_output_size("db", {"db_result": rows})  # 10k rows: well under the default
+    monkeypatch.setenv("AGENTFLOW_MAX_STEP_OUTPUT_BYTES", "1000")
+    with pytest.raises(StepError, match="larger than"):
+        check_output_size("db", {"db_result": rows})
+    shared = ["x" * 100]
+    for _ in range(40):  # 2**40 leaves if expanded: refused after walking about the limit
+        shared = [shared, shared]
+    t0 = time.perf_counter()
+    with pytest.raises(StepError):
+        check_output_size("n", {"v": shared}, limit=10_000)
+    assert time.perf_counter() - t0 < 1

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 from typing import Any, Callable, TypeVar
 
 from .. import resilience
@@ -57,6 +58,7 @@ class NodeImpl:
             raise
         except MissingSecret as exc:
             raise StepError(f"node '{self.node.id}': {exc}", node_id=self.node.id) from None
+        check_output_size(self.node.id, update)
         return redact(update)
 
     def run(self, state: dict, ctx: RunContext) -> dict:
@@ -95,6 +97,43 @@ class NodeImpl:
         except MissingSecret:
             raise StepError(f"source '{self.source.id if self.source else '?'}' needs the environment "
                             f"variable {env_name}, which is not set", node_id=self.node.id) from None
+
+
+def max_output_bytes() -> int:
+    return int(os.environ.get("AGENTFLOW_MAX_STEP_OUTPUT_BYTES", str(16 * 2**20)))
+
+
+def check_output_size(node_id: str, update: Any, limit: int | None = None) -> None:
+    """Refuse an update whose JSON form would exceed `limit` bytes (about).
+
+    A loop can make a node's output grow on every turn: an aggregator that collects (or a
+    template that repeats) its own earlier output doubles it, so 200 turns exhaust any
+    memory, and every copy, log and stored step on the way costs as much (found by
+    tests/fuzz: a valid spec took the test process to 24 GB). The walk counts shared
+    objects each time they are reached, as JSON would, and stops at the limit, so it costs
+    O(limit) at worst, however large the value."""
+    limit = max_output_bytes() if limit is None else limit
+    size = 0
+    stack = [update]
+    while stack:
+        value = stack.pop()
+        if isinstance(value, str):
+            size += len(value) + 2
+        elif isinstance(value, dict):
+            size += 2 + 2 * len(value)
+            for key, item in value.items():
+                size += len(key) + 3 if isinstance(key, str) else 8
+                stack.append(item)
+        elif isinstance(value, (list, tuple)):
+            size += 2 + len(value)
+            stack.extend(value)
+        elif isinstance(value, (bytes, bytearray)):
+            size += len(value)
+        else:
+            size += 8
+        if size > limit:
+            raise StepError(f"its output is larger than {limit / 2**20:g} MB (a loop that feeds a node its own "
+                            "output grows it on every turn)", node_id=node_id)
 
 
 def estimate_prompt_tokens(*texts: str | None, max_tokens: int | None = None) -> int:
