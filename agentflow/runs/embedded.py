@@ -69,18 +69,18 @@ class EmbeddedExecutor:
 
     def execute(self, run_id: str, observer=None) -> dict:
         """Run a stored run to its end; returns the run record (never raises for a failing run)."""
-        loaded = self.store.spec_of(run_id)
-        if loaded is None:
-            raise KeyError(run_id)
-        spec_data, run_input, _ = loaded
-        if not self.store.mark_running(run_id):
-            return self.store.get(run_id) or {}
-        spec = parse_valid(spec_data)
+        begun = self.store.begin(run_id)
+        if begun is None:
+            record = self.store.get(run_id)
+            if record is None:
+                raise KeyError(run_id)
+            return record
+        spec = parse_valid(begun["spec"])
+        run_input, rerun_from = begun["input"], begun["rerun_from"]
         queue_of = {n.id: n.queue for n in spec.nodes}.get
         obs = observer or RecordingObserver(self.store, self.bus, queue_of=queue_of)
-        options, rerun_from = self.store.run_options(run_id)
         extra = dict(self.extra)
-        if options.get("stream"):
+        if begun["options"].get("stream"):
             extra["stream"] = True
         ctx = RunContext(run_id=run_id, observer=obs, limiter=self.limiter, extra=extra)
         try:

@@ -32,25 +32,34 @@ class RecordingObserver:
         self.queue_of = queue_of or (lambda node_id: None)
         self.worker = worker
         self.step_key = step_key  # set by a distributed node task: makes redelivery idempotent
+        self._open: dict[str, int] = {}  # node id -> id of its running step row
 
     def step_started(self, run_id, node_id, node_type, attempt, input=None):
-        # Cancellation is checked at step boundaries: a cancelled run starts no new step.
-        if self.store.status(run_id) == "cancelled":
+        # Cancellation is checked at step boundaries: a cancelled run starts no new step
+        # (the store checks it in the transaction that records the step).
+        started = self.store.start_step(run_id, node_id, node_type, attempt, queue=self.queue_of(node_id),
+                                        worker=self.worker, step_key=self.step_key, input=input,
+                                        unless_cancelled=True)
+        if started is None:
             raise RunCancelled("run was cancelled")
-        step = self.store.step_started(run_id, node_id, node_type, attempt,
-                                       queue=self.queue_of(node_id), worker=self.worker,
-                                       step_key=self.step_key, input=input)
+        self._open[node_id], step = started
         self.bus.publish(run_id, "step", step)
 
+    def _end(self, run_id, node_id, **fields):
+        step_id = self._open.pop(node_id, None)
+        if step_id is not None:
+            return self.store.end_step(step_id, **fields)
+        return self.store.step_ended(run_id, node_id, **fields)
+
     def step_finished(self, run_id, node_id, *, update, tokens, cost, duration_ms):
-        step = self.store.step_ended(run_id, node_id, status="succeeded", duration_ms=duration_ms,
-                                     tokens=tokens, cost=cost, output=update)
+        step = self._end(run_id, node_id, status="succeeded", duration_ms=duration_ms,
+                         tokens=tokens, cost=cost, output=update)
         if step:
             self.bus.publish(run_id, "step", step)
             observe_step(step)
 
     def step_failed(self, run_id, node_id, *, error, duration_ms):
-        step = self.store.step_ended(run_id, node_id, status="failed", duration_ms=duration_ms, error=error)
+        step = self._end(run_id, node_id, status="failed", duration_ms=duration_ms, error=error)
         if step:
             self.bus.publish(run_id, "step", step)
             observe_step(step)

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import select
 import threading
+import time
+import weakref
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.orm import Session, sessionmaker
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -45,10 +49,67 @@ def get_engine(url: str) -> Engine:
                 engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
                 event.listen(engine, "connect", _sqlite_pragmas)
             else:
-                engine = create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20,
+                engine = create_engine(url, pool_size=10, max_overflow=20,
                                        pool_recycle=300, connect_args={"connect_timeout": 5})
+                ping_when_idle(engine)
             _engines[url] = engine
     return engine
+
+
+# A pooled connection idle this long, or one the server has written to since (it does
+# when it terminates the backend), is pinged before use; any other is trusted. A ping per
+# checkout was a round trip for every store call of every step. A connection that died
+# silently within the window fails its use instead, which the workers' store calls retry
+# on a fresh connection (store.runs.retry_on_disconnect).
+IDLE_PING_SECONDS = 2.0
+
+
+class IdleCheck:
+    """Remembers when each connection was last handed back; says when to ping it."""
+
+    def __init__(self, idle: float = IDLE_PING_SECONDS):
+        self.idle = idle
+        self._last: "weakref.WeakKeyDictionary[Any, float]" = weakref.WeakKeyDictionary()
+
+    def used(self, conn: Any) -> None:
+        self._last[conn] = time.monotonic()
+
+    def stale(self, conn: Any) -> bool:
+        last = self._last.get(conn)
+        return last is None or time.monotonic() - last > self.idle or _server_spoke(conn)
+
+
+def _server_spoke(conn: Any) -> bool:
+    """Has the server sent something to an idle connection? It does when it terminates the
+    backend (restart, pg_terminate_backend): a FATAL message, then EOF. A poll of the
+    socket costs a system call, not a round trip."""
+    try:
+        fd = conn.pgconn.socket
+    except Exception:  # not psycopg, or already closed: let the real check decide
+        return True
+    try:
+        return bool(select.select([fd], [], [], 0)[0])
+    except (OSError, ValueError):
+        return True
+
+
+def ping_when_idle(engine: Engine, idle: float = IDLE_PING_SECONDS) -> None:
+    check = IdleCheck(idle)
+
+    @event.listens_for(engine, "checkin")
+    def _checkin(dbapi_conn, _record) -> None:
+        if dbapi_conn is not None:
+            check.used(dbapi_conn)
+
+    @event.listens_for(engine, "checkout")
+    def _checkout(dbapi_conn, _record, _proxy) -> None:
+        if not check.stale(dbapi_conn):
+            return
+        try:
+            engine.dialect.do_ping(dbapi_conn)
+        except Exception as exc:
+            # the pool discards this connection and hands out a fresh one
+            raise DisconnectionError(f"stale pooled connection: {type(exc).__name__}") from exc
 
 
 def dispose_all() -> None:

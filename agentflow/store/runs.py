@@ -8,7 +8,7 @@ import uuid
 from datetime import datetime, timezone
 from typing import Any, Callable, TypeVar
 
-from sqlalchemy import func, select, tuple_, update
+from sqlalchemy import and_, func, literal, select, tuple_, update
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -50,11 +50,16 @@ def _iso(value: datetime | None) -> str | None:
     return value.isoformat()
 
 
-def step_dict(step: Step) -> dict[str, Any]:
-    return {"run_id": step.run_id, "node_id": step.node_id, "node_type": step.node_type,
-            "status": step.status, "attempt": step.attempt, "queue": step.queue, "worker": step.worker,
-            "started_at": _iso(step.started_at), "finished_at": _iso(step.finished_at),
-            "duration_ms": step.duration_ms, "tokens": step.tokens, "cost": step.cost, "error": step.error}
+_STEP_FIELDS = ("run_id", "node_id", "node_type", "status", "attempt", "queue", "worker", "started_at",
+                "finished_at", "duration_ms", "tokens", "cost", "error")
+
+
+def step_dict(step: Any) -> dict[str, Any]:
+    """A step row (ORM object or Core row mapping) as the API and events show it."""
+    get = step.__getitem__ if isinstance(step, dict) else lambda k: getattr(step, k)
+    out = {k: get(k) for k in _STEP_FIELDS}
+    out["started_at"], out["finished_at"] = _iso(out["started_at"]), _iso(out["finished_at"])
+    return out
 
 
 def run_dict(run: Run, steps: list[Step] | None = None) -> dict[str, Any]:
@@ -115,6 +120,24 @@ class RunStore:
             return s.scalar(select(Run.status).where(Run.id == run_id))
 
     @retry_on_disconnect
+    def begin(self, run_id: str) -> dict | None:
+        """Mark a queued (or resumed) run running and return what its executor needs
+        (spec, input, options, rerun_from, tenant_id) in one statement; None when the run
+        is missing, ended or cancelled."""
+        runs = Run.__table__
+        with self.engine.begin() as conn:
+            row = conn.execute(runs.update().where(runs.c.id == run_id, runs.c.status.in_(("queued", "running")))
+                               .values(status="running", started_at=utcnow(), heartbeat_at=utcnow(),
+                                       attempts=runs.c.attempts + 1)
+                               .returning(runs.c.spec, runs.c.input, runs.c.options, runs.c.rerun_from,
+                                          runs.c.tenant_id)).first()
+        if row is None:
+            return None
+        out = dict(row._mapping)
+        out["options"] = dict(out["options"] or {})
+        return out
+
+    @retry_on_disconnect
     def mark_running(self, run_id: str) -> bool:
         """queued/running -> running; False when the run already ended or was cancelled."""
         with session_scope(self.factory) as s:
@@ -171,43 +194,86 @@ class RunStore:
 
     # ---- steps
 
+    # Steps are written by Core statements on one connection each: a step is the hot path
+    # of every run (two writes per node), and the ORM unit of work cost more CPU than the
+    # statements themselves (bench/throughput.py).
+
+    @property
+    def engine(self):
+        return self.factory.kw["bind"]
+
     @retry_on_disconnect
-    def step_started(self, run_id: str, node_id: str, node_type: str, attempt: int = 1,
-                     queue: str | None = None, worker: str | None = None, tenant_id: str | None = None,
-                     step_key: str | None = None, input: dict | None = None) -> dict:
-        """`input`: the state the node reads (kept, redacted, for the run's trace)."""
-        with session_scope(self.factory) as s:
+    def start_step(self, run_id: str, node_id: str, node_type: str, attempt: int = 1,
+                   queue: str | None = None, worker: str | None = None, tenant_id: str | None = None,
+                   step_key: str | None = None, input: dict | None = None,
+                   unless_cancelled: bool = False) -> tuple[int, dict] | None:
+        """Record a step as running; returns (step id, step) or, with `unless_cancelled`,
+        None when the run was cancelled (checked in the same transaction).
+        `input`: the state the node reads (kept, redacted, for the run's trace)."""
+        steps = Step.__table__
+        with self.engine.begin() as conn:
+            prior = select(func.count()).select_from(steps).where(steps.c.step_key == step_key).scalar_subquery() \
+                if step_key is not None else literal(0)
+            row = conn.execute(select(Run.tenant_id, Run.status, prior).where(Run.id == run_id)).first()
+            if unless_cancelled and row is not None and row[1] == "cancelled":
+                return None
             if tenant_id is None:
-                tenant_id = s.scalar(select(Run.tenant_id).where(Run.id == run_id)) or DEFAULT_TENANT
-            if step_key is not None:
+                tenant_id = row[0] if row is not None else DEFAULT_TENANT
+            if step_key is not None and row is not None and row[2]:
                 # A redelivered step: the earlier attempt that never finished is closed as lost.
-                s.execute(update(Step).where(Step.step_key == step_key, Step.status == "running")
-                          .values(status="lost", finished_at=utcnow(), error="worker lost; step retried"))
-                attempt = 1 + (s.scalar(select(func.count()).select_from(Step).where(Step.step_key == step_key)) or 0)
-            step = Step(run_id=run_id, tenant_id=tenant_id, node_id=node_id, node_type=node_type, step_key=step_key,
-                        status="running", attempt=attempt, queue=queue, worker=worker, started_at=utcnow(),
-                        input=redact(input) if input is not None else None)
-            s.add(step)
-            s.flush()
-            return step_dict(step)
+                conn.execute(steps.update().where(steps.c.step_key == step_key, steps.c.status == "running")
+                             .values(status="lost", finished_at=utcnow(), error="worker lost; step retried"))
+                attempt = 1 + row[2]
+            values = {"run_id": run_id, "tenant_id": tenant_id, "node_id": node_id, "node_type": node_type,
+                      "step_key": step_key, "status": "running", "attempt": attempt, "queue": queue,
+                      "worker": worker, "started_at": utcnow(), "tokens": 0, "cost": 0.0,
+                      "input": redact(input) if input is not None else None}
+            step_id = conn.execute(steps.insert().values(**values).returning(steps.c.id)).scalar_one()
+        return step_id, step_dict({k: values.get(k) for k in _STEP_FIELDS})
+
+    def step_started(self, run_id: str, node_id: str, node_type: str, attempt: int = 1, **kwargs: Any) -> dict:
+        """Record a step as running; returns the step (see start_step)."""
+        started = self.start_step(run_id, node_id, node_type, attempt, **kwargs)
+        assert started is not None
+        return started[1]
+
+    @retry_on_disconnect
+    def end_step(self, step_id: int, *, status: str, duration_ms: float, tokens: int = 0, cost: float = 0.0,
+                 error: str | None = None, output: dict | None = None) -> dict | None:
+        """Close a running step by id; None when it is no longer running (closed as lost)."""
+        steps = Step.__table__
+        with self.engine.begin() as conn:
+            row = conn.execute(steps.update().where(steps.c.id == step_id, steps.c.status == "running").values(
+                status=status, finished_at=utcnow(), duration_ms=duration_ms, tokens=tokens, cost=cost,
+                error=redact(error), output=redact(output) if output is not None else None,
+            ).returning(*(steps.c[k] for k in _STEP_FIELDS))).first()
+        return step_dict(dict(row._mapping)) if row is not None else None
 
     @retry_on_disconnect
     def step_ended(self, run_id: str, node_id: str, *, status: str, duration_ms: float, tokens: int = 0,
                    cost: float = 0.0, error: str | None = None, output: dict | None = None) -> dict | None:
+        """Close the newest running step of a node (when its id is not known)."""
         with session_scope(self.factory) as s:
-            step = s.scalars(select(Step).where(Step.run_id == run_id, Step.node_id == node_id,
-                                                Step.status == "running").order_by(Step.id.desc()).limit(1)).first()
-            if step is None:
-                return None
-            step.status = status
-            step.finished_at = utcnow()
-            step.duration_ms = duration_ms
-            step.tokens = tokens
-            step.cost = cost
-            step.error = redact(error)
-            step.output = redact(output) if output is not None else None
-            s.flush()
-            return step_dict(step)
+            step_id = s.scalar(select(Step.id).where(Step.run_id == run_id, Step.node_id == node_id,
+                                                     Step.status == "running").order_by(Step.id.desc()).limit(1))
+        if step_id is None:
+            return None
+        return self.end_step(step_id, status=status, duration_ms=duration_ms, tokens=tokens, cost=cost,
+                             error=error, output=output)
+
+    @retry_on_disconnect
+    def step_check(self, run_id: str, step_key: str) -> tuple[str | None, dict | None]:
+        """(run status, output of a step that already succeeded under this key or None), in
+        one query: what a node task and the driver ask before starting a step."""
+        steps = Step.__table__
+        q = (select(Run.status, steps.c.id, steps.c.output).select_from(Run.__table__)
+             .outerjoin(steps, and_(steps.c.step_key == step_key, steps.c.status == "succeeded"))
+             .where(Run.id == run_id).limit(1))
+        with self.engine.connect() as conn:
+            row = conn.execute(q).first()
+        if row is None:
+            return None, None
+        return row[0], ((row[2] or {}) if row[1] is not None else None)
 
     @retry_on_disconnect
     def finished_step_output(self, step_key: str) -> dict | None:

@@ -47,18 +47,19 @@ def _infra_errors() -> tuple[type[BaseException], ...]:
 
 
 class NodeDispatcher:
-    def __init__(self, run_id: str, spec):
+    def __init__(self, run_id: str, spec, spec_hash: str | None = None, stream: bool = False):
         self.run_id = run_id
         self.types = {n.id: n.type for n in spec.nodes}
+        # what a node task would otherwise read from the store for every new run
+        self.meta = {"spec_hash": spec_hash, "stream": stream}
         self._orphaned: dict[str, float] = {}  # step key -> when its running step was first seen leaseless
 
     def __call__(self, node_id: str, state: dict, superstep: int) -> dict:
-        store = resources.store()
         key = step_key(self.run_id, node_id, superstep)
-        done = store.finished_step_output(key)
+        status, done = resources.store().step_check(self.run_id, key)
         if done is not None:
             return done
-        if store.status(self.run_id) == "cancelled":
+        if status == "cancelled":
             raise RunCancelled("run was cancelled")
         first = resources.redis_client().set(f"af:sent:{key}", "1", nx=True, ex=SENT_TTL)
         if first:
@@ -66,8 +67,8 @@ class NodeDispatcher:
         return self._wait(key, node_id, state)
 
     def _send(self, key: str, node_id: str, state: dict) -> None:
-        celery_app.send_task("agentflow.node", args=[self.run_id, node_id, key, state], task_id=key,
-                             queue=NODE_QUEUES[self.types[node_id]])
+        celery_app.send_task("agentflow.node", args=[self.run_id, node_id, key, state], kwargs={"meta": self.meta},
+                             task_id=key, queue=NODE_QUEUES[self.types[node_id]])
 
     def _wait(self, key: str, node_id: str, state: dict) -> dict:
         result = AsyncResult(key, app=celery_app)
@@ -85,10 +86,9 @@ class NodeDispatcher:
                     time.sleep(1.0)
                 if time.monotonic() >= next_check:
                     next_check = time.monotonic() + RECHECK_SECONDS
-                    store = resources.store()
-                    if store.status(self.run_id) == "cancelled":
+                    status, done = resources.store().step_check(self.run_id, key)
+                    if status == "cancelled":
                         raise RunCancelled("run was cancelled") from None
-                    done = store.finished_step_output(key)
                     if done is not None:  # it finished, but its result never reached us
                         return done
                     self._resend_if_lost(key, node_id, state)

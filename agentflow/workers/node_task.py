@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import logging
 import socket
+import threading
+from collections import OrderedDict
 from functools import lru_cache
 
 from celery.exceptions import Retry
@@ -30,12 +32,35 @@ HOST = socket.gethostname()
 STEP_LEASE = 15
 
 
-@lru_cache(maxsize=256)
-def _spec_for(run_id: str):
+_impls: "OrderedDict[tuple[str, str], tuple]" = OrderedDict()
+_impls_lock = threading.Lock()
+
+
+def _impl(run_id: str, node_id: str, spec_hash: str | None = None):
+    """(spec, node implementation), shared by every run of the same spec: the driver sends
+    the spec's hash, so a new run costs no store read here (older messages name the run)."""
+    cache_key = (spec_hash or f"run:{run_id}", node_id)
+    with _impls_lock:
+        hit = _impls.get(cache_key)
+        if hit is not None:
+            _impls.move_to_end(cache_key)
+            return hit
     loaded = resources.store().spec_of(run_id)
     if loaded is None:
         raise LookupError(f"run {run_id} not found")
-    return parse_valid(loaded[0])
+    spec = parse_valid(loaded[0])
+    hit = (spec, make_node(spec.node(node_id), spec))
+    with _impls_lock:
+        _impls[cache_key] = hit
+        while len(_impls) > 1024:
+            _impls.popitem(last=False)
+    return hit
+
+
+def clear_caches() -> None:
+    with _impls_lock:
+        _impls.clear()
+    _options_for.cache_clear()
 
 
 @lru_cache(maxsize=256)
@@ -43,16 +68,11 @@ def _options_for(run_id: str) -> dict:
     return resources.store().run_options(run_id)[0]
 
 
-@lru_cache(maxsize=1024)
-def _impl(run_id: str, node_id: str):
-    spec = _spec_for(run_id)
-    return spec, make_node(spec.node(node_id), spec)
-
-
 @celery_app.task(name="agentflow.node", bind=True, acks_late=True, reject_on_worker_lost=True, max_retries=None)
-def run_node(self, run_id: str, node_id: str, key: str, state: dict) -> dict:
+def run_node(self, run_id: str, node_id: str, key: str, state: dict, meta: dict | None = None) -> dict:
+    """`meta`: {"spec_hash", "stream"} from the driver."""
     try:
-        return _run_node(self, run_id, node_id, key, state)
+        return _run_node(self, run_id, node_id, key, state, meta or {})
     except Retry:
         raise
     except Exception as exc:
@@ -65,15 +85,7 @@ def run_node(self, run_id: str, node_id: str, key: str, state: dict) -> dict:
         raise self.retry(countdown=1.0, max_retries=None)
 
 
-def _run_node(self, run_id: str, node_id: str, key: str, state: dict) -> dict:
-    store = resources.store()
-    done = store.finished_step_output(key)
-    if done is not None:
-        return {"ok": True, "update": done, "reused": True}
-    if store.status(run_id) == "cancelled":
-        return {"ok": False, "cancelled": True, "error": "run was cancelled"}
-    spec, impl = _impl(run_id, node_id)
-
+def _run_node(self, run_id: str, node_id: str, key: str, state: dict, meta: dict) -> dict:
     # Only one live execution of a step, even if the broker delivers it twice; the lease
     # of a killed worker expires within STEP_LEASE seconds. Taken before the rate-limit
     # grant, so a grant is never taken for an execution that cannot go ahead.
@@ -81,17 +93,21 @@ def _run_node(self, run_id: str, node_id: str, key: str, state: dict) -> dict:
     if not lease.acquire():
         raise self.retry(countdown=1.0, max_retries=None)
     try:
-        return _holding_lease(self, run_id, node_id, key, state, store, spec, impl)
+        return _holding_lease(self, run_id, node_id, key, state, meta)
     finally:
         lease.release()
 
 
-def _holding_lease(self, run_id, node_id, key, state, store, spec, impl) -> dict:
-    # A duplicate delivery may have finished the step between the check above and the
-    # lease: look again now that nobody else can start it (else it would be paid twice).
-    done = store.finished_step_output(key)
+def _holding_lease(self, run_id, node_id, key, state, meta) -> dict:
+    # Checked under the lease: a duplicate delivery may have finished the step already,
+    # and nobody else can start it now (else it would be paid twice).
+    store = resources.store()
+    status, done = store.step_check(run_id, key)
     if done is not None:
         return {"ok": True, "update": done, "reused": True}
+    if status == "cancelled":
+        return {"ok": False, "cancelled": True, "error": "run was cancelled"}
+    spec, impl = _impl(run_id, node_id, meta.get("spec_hash"))
 
     limiter = resources.limiter()
     plan = queue_plan(spec, impl.node, state)
@@ -112,7 +128,8 @@ def _holding_lease(self, run_id, node_id, key, state, store, spec, impl) -> dict
     queue = (self.request.delivery_info or {}).get("routing_key")
     observer = RecordingObserver(store, resources.bus(), queue_of=lambda _n: queue, worker=self.request.hostname or HOST,
                                  step_key=key)
-    stream = bool(_options_for(run_id).get("stream"))  # LLM tokens go out on the Redis bus
+    # LLM tokens go out on the Redis bus
+    stream = bool(meta["stream"] if "stream" in meta else _options_for(run_id).get("stream"))
     ctx = RunContext(run_id=run_id, observer=observer, limiter=None,  # the grant was taken above
                      extra={"stream": True} if stream else {})
     update: dict = {}

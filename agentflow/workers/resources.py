@@ -11,7 +11,7 @@ import redis
 from ..graph.secrets import install_log_redaction
 from ..runs.events import RedisEventBus
 from ..settings import get_settings
-from ..store.db import session_factory
+from ..store.db import IdleCheck, session_factory
 from ..store.runs import RunStore
 
 _lock = threading.Lock()
@@ -54,9 +54,16 @@ def checkpointer():
             if not url.startswith("postgres"):
                 raise RuntimeError("distributed mode needs DATABASE_URL to point at PostgreSQL")
             url = url.replace("postgresql+psycopg://", "postgresql://")
-            # check: a pooled connection is tested before it is handed out, so one that the
-            # server dropped (restart, failover, pg_terminate_backend) is replaced, not used
-            pool = ConnectionPool(url, min_size=1, max_size=16, open=True, check=ConnectionPool.check_connection,
+            # check: a pooled connection idle for a while is tested before it is handed out,
+            # so one that the server dropped (restart, failover, pg_terminate_backend) is
+            # replaced; a failure on a recently used one is retried by the run task.
+            idle = IdleCheck()
+
+            def check(conn) -> None:
+                if idle.stale(conn):
+                    ConnectionPool.check_connection(conn)
+
+            pool = ConnectionPool(url, min_size=1, max_size=16, open=True, check=check, reset=idle.used,
                                   kwargs={"autocommit": True, "prepare_threshold": 0, "row_factory": dict_row})
             saver = PostgresSaver(pool)
             with pool.connection() as conn:  # workers start together: one creates the tables

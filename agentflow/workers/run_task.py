@@ -15,10 +15,9 @@ from celery.exceptions import Retry
 from ..graph.build import compile_spec
 from ..graph.runtime import CONFIG_KEY, RunContext
 from ..graph.step import StepFailed, describe
-from ..graph.validate import parse_valid
+from ..graph.validate import parse_valid, spec_hash
 from ..runs.embedded import RECURSION_LIMIT, state_from_input
 from ..runs.observer import RecordingObserver, RunCancelled
-from ..store.runs import TERMINAL
 from . import resources
 from .app import celery_app
 from .infra import transient
@@ -31,14 +30,6 @@ LOCK_TTL = 15  # seconds; the lease is renewed every LOCK_TTL/3 while the driver
 
 @celery_app.task(name="agentflow.run", bind=True, acks_late=True, reject_on_worker_lost=True, max_retries=None)
 def run_workflow(self, run_id: str) -> str:
-    store = resources.store()
-    loaded = store.spec_of(run_id)
-    if loaded is None:
-        log.warning("run %s does not exist; dropping", run_id)
-        return "missing"
-    spec_data, run_input, status = loaded
-    if status in TERMINAL:
-        return status
     lease = Lease(resources.redis_client(), f"af:run-lock:{run_id}", LOCK_TTL,
                   on_renew=lambda: resources.store().heartbeat(run_id))
     if not lease.acquire():
@@ -48,7 +39,7 @@ def run_workflow(self, run_id: str) -> str:
         raise self.retry(countdown=max(1, remaining if remaining and remaining > 0 else 1), max_retries=None)
     with lease:
         try:
-            return _drive(run_id, spec_data, run_input, self.request.hostname or socket.gethostname())
+            return _drive(run_id, self.request.hostname or socket.gethostname())
         except Exception as exc:
             if not transient(exc):
                 raise
@@ -59,23 +50,30 @@ def run_workflow(self, run_id: str) -> str:
     raise self.retry(countdown=2, max_retries=None)
 
 
-def _drive(run_id: str, spec_data: dict, run_input: dict, worker: str) -> str:
+def _drive(run_id: str, worker: str) -> str:
     store, bus = resources.store(), resources.bus()
-    if not store.mark_running(run_id):
-        return store.status(run_id) or "missing"
-    spec = parse_valid(spec_data)
+    begun = store.begin(run_id)  # queued/running -> running, and what the run needs
+    if begun is None:
+        status = store.status(run_id)
+        if status is None:
+            log.warning("run %s does not exist; dropping", run_id)
+        return status or "missing"
+    spec = parse_valid(begun["spec"])
+    options, rerun_from = begun["options"], begun["rerun_from"]
     observer = RecordingObserver(store, bus, queue_of=lambda _n: "runs", worker=worker)
-    options, rerun_from = store.run_options(run_id)
     ctx = RunContext(run_id=run_id, observer=observer, limiter=resources.limiter(),
-                     dispatch=NodeDispatcher(run_id, spec), extra={"stream": True} if options.get("stream") else {})
+                     dispatch=NodeDispatcher(run_id, spec, spec_hash(begun["spec"]), bool(options.get("stream"))),
+                     extra={"stream": True} if options.get("stream") else {})
     saver = resources.checkpointer()
     # a re-run starts at its chosen node; its input is the state at that point
     graph = compile_spec(spec, saver, start=rerun_from)
     config = {"configurable": {CONFIG_KEY: ctx, "thread_id": run_id}, "recursion_limit": RECURSION_LIMIT}
     resumed = saver.get_tuple({"configurable": {"thread_id": run_id}}) is not None
     try:
-        graph.invoke(None if resumed else state_from_input(run_input), config=config)
-        final = dict(graph.get_state({"configurable": {"thread_id": run_id}}).values)
+        out = graph.invoke(None if resumed else state_from_input(begun["input"]), config=config)
+        # the values a fresh run ends with; a resumed one may have had nothing left to run
+        final = dict(out) if isinstance(out, dict) and not resumed else \
+            dict(graph.get_state({"configurable": {"thread_id": run_id}}).values)
     except RunCancelled:
         store.finish(run_id, "cancelled", error="cancelled by request")
     except StepFailed as exc:

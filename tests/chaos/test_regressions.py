@@ -98,6 +98,9 @@ class FakeStore:
     def status(self, run_id):
         return "running"
 
+    def step_check(self, run_id, key):
+        return self.status(run_id), self.done
+
 
 class SilentResult:
     """An AsyncResult whose result never comes (Redis lost it)."""
@@ -357,8 +360,7 @@ def test_a_failed_step_names_its_node_once(monkeypatch, tmp_path):
     monkeypatch.setattr(node_task.resources, "redis_client", lambda: client)
     monkeypatch.setattr(node_task.resources, "bus", lambda: MemoryEventBus())
     monkeypatch.setattr(node_task.resources, "limiter", lambda: None)
-    node_task._spec_for.cache_clear()
-    node_task._impl.cache_clear()
+    node_task.clear_caches()
     with OpenAIServer() as srv:
         monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
         monkeypatch.setenv("OPENAI_BASE_URL", srv.base_url)
@@ -366,8 +368,7 @@ def test_a_failed_step_names_its_node_once(monkeypatch, tmp_path):
         try:
             reply = node_task.run_node(run_id, "b", f"{run_id}:b:1", {"user_input": "x", "metadata": {}})
         finally:
-            node_task._spec_for.cache_clear()
-            node_task._impl.cache_clear()
+            node_task.clear_caches()
             resilience.reset_breakers()
     assert reply["ok"] is False
     assert not reply["error"].startswith("node "), reply["error"]
