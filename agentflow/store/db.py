@@ -96,6 +96,10 @@ def _server_spoke(conn: Any) -> bool:
 def ping_when_idle(engine: Engine, idle: float = IDLE_PING_SECONDS) -> None:
     check = IdleCheck(idle)
 
+    @event.listens_for(engine, "connect")
+    def _connect(dbapi_conn, _record) -> None:
+        check.used(dbapi_conn)  # just opened: no need to ping it
+
     @event.listens_for(engine, "checkin")
     def _checkin(dbapi_conn, _record) -> None:
         if dbapi_conn is not None:

@@ -333,6 +333,34 @@ def test_the_run_store_survives_a_dropped_connection_while_a_step_runs(pg_db):
     get_engine(pg_db).dispose()
 
 
+@pytest.mark.postgres
+def test_pooled_connections_are_pinged_only_when_idle_or_dropped(pg_db, monkeypatch):
+    """The store pings a pooled connection only when it sat idle or the server wrote to it
+    (a terminated backend does): a hot connection costs no extra round trip, and one the
+    server dropped a moment ago is still replaced before use, not failed on."""
+    from sqlalchemy import text
+
+    from agentflow.store import db
+
+    engine = db.get_engine(pg_db)
+    pings = []
+    real = engine.dialect.do_ping
+    monkeypatch.setattr(engine.dialect, "do_ping", lambda conn: pings.append(1) or real(conn))
+    with engine.connect() as conn:
+        before = conn.execute(text("SELECT pg_backend_pid()")).scalar()
+    pings.clear()
+    for _ in range(5):  # used just now: trusted
+        with engine.connect() as conn:
+            assert conn.execute(text("SELECT pg_backend_pid()")).scalar() == before
+    assert pings == []
+    assert _terminate_all(pg_db) >= 1
+    time.sleep(0.2)  # the server's FATAL message reaches the idle socket
+    with engine.connect() as conn:  # detected without waiting for the idle window
+        assert conn.execute(text("SELECT pg_backend_pid()")).scalar() != before
+    assert pings == [1]
+    engine.dispose()
+
+
 # ---------------------------------------------------------------- 5. readable reasons
 
 

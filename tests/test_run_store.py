@@ -1,0 +1,83 @@
+"""The run store's hot path (one statement per step start/end, one query per step check)
+keeps the semantics the executors rely on, on SQLite and on Postgres."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.fixtures_servers import pg_base_url
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def store(request, tmp_path):
+    from agentflow.store.db import get_engine, migrate, session_factory
+    from agentflow.store.runs import RunStore
+
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'runs.db'}"
+        migrate(url)
+        yield RunStore(session_factory(url))
+        get_engine(url).dispose()
+        return
+    if pg_base_url() is None:
+        pytest.skip("PostgreSQL is not reachable")
+    from tests.chaos.conftest import fresh_database
+
+    with fresh_database() as url:
+        migrate(url)
+        yield RunStore(session_factory(url))
+        get_engine(url).dispose()
+
+
+SPEC = {"id": "wf", "name": "wf", "start_node": "a", "nodes": [{"id": "a", "type": "input"}], "edges": []}
+
+
+def test_begin_returns_what_the_executor_needs_once_per_live_run(store):
+    run_id = store.create(SPEC, {"user_input": "hi"}, workflow_id="wf", tenant_id="t1", options={"stream": True},
+                          rerun_from="a")
+    begun = store.begin(run_id)
+    assert begun == {"spec": SPEC, "input": {"user_input": "hi"}, "options": {"stream": True}, "rerun_from": "a",
+                     "tenant_id": "t1"}
+    assert store.status(run_id) == "running"
+    assert store.begin(run_id) is not None  # a redelivered driver resumes a running run
+    assert store.get(run_id)["attempts"] == 2
+    store.finish(run_id, "succeeded", state={"tokens_used": 0})
+    assert store.begin(run_id) is None and store.status(run_id) == "succeeded"
+    assert store.begin("no-such-run") is None
+
+
+def test_steps_start_and_end_by_id_with_tenant_attempts_and_cancellation(store):
+    run_id = store.create(SPEC, {"user_input": "hi"}, tenant_id="t2")
+    key = f"{run_id}:b:1"
+    assert store.step_check(run_id, key) == ("queued", None)
+    step_id, step = store.start_step(run_id, "b", "llm", queue="agentflow.llm", worker="w1", step_key=key,
+                                     input={"user_input": "hi"}, unless_cancelled=True)
+    assert step["status"] == "running" and step["attempt"] == 1 and step["queue"] == "agentflow.llm"
+    assert step["started_at"] and step["finished_at"] is None
+    # a redelivery of the same step closes the unfinished attempt as lost and counts on
+    step_id2, step2 = store.start_step(run_id, "b", "llm", step_key=key)
+    assert step2["attempt"] == 2
+    assert store.end_step(step_id, status="succeeded", duration_ms=1.0) is None  # it was closed as lost
+    ended = store.end_step(step_id2, status="succeeded", duration_ms=2.5, tokens=7, cost=0.01,
+                           output={"draft": "ok"})
+    assert ended["status"] == "succeeded" and ended["tokens"] == 7 and ended["finished_at"]
+    assert store.step_check(run_id, key) == ("queued", {"draft": "ok"})
+    steps = store.get(run_id)["steps"]
+    assert [(s["attempt"], s["status"]) for s in steps] == [(1, "lost"), (2, "succeeded")]
+    from agentflow.store.db import session_scope
+    from agentflow.store.models import Step
+
+    with session_scope(store.factory) as s:
+        assert {x.tenant_id for x in s.query(Step).filter(Step.run_id == run_id)} == {"t2"}
+    store.cancel(run_id)
+    assert store.start_step(run_id, "c", "llm", unless_cancelled=True) is None
+    assert store.step_check(run_id, f"{run_id}:c:2") == ("cancelled", None)
+    assert store.step_check("no-such-run", key) == (None, None)
+
+
+def test_step_ended_without_an_id_closes_the_newest_running_step_of_the_node(store):
+    run_id = store.create(SPEC, {"user_input": "hi"})
+    store.step_started(run_id, "a", "input")
+    ended = store.step_ended(run_id, "a", status="failed", duration_ms=3.0, error="boom")
+    assert ended["status"] == "failed" and ended["error"] == "boom"
+    assert store.step_ended(run_id, "a", status="succeeded", duration_ms=1.0) is None
