@@ -37,10 +37,9 @@ def test_begin_returns_what_the_executor_needs_once_per_live_run(store):
                           rerun_from="a")
     begun = store.begin(run_id)
     assert begun == {"spec": SPEC, "input": {"user_input": "hi"}, "options": {"stream": True}, "rerun_from": "a",
-                     "tenant_id": "t1"}
+                     "tenant_id": "t1", "attempts": 1}
     assert store.status(run_id) == "running"
-    assert store.begin(run_id) is not None  # a redelivered driver resumes a running run
-    assert store.get(run_id)["attempts"] == 2
+    assert store.begin(run_id)["attempts"] == 2  # a redelivered driver resumes a running run
     store.finish(run_id, "succeeded", state={"tokens_used": 0})
     assert store.begin(run_id) is None and store.status(run_id) == "succeeded"
     assert store.begin("no-such-run") is None
@@ -75,9 +74,46 @@ def test_steps_start_and_end_by_id_with_tenant_attempts_and_cancellation(store):
     assert store.step_check("no-such-run", key) == (None, None)
 
 
+def test_a_step_without_key_is_written_in_one_statement_with_the_runs_tenant_and_its_input(store):
+    from agentflow.store.db import session_scope
+    from agentflow.store.models import Step
+
+    run_id = store.create(SPEC, {"user_input": "hi"}, tenant_id="t3")
+    step_id, step = store.start_step(run_id, "a", "input", queue="runs", input={"user_input": "hi", "n": [1, 2]},
+                                     unless_cancelled=True)
+    assert step["status"] == "running" and step["queue"] == "runs" and step["attempt"] == 1
+    with session_scope(store.factory) as s:
+        row = s.get(Step, step_id)
+        assert (row.tenant_id, row.input, row.node_type) == ("t3", {"user_input": "hi", "n": [1, 2]}, "input")
+    assert store.end_step(step_id, status="succeeded", duration_ms=1.0)["status"] == "succeeded"
+    store.cancel(run_id)
+    assert store.start_step(run_id, "b", "aggregator", unless_cancelled=True) is None
+    assert [s["node_id"] for s in store.get(run_id)["steps"]] == ["a"]
+
+
 def test_step_ended_without_an_id_closes_the_newest_running_step_of_the_node(store):
     run_id = store.create(SPEC, {"user_input": "hi"})
     store.step_started(run_id, "a", "input")
     ended = store.step_ended(run_id, "a", status="failed", duration_ms=3.0, error="boom")
     assert ended["status"] == "failed" and ended["error"] == "boom"
     assert store.step_ended(run_id, "a", status="succeeded", duration_ms=1.0) is None
+
+
+def test_a_run_of_a_saved_workflow_copies_its_current_version_inside_the_database(store):
+    from agentflow.graph.validate import parse_valid
+    from agentflow.store.workflows import WorkflowStore
+
+    workflows = WorkflowStore(store.factory)
+    workflows.save("t1", parse_valid(SPEC))
+    v2 = {**SPEC, "name": "second"}
+    workflows.save("t1", parse_valid(v2))
+    created = store.create_from_workflow("t1", "wf", {"user_input": "hi"}, options={"stream": True})
+    assert created is not None and created[1] == 2
+    begun = store.begin(created[0])
+    assert begun["spec"]["name"] == "second" and begun["tenant_id"] == "t1"
+    assert begun["input"] == {"user_input": "hi"} and begun["options"] == {"stream": True}
+    record = store.get(created[0], "t1")
+    assert (record["workflow_id"], record["workflow_version"], record["attempts"]) == ("wf", 2, 1)
+    assert record["created_at"] is not None
+    assert store.create_from_workflow("t2", "wf", {}) is None  # another tenant's workflow: not found
+    assert store.create_from_workflow("t1", "nope", {}) is None

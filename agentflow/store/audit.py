@@ -39,14 +39,14 @@ class AuditStore:
 
     def record(self, tenant_id: str, *, subject: str, role: str | None, action: str, target_type: str,
                target_id: str | None = None, ip: str | None = None, detail: dict | None = None) -> int:
-        with session_scope(self.factory) as s:
-            row = AuditEntry(tenant_id=tenant_id, subject=_clip(subject, 256) or "-", role=_clip(role, 32),
-                             action=_clip(action, 64), target_type=_clip(target_type, 32),
-                             target_id=_clip(redact(target_id), 256), ip=_clip(ip, 64),
-                             detail=redact(detail) if detail else None, at=utcnow())
-            s.add(row)
-            s.flush()
-            return row.id
+        # Core: one row per audited request, on the answer's critical path
+        table = AuditEntry.__table__
+        with self.factory.kw["bind"].begin() as conn:
+            return conn.execute(table.insert().values(
+                tenant_id=tenant_id, subject=_clip(subject, 256) or "-", role=_clip(role, 32),
+                action=_clip(action, 64), target_type=_clip(target_type, 32),
+                target_id=_clip(redact(target_id), 256), ip=_clip(ip, 64),
+                detail=redact(detail) if detail else None, at=utcnow()).returning(table.c.id)).scalar_one()
 
     def list(self, tenant_id: str, *, limit: int = 50, before: int | None = None, action: str | None = None,
              target_type: str | None = None, target_id: str | None = None,

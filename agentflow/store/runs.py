@@ -62,13 +62,16 @@ def step_dict(step: Any) -> dict[str, Any]:
     return out
 
 
-def run_dict(run: Run, steps: list[Step] | None = None) -> dict[str, Any]:
-    out = {"run_id": run.id, "workflow_id": run.workflow_id, "workflow_version": run.workflow_version,
-           "status": run.status, "input": run.input, "state": run.state, "error": run.error,
-           "tokens_used": run.tokens_used, "cost": run.cost, "attempts": run.attempts,
-           "created_at": _iso(run.created_at), "started_at": _iso(run.started_at),
-           "finished_at": _iso(run.finished_at),
-           "parent_run_id": run.parent_run_id, "rerun_from": run.rerun_from}
+_RUN_FIELDS = ("id", "workflow_id", "workflow_version", "status", "input", "state", "error", "tokens_used", "cost",
+               "attempts", "created_at", "started_at", "finished_at", "parent_run_id", "rerun_from")
+
+
+def run_dict(run: Any, steps: list | None = None) -> dict[str, Any]:
+    """A run (ORM object or Core row mapping) as the API and events show it."""
+    get = run.__getitem__ if isinstance(run, dict) else lambda k: getattr(run, k)
+    out = {("run_id" if k == "id" else k): get(k) for k in _RUN_FIELDS}
+    for k in ("created_at", "started_at", "finished_at"):
+        out[k] = _iso(out[k])
     if steps is not None:
         out["steps"] = [step_dict(s) for s in steps]
     return out
@@ -94,6 +97,29 @@ class RunStore:
                       parent_run_id=parent_run_id, rerun_from=rerun_from))
         return run_id
 
+    def create_from_workflow(self, tenant_id: str, workflow_id: str, run_input: dict, *,
+                             options: dict | None = None) -> tuple[str, int] | None:
+        """A queued run of the workflow's current version, or None if the tenant has no such
+        workflow: one INSERT ... SELECT, so the spec is copied inside the database instead
+        of being read into the API and written back (the submit path, bench/api_submit.py)."""
+        from .models import Workflow, WorkflowVersion
+
+        runs, wf, ver = Run.__table__, Workflow.__table__, WorkflowVersion.__table__
+        run_id = str(uuid.uuid4())
+        values = {"id": run_id, "tenant_id": tenant_id, "workflow_id": workflow_id, "status": "queued",
+                  "input": redact(run_input), "options": options or None, "tokens_used": 0, "cost": 0.0,
+                  "attempts": 0, "cancel_requested": False, "created_at": utcnow()}
+        cols = [k for k in values if values[k] is not None]
+        source = (select(*(literal(values[k], runs.c[k].type) for k in cols), ver.c.version, ver.c.spec)
+                  .select_from(wf.join(ver, and_(ver.c.tenant_id == wf.c.tenant_id, ver.c.workflow_id == wf.c.id,
+                                                 ver.c.version == wf.c.current_version)))
+                  .where(wf.c.tenant_id == tenant_id, wf.c.id == workflow_id))
+        with self.engine.begin() as conn:
+            version = conn.execute(runs.insert().from_select([*cols, "workflow_version", "spec"], source,
+                                                             include_defaults=False)
+                                   .returning(runs.c.workflow_version)).scalar()
+        return None if version is None else (run_id, version)
+
     def run_options(self, run_id: str) -> tuple[dict, str | None]:
         """(options, rerun_from) of a run: how its executor must start it."""
         with session_scope(self.factory) as s:
@@ -101,12 +127,19 @@ class RunStore:
             return (dict(row[0] or {}), row[1]) if row is not None else ({}, None)
 
     def get(self, run_id: str, tenant_id: str | None = None, with_steps: bool = True) -> dict | None:
-        with session_scope(self.factory) as s:
-            run = s.get(Run, run_id)
-            if run is None or (tenant_id is not None and run.tenant_id != tenant_id):
+        # Core, and only the columns shown: the ORM loaded the spec and every step's input
+        # and output JSON too, for each poll of a run.
+        runs, steps = Run.__table__, Step.__table__
+        with self.engine.connect() as conn:
+            row = conn.execute(select(runs.c.tenant_id, *(runs.c[k] for k in _RUN_FIELDS))
+                               .where(runs.c.id == run_id)).first()
+            if row is None or (tenant_id is not None and row.tenant_id != tenant_id):
                 return None
-            steps = list(s.scalars(select(Step).where(Step.run_id == run_id).order_by(Step.id))) if with_steps else None
-            return run_dict(run, steps)
+            rows = None
+            if with_steps:
+                rows = [dict(r._mapping) for r in conn.execute(
+                    select(*(steps.c[k] for k in _STEP_FIELDS)).where(steps.c.run_id == run_id).order_by(steps.c.id))]
+            return run_dict(dict(row._mapping), rows)
 
     @retry_on_disconnect
     def spec_of(self, run_id: str) -> tuple[dict, dict, str] | None:
@@ -122,7 +155,7 @@ class RunStore:
     @retry_on_disconnect
     def begin(self, run_id: str) -> dict | None:
         """Mark a queued (or resumed) run running and return what its executor needs
-        (spec, input, options, rerun_from, tenant_id) in one statement; None when the run
+        (spec, input, options, rerun_from, tenant_id, attempts) in one statement; None when the run
         is missing, ended or cancelled."""
         runs = Run.__table__
         with self.engine.begin() as conn:
@@ -130,7 +163,7 @@ class RunStore:
                                .values(status="running", started_at=utcnow(), heartbeat_at=utcnow(),
                                        attempts=runs.c.attempts + 1)
                                .returning(runs.c.spec, runs.c.input, runs.c.options, runs.c.rerun_from,
-                                          runs.c.tenant_id)).first()
+                                          runs.c.tenant_id, runs.c.attempts)).first()
         if row is None:
             return None
         out = dict(row._mapping)
@@ -211,6 +244,12 @@ class RunStore:
         None when the run was cancelled (checked in the same transaction).
         `input`: the state the node reads (kept, redacted, for the run's trace)."""
         steps = Step.__table__
+        if step_key is None and tenant_id is None:
+            started = self._start_step_at_once(run_id, node_id, node_type, attempt, queue, worker, input)
+            if started is not None:
+                return started
+            if unless_cancelled and self.status(run_id) == "cancelled":
+                return None
         with self.engine.begin() as conn:
             prior = select(func.count()).select_from(steps).where(steps.c.step_key == step_key).scalar_subquery() \
                 if step_key is not None else literal(0)
@@ -230,6 +269,25 @@ class RunStore:
                       "input": redact(input) if input is not None else None}
             step_id = conn.execute(steps.insert().values(**values).returning(steps.c.id)).scalar_one()
         return step_id, step_dict({k: values.get(k) for k in _STEP_FIELDS})
+
+    def _start_step_at_once(self, run_id, node_id, node_type, attempt, queue, worker, input):
+        """A step of a run that is not cancelled, its tenant copied from the run: one
+        INSERT ... SELECT (the driver's own nodes and embedded runs: no step key, no
+        redelivery). None when no row was written (run cancelled or missing)."""
+        steps, runs = Step.__table__, Run.__table__
+        now = utcnow()
+        values = {"run_id": run_id, "node_id": node_id, "node_type": node_type, "status": "running",
+                  "attempt": attempt, "queue": queue, "worker": worker, "started_at": now, "tokens": 0, "cost": 0.0,
+                  "input": redact(input) if input is not None else None}
+        cols = [k for k in values if values[k] is not None]
+        source = select(*(literal(values[k], steps.c[k].type) for k in cols), runs.c.tenant_id) \
+            .where(runs.c.id == run_id, runs.c.status != "cancelled")
+        with self.engine.begin() as conn:
+            step_id = conn.execute(steps.insert().from_select([*cols, "tenant_id"], source)
+                                   .returning(steps.c.id)).scalar()
+        if step_id is None:
+            return None
+        return step_id, step_dict({**{k: None for k in _STEP_FIELDS}, **values})
 
     def step_started(self, run_id: str, node_id: str, node_type: str, attempt: int = 1, **kwargs: Any) -> dict:
         """Record a step as running; returns the step (see start_step)."""

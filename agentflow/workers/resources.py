@@ -12,6 +12,7 @@ from ..graph.secrets import install_log_redaction
 from ..runs.events import RedisEventBus
 from ..settings import get_settings
 from ..store.db import IdleCheck, session_factory
+from .checkpoints import PostgresSaverWithDeferredWrites
 from ..store.runs import RunStore
 
 _lock = threading.Lock()
@@ -42,11 +43,11 @@ def limiter():
 
 
 def checkpointer():
-    """LangGraph's Postgres checkpointer on a small pool (created once per process)."""
+    """LangGraph's Postgres checkpointer on a small pool (created once per process); task
+    writes go out with the next checkpoint (workers/checkpoints.py)."""
     global _checkpointer
     with _lock:
         if _checkpointer is None:
-            from langgraph.checkpoint.postgres import PostgresSaver
             from psycopg.rows import dict_row
             from psycopg_pool import ConnectionPool
 
@@ -65,7 +66,7 @@ def checkpointer():
 
             pool = ConnectionPool(url, min_size=1, max_size=16, open=True, check=check, reset=idle.used,
                                   kwargs={"autocommit": True, "prepare_threshold": 0, "row_factory": dict_row})
-            saver = PostgresSaver(pool)
+            saver = PostgresSaverWithDeferredWrites(pool)
             with pool.connection() as conn:  # workers start together: one creates the tables
                 # try-lock and sleep: a session blocked inside pg_advisory_lock holds a
                 # snapshot, and the saver's CREATE INDEX CONCURRENTLY would wait on it forever.

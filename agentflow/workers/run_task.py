@@ -68,12 +68,16 @@ def _drive(run_id: str, worker: str) -> str:
     # a re-run starts at its chosen node; its input is the state at that point
     graph = compile_spec(spec, saver, start=rerun_from)
     config = {"configurable": {CONFIG_KEY: ctx, "thread_id": run_id}, "recursion_limit": RECURSION_LIMIT}
-    resumed = saver.get_tuple({"configurable": {"thread_id": run_id}}) is not None
+    # only a driver that began the run writes its checkpoints: a first attempt has none
+    resumed = begun["attempts"] > 1 and saver.get_tuple({"configurable": {"thread_id": run_id}}) is not None
     try:
-        out = graph.invoke(None if resumed else state_from_input(begun["input"]), config=config)
-        # the values a fresh run ends with; a resumed one may have had nothing left to run
-        final = dict(out) if isinstance(out, dict) and not resumed else \
-            dict(graph.get_state({"configurable": {"thread_id": run_id}}).values)
+        try:
+            out = graph.invoke(None if resumed else state_from_input(begun["input"]), config=config)
+            # the values a fresh run ends with; a resumed one may have had nothing left to run
+            final = dict(out) if isinstance(out, dict) and not resumed else \
+                dict(graph.get_state({"configurable": {"thread_id": run_id}}).values)
+        finally:
+            saver.discard(run_id)  # task writes no checkpoint followed: nothing resumes from them now
     except RunCancelled:
         store.finish(run_id, "cancelled", error="cancelled by request")
     except StepFailed as exc:
@@ -89,12 +93,13 @@ def _drive(run_id: str, worker: str) -> str:
         store.finish(run_id, "succeeded", state=final)
     record = store.get(run_id) or {}
     bus.publish(run_id, "end", record)
-    _run_ended(record)
+    _run_ended({**record, "tenant_id": begun["tenant_id"]} if record else record)
     return record.get("status", "unknown")
 
 
 def _run_ended(record: dict) -> None:
-    """Metrics and outbound webhooks (agentflow.webhooks.deliver tasks); never fails the run."""
+    """Metrics and outbound webhooks (agentflow.webhooks.deliver tasks); never fails the run.
+    The record carries the run's tenant, so the webhooks are found without reading it again."""
     from ..runs.embedded import run_ended
     from ..runs.webhooks import celery_notifier
 

@@ -46,12 +46,11 @@ def _page(items: list[dict], next_id: str | None) -> dict[str, Any]:
 def start_run(workflow_id: str, svc: ServicesDep, tenant: TenantDep,
               body: Annotated[RunCreate | None, Body()] = None) -> JSONResponse:
     body = body or RunCreate()
-    workflow = svc.workflows.get(tenant, workflow_id)
-    if workflow is None:
+    created = svc.runs.create_from_workflow(tenant, workflow_id, body.input.model_dump(),
+                                            options={"stream": True} if body.stream else None)
+    if created is None:
         raise not_found("workflow", workflow_id)
-    run_id = svc.runs.create(workflow["spec"], body.input.model_dump(), workflow_id=workflow_id,
-                             workflow_version=workflow["version"], tenant_id=tenant,
-                             options={"stream": True} if body.stream else None)
+    run_id = created[0]
     try:
         svc.dispatcher.submit(run_id)
     except Exception as exc:
