@@ -47,8 +47,12 @@ def _infra_errors() -> tuple[type[BaseException], ...]:
 
 
 class NodeDispatcher:
-    def __init__(self, run_id: str, spec, spec_hash: str | None = None, stream: bool = False):
+    def __init__(self, run_id: str, spec, spec_hash: str | None = None, stream: bool = False,
+                 first_attempt: bool = False):
         self.run_id = run_id
+        # A first attempt of a run has finished no step yet; a cancel is still seen, by the
+        # node task (and by the next step the driver starts).
+        self.first_attempt = first_attempt
         self.types = {n.id: n.type for n in spec.nodes}
         # what a node task would otherwise read from the store for every new run
         self.meta = {"spec_hash": spec_hash, "stream": stream}
@@ -56,11 +60,12 @@ class NodeDispatcher:
 
     def __call__(self, node_id: str, state: dict, superstep: int) -> dict:
         key = step_key(self.run_id, node_id, superstep)
-        status, done = resources.store().step_check(self.run_id, key)
-        if done is not None:
-            return done
-        if status == "cancelled":
-            raise RunCancelled("run was cancelled")
+        if not self.first_attempt:
+            status, done = resources.store().step_check(self.run_id, key)
+            if done is not None:
+                return done
+            if status == "cancelled":
+                raise RunCancelled("run was cancelled")
         first = resources.redis_client().set(f"af:sent:{key}", "1", nx=True, ex=SENT_TTL)
         if first:
             self._send(key, node_id, state)

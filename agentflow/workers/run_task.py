@@ -28,7 +28,10 @@ log = logging.getLogger(__name__)
 LOCK_TTL = 15  # seconds; the lease is renewed every LOCK_TTL/3 while the driver lives
 
 
-@celery_app.task(name="agentflow.run", bind=True, acks_late=True, reject_on_worker_lost=True, max_retries=None)
+# The run's outcome lives in Postgres (GET /runs/{id}); Flower follows tasks by their
+# events. So no result or STARTED state goes to the result backend for the driver task.
+@celery_app.task(name="agentflow.run", bind=True, acks_late=True, reject_on_worker_lost=True, max_retries=None,
+                 ignore_result=True, track_started=False)
 def run_workflow(self, run_id: str) -> str:
     lease = Lease(resources.redis_client(), f"af:run-lock:{run_id}", LOCK_TTL,
                   on_renew=lambda: resources.store().heartbeat(run_id))
@@ -62,7 +65,8 @@ def _drive(run_id: str, worker: str) -> str:
     options, rerun_from = begun["options"], begun["rerun_from"]
     observer = RecordingObserver(store, bus, queue_of=lambda _n: "runs", worker=worker)
     ctx = RunContext(run_id=run_id, observer=observer, limiter=resources.limiter(),
-                     dispatch=NodeDispatcher(run_id, spec, spec_hash(begun["spec"]), bool(options.get("stream"))),
+                     dispatch=NodeDispatcher(run_id, spec, spec_hash(begun["spec"]), bool(options.get("stream")),
+                                             first_attempt=begun["attempts"] == 1),
                      extra={"stream": True} if options.get("stream") else {})
     saver = resources.checkpointer()
     # a re-run starts at its chosen node; its input is the state at that point
