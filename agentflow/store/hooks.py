@@ -30,7 +30,8 @@ def hook_dict(h: Hook) -> dict[str, Any]:
             "created_at": _aware(h.created_at), "tenant_id": h.tenant_id}
 
 
-def webhook_dict(w: Webhook) -> dict[str, Any]:
+def webhook_dict(w: Any) -> dict[str, Any]:
+    """A webhook (ORM object or Core row)."""
     return {"id": w.id, "url": w.url, "events": list(w.events or []), "workflow_id": w.workflow_id,
             "secret_env": w.secret_env, "enabled": w.enabled, "created_at": _aware(w.created_at),
             "tenant_id": w.tenant_id}
@@ -117,10 +118,12 @@ class HookStore:
 
     def matching(self, tenant_id: str, workflow_id: str | None, event: str) -> list[dict[str, Any]]:
         """Enabled webhooks of the tenant that want `event` for this workflow."""
-        with session_scope(self.factory) as s:
-            rows = s.scalars(select(Webhook).where(Webhook.tenant_id == tenant_id, Webhook.enabled.is_(True)))
-            return [webhook_dict(w) for w in rows
-                    if event in (w.events or []) and (w.workflow_id is None or w.workflow_id == workflow_id)]
+        # Core: asked at the end of every run, most often to find there is none
+        table = Webhook.__table__
+        with self.factory.kw["bind"].connect() as conn:
+            rows = conn.execute(select(table).where(table.c.tenant_id == tenant_id, table.c.enabled.is_(True))).all()
+        return [webhook_dict(w) for w in rows
+                if event in (w.events or []) and (w.workflow_id is None or w.workflow_id == workflow_id)]
 
     # ---------------------------------------------------------------- deliveries
 

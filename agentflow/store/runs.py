@@ -182,13 +182,14 @@ class RunStore:
     @retry_on_disconnect
     def finish(self, run_id: str, status: str, state: dict | None = None, error: str | None = None) -> bool:
         state = redact(state) if state is not None else None
-        with session_scope(self.factory) as s:
-            values: dict[str, Any] = {"status": status, "finished_at": utcnow(), "error": redact(error)}
-            if state is not None:
-                values["state"] = state
-                values["tokens_used"] = int(state.get("tokens_used") or 0)
-                values["cost"] = float(state.get("cost") or 0.0)
-            res = s.execute(update(Run).where(Run.id == run_id, Run.status.notin_(TERMINAL)).values(**values))
+        values: dict[str, Any] = {"status": status, "finished_at": utcnow(), "error": redact(error)}
+        if state is not None:
+            values["state"] = state
+            values["tokens_used"] = int(state.get("tokens_used") or 0)
+            values["cost"] = float(state.get("cost") or 0.0)
+        runs = Run.__table__
+        with self.engine.begin() as conn:
+            res = conn.execute(runs.update().where(runs.c.id == run_id, runs.c.status.notin_(TERMINAL)).values(**values))
             return res.rowcount == 1
 
     def cancel(self, run_id: str, tenant_id: str | None = None) -> str | None:

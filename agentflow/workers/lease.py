@@ -14,6 +14,7 @@ import time
 from typing import Callable
 
 log = logging.getLogger(__name__)
+_HOST = socket.gethostname()  # asked once: a lease is taken for every run and every step
 
 _RELEASE = """
 if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end
@@ -28,7 +29,7 @@ return 0
 class Lease:
     def __init__(self, client, key: str, ttl: int = 30, on_renew: Callable[[], None] | None = None):
         self.client, self.key, self.ttl = client, key, ttl
-        self.token = f"{socket.gethostname()}:{time.time_ns()}"
+        self.token = f"{_HOST}:{time.time_ns()}:{threading.get_ident()}"
         self.on_renew = on_renew
         self.lost = False  # another owner took the key after it had vanished
         self._stop = threading.Event()

@@ -68,10 +68,7 @@ def _options_for(run_id: str) -> dict:
     return resources.store().run_options(run_id)[0]
 
 
-# track_started off: the driver waits for the result only; a STARTED state would be one
-# more write and publish on the result backend for every step.
-@celery_app.task(name="agentflow.node", bind=True, acks_late=True, reject_on_worker_lost=True, max_retries=None,
-                 track_started=False)
+@celery_app.task(name="agentflow.node", bind=True, acks_late=True, reject_on_worker_lost=True, max_retries=None)
 def run_node(self, run_id: str, node_id: str, key: str, state: dict, meta: dict | None = None) -> dict:
     """`meta`: {"spec_hash", "stream"} from the driver."""
     try:

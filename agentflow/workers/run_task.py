@@ -28,10 +28,7 @@ log = logging.getLogger(__name__)
 LOCK_TTL = 15  # seconds; the lease is renewed every LOCK_TTL/3 while the driver lives
 
 
-# The run's outcome lives in Postgres (GET /runs/{id}); Flower follows tasks by their
-# events. So no result or STARTED state goes to the result backend for the driver task.
-@celery_app.task(name="agentflow.run", bind=True, acks_late=True, reject_on_worker_lost=True, max_retries=None,
-                 ignore_result=True, track_started=False)
+@celery_app.task(name="agentflow.run", bind=True, acks_late=True, reject_on_worker_lost=True, max_retries=None)
 def run_workflow(self, run_id: str) -> str:
     lease = Lease(resources.redis_client(), f"af:run-lock:{run_id}", LOCK_TTL,
                   on_renew=lambda: resources.store().heartbeat(run_id))
