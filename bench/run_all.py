@@ -230,7 +230,7 @@ def section_throughput(r: dict) -> list[str]:
     runs, chain = r["runs"], r["chain"]
     return [
         "Anchor: a raw Celery chain of 4 no-op tasks on the same broker and workers (2 workers). "
-        f"Chains and runs alternate over {len(r.get('ratios', [r['ratio']]))} rounds; the median round is shown "
+        f"Chains and runs alternate over {len(r.get('ratios', [r['ratio']]))} rounds; shown is the round with the median ratio "
         f"(ratios per round: {', '.join(f'{x:.2f}' for x in r.get('ratios', [r['ratio']]))}).", "",
         HEAD,
         row("runs/s, 4-node workflow, instant nodes", fmt(runs["per_s"], "/s"), fmt(chain["per_s"], "/s"),

@@ -120,10 +120,10 @@ def main(n: int = N_RUNS, rounds: int = ROUNDS) -> dict:
             for _ in range(rounds):
                 chains.append(bench_chain(env, n))
                 runs_.append(bench_runs(env, n))
-    ratios = sorted(r["per_s"] / c["per_s"] for r, c in zip(runs_, chains))
-    mid = lambda xs: sorted(xs, key=lambda x: x["per_s"])[len(xs) // 2]  # noqa: E731
-    chain, runs = mid(chains), mid(runs_)
-    ratio = ratios[len(ratios) // 2]
+    by_ratio = sorted(zip(runs_, chains), key=lambda rc: rc[0]["per_s"] / rc[1]["per_s"])
+    ratios = [r["per_s"] / c["per_s"] for r, c in by_ratio]
+    runs, chain = by_ratio[len(by_ratio) // 2]  # the round with the median ratio
+    ratio = runs["per_s"] / chain["per_s"]
     print(f"throughput, {rounds} alternating rounds of {n} runs of a 4-node workflow (instant nodes), "
           f"2 workers x concurrency 2 ({machine()})")
     print(f"  raw Celery 4-task no-op chain : {chain['per_s']:.1f}/s  p50 {chain['p50']*1000:.0f} ms  p99 {chain['p99']*1000:.0f} ms  (median round)")
