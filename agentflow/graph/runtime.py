@@ -54,6 +54,8 @@ class RunContext:
     # Distributed mode: runs a node's work elsewhere (a Celery queue) and returns its update.
     # Signature: dispatch(node_id, state, superstep) -> dict. None = run in this process.
     dispatch: Callable[[str, dict, int], dict] | None = None
+    # Whose run this is: rate-limit budgets are per tenant and workflow (graph/step.py).
+    tenant_id: str | None = None
     # How long a node may wait for a rate-limit grant before failing (embedded mode).
     max_limit_wait: float = 300.0
     extra: dict = field(default_factory=dict)

@@ -32,7 +32,17 @@ def describe(exc: BaseException) -> str:
     return redact(f"{exc.__class__.__name__}: {text}")
 
 
-def queue_plan(spec, node, state: dict) -> tuple[QueueLimits, str | None] | None:
+DEFAULT_TENANT = "default"  # = store.models.DEFAULT_TENANT (graph/ may not import the store)
+
+
+def limit_namespace(workflow_id: str, tenant_id: str | None = None) -> str:
+    """What a workflow's queue budgets are scoped to: the workflow id, under its tenant's id
+    for any tenant but the default one. So two tenants' workflows that share an id share
+    no budget. ("/" cannot occur in a workflow id.)"""
+    return workflow_id if tenant_id in (None, DEFAULT_TENANT) else f"{tenant_id}/{workflow_id}"
+
+
+def queue_plan(spec, node, state: dict, tenant_id: str | None = None) -> tuple[QueueLimits, str | None] | None:
     """The queue limits and sub-queue a node's call is charged to, if any."""
     queue = spec.queue(node.queue)
     if queue is None:
@@ -42,7 +52,7 @@ def queue_plan(spec, node, state: dict) -> tuple[QueueLimits, str | None] | None
     sub = wanted if wanted in subs else (queue.sub_queues[0].id if queue.sub_queues and wanted is None else None)
     if wanted is not None and wanted not in subs:
         sub = None  # unknown sub-queue in metadata: charge the queue, not a sub-queue
-    return QueueLimits.from_spec(queue, namespace=spec.id), sub
+    return QueueLimits.from_spec(queue, namespace=limit_namespace(spec.id, tenant_id)), sub
 
 
 def run_step(spec, impl, state: dict, ctx: RunContext, attempt: int = 1) -> dict[str, Any]:
@@ -53,7 +63,7 @@ def run_step(spec, impl, state: dict, ctx: RunContext, attempt: int = 1) -> dict
     else:
         ctx.observer.step_started(ctx.run_id, node.id, node.type, attempt)
     started = time.perf_counter()
-    plan = queue_plan(spec, node, state) if ctx.limiter is not None else None
+    plan = queue_plan(spec, node, state, ctx.tenant_id) if ctx.limiter is not None else None
     decision: Decision | None = None
     try:
         if plan is not None:

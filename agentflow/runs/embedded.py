@@ -82,7 +82,8 @@ class EmbeddedExecutor:
         extra = dict(self.extra)
         if begun["options"].get("stream"):
             extra["stream"] = True
-        ctx = RunContext(run_id=run_id, observer=obs, limiter=self.limiter, extra=extra)
+        ctx = RunContext(run_id=run_id, observer=obs, limiter=self.limiter, extra=extra,
+                         tenant_id=begun["tenant_id"])
         try:
             # a re-run starts at its chosen node, its input being the state at that point
             final = invoke(spec, state_from_input(run_input), ctx, start=rerun_from)

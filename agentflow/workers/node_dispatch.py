@@ -48,14 +48,14 @@ def _infra_errors() -> tuple[type[BaseException], ...]:
 
 class NodeDispatcher:
     def __init__(self, run_id: str, spec, spec_hash: str | None = None, stream: bool = False,
-                 first_attempt: bool = False):
+                 first_attempt: bool = False, tenant_id: str | None = None):
         self.run_id = run_id
         # A first attempt of a run has finished no step yet; a cancel is still seen, by the
         # node task (and by the next step the driver starts).
         self.first_attempt = first_attempt
         self.types = {n.id: n.type for n in spec.nodes}
         # what a node task would otherwise read from the store for every new run
-        self.meta = {"spec_hash": spec_hash, "stream": stream}
+        self.meta = {"spec_hash": spec_hash, "stream": stream, "tenant_id": tenant_id}
         self._orphaned: dict[str, float] = {}  # step key -> when its running step was first seen leaseless
 
     def __call__(self, node_id: str, state: dict, superstep: int) -> dict:

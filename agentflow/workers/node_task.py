@@ -70,7 +70,7 @@ def _options_for(run_id: str) -> dict:
 
 @celery_app.task(name="agentflow.node", bind=True, acks_late=True, reject_on_worker_lost=True, max_retries=None)
 def run_node(self, run_id: str, node_id: str, key: str, state: dict, meta: dict | None = None) -> dict:
-    """`meta`: {"spec_hash", "stream"} from the driver."""
+    """`meta`: {"spec_hash", "stream", "tenant_id"} from the driver."""
     try:
         return _run_node(self, run_id, node_id, key, state, meta or {})
     except Retry:
@@ -110,7 +110,7 @@ def _holding_lease(self, run_id, node_id, key, state, meta) -> dict:
     spec, impl = _impl(run_id, node_id, meta.get("spec_hash"))
 
     limiter = resources.limiter()
-    plan = queue_plan(spec, impl.node, state)
+    plan = queue_plan(spec, impl.node, state, meta.get("tenant_id"))
     decision = None
     if plan is not None:
         limits, sub = plan

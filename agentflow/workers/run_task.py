@@ -61,9 +61,9 @@ def _drive(run_id: str, worker: str) -> str:
     spec = parse_valid(begun["spec"])
     options, rerun_from = begun["options"], begun["rerun_from"]
     observer = RecordingObserver(store, bus, queue_of=lambda _n: "runs", worker=worker)
-    ctx = RunContext(run_id=run_id, observer=observer, limiter=resources.limiter(),
+    ctx = RunContext(run_id=run_id, observer=observer, limiter=resources.limiter(), tenant_id=begun["tenant_id"],
                      dispatch=NodeDispatcher(run_id, spec, spec_hash(begun["spec"]), bool(options.get("stream")),
-                                             first_attempt=begun["attempts"] == 1),
+                                             first_attempt=begun["attempts"] == 1, tenant_id=begun["tenant_id"]),
                      extra={"stream": True} if options.get("stream") else {})
     saver = resources.checkpointer()
     # a re-run starts at its chosen node; its input is the state at that point

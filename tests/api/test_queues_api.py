@@ -197,7 +197,7 @@ def test_tenants_see_only_their_queues(tmp_path):
         assert api.call("GET", f"/queues/{b}:images", "acme").status_code == 404
         assert api.call("GET", "/queues", "acme", None).status_code == 401
         metrics = api.call("GET", "/metrics", "acme", "operator").text
-        assert f'queue="{a}:llm"' in metrics and b not in metrics
+        assert f'queue="acme/{a}:llm"' in metrics and b not in metrics  # budgets are per tenant
 
 
 @pytest.mark.redis
@@ -245,3 +245,25 @@ def test_distributed_mode_reads_the_workers_redis_limiter(make_client):
         r = redis.Redis.from_url(REDIS_URL)
         for k in r.scan_iter(match=prefix + ":*", count=1000):
             r.delete(k)
+
+
+def test_two_tenants_workflows_with_one_id_share_no_budget(tmp_path, openai_server):
+    """Budgets are scoped by tenant and workflow (graph/step.py limit_namespace): acme's runs
+    are charged to acme's queue only, though globex has a workflow with the same id."""
+    from agentflow.graph.step import limit_namespace
+    from tests.security.conftest import secure_api
+
+    assert limit_namespace("wf") == limit_namespace("wf", "default") == "wf"
+    assert limit_namespace("wf", "acme") == "acme/wf" != limit_namespace("wf", "globex")
+    openai_server.set_usage(30, 20)
+    with secure_api(tmp_path / "home", OPENAI_API_KEY="sk-test-api-key-0123456789",
+                    OPENAI_BASE_URL=openai_server.base_url) as api:
+        wid = uid("same")
+        for tenant in ("acme", "globex"):
+            assert api.call("POST", "/workflows", tenant, json=queued_spec(wid, [SHARED], llm_queue="llm")).status_code == 201
+        for _ in range(2):
+            r = api.call("POST", f"/workflows/{wid}/runs", "acme",
+                         json={"input": {"user_input": "hi", "metadata": {"sub_queue": "paid"}}})
+            assert api.wait_run(r.json()["run_id"], "acme")["status"] == "succeeded"
+        assert api.call("GET", f"/queues/{wid}:llm", "acme").json()["granted"]["paid"] == 2
+        assert api.call("GET", f"/queues/{wid}:llm", "globex").json()["granted"]["paid"] == 0

@@ -6,14 +6,15 @@
 The figures come from the limiter of the running mode, the one the nodes are charged to:
 the Redis limiter in distributed mode (shared with every worker), the process-wide
 in-memory limiter of the embedded executor in embedded mode. A run charges its node
-calls to `QueueLimits.from_spec(queue, namespace=<workflow id>)` (graph/step.py
-`queue_plan`), so that is what is read here.
+calls to `QueueLimits.from_spec(queue, namespace=limit_namespace(<workflow id>, <tenant>))`
+(graph/step.py `queue_plan`), so that is what is read here.
 
 `install()` also registers a `ratelimit.metrics.LimiterCollector` on this app's own
 Prometheus registry; `GET /metrics` appends it (`metrics_text`) for the caller's tenant:
 agentflow_queue_rate_per_second, _requests_per_minute, _tokens_per_minute,
 _tokens_available, _limit_per_second, _limit_tokens_per_minute, _waiting{sub_queue},
-_granted_total{sub_queue}, label queue="<workflow_id>:<queue_id>".
+_granted_total{sub_queue}, label queue="<workflow_id>:<queue_id>" (prefixed "<tenant>/" for
+any tenant but the default one, as the limiter keys are).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from fastapi import APIRouter, FastAPI, Path, Query
 from pydantic import BaseModel, Field
 
 from ...graph.spec import Queue
+from ...graph.step import limit_namespace
 from ...ratelimit.base import LimiterUnavailable, QueueLimits, QueueStats
 from ...store.queues import QueueStore
 from ..body import JSONRoute
@@ -106,8 +108,8 @@ def queue_store(svc: Services) -> QueueStore:
     return store
 
 
-def limits_of(workflow_id: str, queue: Queue) -> QueueLimits:
-    return QueueLimits.from_spec(queue, namespace=workflow_id)
+def limits_of(tenant: str, workflow_id: str, queue: Queue) -> QueueLimits:
+    return QueueLimits.from_spec(queue, namespace=limit_namespace(workflow_id, tenant))
 
 
 def _unavailable(exc: Exception) -> ApiError:
@@ -129,10 +131,10 @@ def record(workflow_id: str, queue: Queue, stats: QueueStats) -> dict[str, Any]:
     }
 
 
-def _records(svc: Services, items: list[tuple[str, Queue]]) -> list[dict[str, Any]]:
+def _records(svc: Services, tenant: str, items: list[tuple[str, Queue]]) -> list[dict[str, Any]]:
     limiter = queue_limiter(svc)
     try:
-        return [record(wid, q, limiter.stats(limits_of(wid, q))) for wid, q in items]
+        return [record(wid, q, limiter.stats(limits_of(tenant, wid, q))) for wid, q in items]
     except LimiterUnavailable as exc:
         raise _unavailable(exc) from exc
 
@@ -155,7 +157,7 @@ def list_queues(svc: ServicesDep, tenant: TenantDep, limit: Limit = 50, cursor: 
                 workflow_id: Annotated[str | None, Query(max_length=128, description=(
                     "Only the queues of this workflow."))] = None) -> dict[str, Any]:
     items, next_key = queue_store(svc).list(tenant, limit=limit, after=_cursor(cursor), workflow_id=workflow_id)
-    return {"items": _records(svc, items), "next_cursor": encode(*next_key) if next_key else None}
+    return {"items": _records(svc, tenant, items), "next_cursor": encode(*next_key) if next_key else None}
 
 
 @router.get("/queues/{queue_id}", response_model=QueueRecord, responses=ERRORS,
@@ -166,7 +168,7 @@ def get_queue(queue_id: Annotated[str, Path(max_length=260, description="<workfl
     queue = queue_store(svc).get(tenant, wid, qid) if sep and wid and qid else None
     if queue is None:
         raise ApiError(404, f"queue {queue_id!r} not found (ids are '<workflow_id>:<queue_id>')")
-    return _records(svc, [(wid, queue)])[0]
+    return _records(svc, tenant, [(wid, queue)])[0]
 
 
 # ---------------------------------------------------------------- wiring and Prometheus
@@ -189,7 +191,7 @@ def install(app: FastAPI, services: Services) -> None:
         if tenant is None:
             return []
         try:
-            return [limits_of(wid, q) for wid, q in queue_store(services).all(tenant)]
+            return [limits_of(tenant, wid, q) for wid, q in queue_store(services).all(tenant)]
         except Exception as exc:  # the database is down: /metrics still answers without queues
             log.warning("metrics: cannot read the queues: %s", type(exc).__name__)
             return []
