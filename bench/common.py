@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import platform
 import signal
-import subprocess
 import sys
 import time
 import uuid
@@ -59,34 +58,13 @@ def fresh_env(redis_db: int = 9):
 @contextmanager
 def workers(env: dict, groups: list[tuple]):
     """Start `agentflow worker` processes: (name, queues, concurrency[, pool]); wait for their ping."""
-    from celery import Celery
+    from agentflow.workers.launch import WorkerProcesses
 
-    procs = []
-    for name, queues, conc, *pool in groups:
-        procs.append(subprocess.Popen([sys.executable, "-m", "agentflow.cli", "worker", "--queues", queues,
-                                       "--concurrency", str(conc), "--hostname", f"{name}@%h",
-                                       "--pool", pool[0] if pool else "prefork",
-                                       "--log-level", "warning"], env=env, stdout=subprocess.DEVNULL,
-                                      stderr=subprocess.DEVNULL, start_new_session=True))
-    app = Celery(broker=env["REDIS_URL"])
-    want = {g[0] for g in groups}
-    deadline = time.time() + 60
-    while time.time() < deadline:
-        seen = {n.split("@")[0] for r in (app.control.ping(timeout=0.5) or []) for n in r}
-        if want <= seen:
-            break
-    else:
-        raise RuntimeError("bench workers did not start")
+    procs = WorkerProcesses(env)
     try:
+        for name, queues, conc, *pool in groups:
+            procs.start(name, queues, conc, pool=pool[0] if pool else "prefork", log_level="warning")
+        procs.wait_ready([g[0] for g in groups])
         yield
     finally:
-        for p in procs:
-            try:
-                os.killpg(p.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-        for p in procs:
-            try:
-                p.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(p.pid, signal.SIGKILL)
+        procs.stop_all()

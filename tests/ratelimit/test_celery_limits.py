@@ -17,8 +17,6 @@ below the 5% band (waiters come back later than the burst tolerance).
 
 from __future__ import annotations
 
-import subprocess
-import sys
 
 import pytest
 
@@ -33,21 +31,6 @@ DRIVER_THREADS = 32
 INFLIGHT = {"paid": 7, "free": 4, "tpm": 4}
 
 
-class PoolWorkers(Workers):
-    """`Workers` with a choice of pool (the driver runs on threads)."""
-
-    def start(self, name: str, queues: str, concurrency: int = 2, extra_env: dict | None = None,
-              pool: str = "prefork"):
-        log = open(self.logdir / f"{name}.log", "ab")
-        env = dict(self.env, **(extra_env or {}))
-        proc = subprocess.Popen([sys.executable, "-m", "agentflow.cli", "worker", "--queues", queues,
-                                 "--concurrency", str(concurrency), "--pool", pool,
-                                 "--hostname", f"{name}@%h", "--log-level", "warning"],
-                                env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        self.procs[name] = proc
-        return proc
-
-
 @pytest.fixture(scope="module")
 def server():
     with fs.TaggedServer() as srv:
@@ -60,7 +43,7 @@ def cluster(dist_env, server, tmp_path_factory):  # noqa: F811
              # countdowns stay far below this; a long one must not be redelivered meanwhile
              "AGENTFLOW_VISIBILITY_TIMEOUT": "60"}
     dist_env.update(extra)
-    w = PoolWorkers(dist_env, tmp_path_factory.mktemp("rl-workerlogs"))
+    w = Workers(dist_env, tmp_path_factory.mktemp("rl-workerlogs"))
     try:
         w.start("driver", "runs", concurrency=DRIVER_THREADS, pool="threads")
         w.start("llm", "agentflow.llm", concurrency=4)

@@ -1,0 +1,73 @@
+"""Start and stop `agentflow worker` processes from Python: the distributed tests and the
+benches run real workers this way (each in its own process group, so a kill takes its pool
+children too)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+
+class WorkerProcesses:
+    """`logdir`: each worker's output goes to `<logdir>/<name>.log` (None: discarded)."""
+
+    def __init__(self, env: dict, logdir: Path | None = None):
+        self.env, self.logdir, self.procs = env, logdir, {}
+
+    def start(self, name: str, queues: str, concurrency: int = 2, extra_env: dict | None = None,
+              pool: str = "prefork", log_level: str = "info") -> subprocess.Popen:
+        out = open(self.logdir / f"{name}.log", "ab") if self.logdir is not None else subprocess.DEVNULL
+        env = dict(self.env, **(extra_env or {}))
+        proc = subprocess.Popen([sys.executable, "-m", "agentflow.cli", "worker", "--queues", queues,
+                                 "--concurrency", str(concurrency), "--pool", pool, "--hostname", f"{name}@%h",
+                                 "--log-level", log_level],
+                                env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        self.procs[name] = proc
+        return proc
+
+    def wait_ready(self, names, timeout: float = 60) -> None:
+        """Until every named worker answers a Celery ping."""
+        from celery import Celery
+
+        app = Celery(broker=self.env["REDIS_URL"])
+        deadline = time.time() + timeout
+        want = set(names)
+        while time.time() < deadline:
+            replies = app.control.ping(timeout=0.5) or []
+            seen = {n.split("@")[0] for r in replies for n in r}
+            if want <= seen:
+                return
+            for n in want:
+                if self.procs[n].poll() is not None:
+                    raise RuntimeError(f"worker {n} exited: {self.log(n)[-3000:]}")
+        raise TimeoutError(f"workers {want} not ready; log: {[self.log(n)[-1500:] for n in want]}")
+
+    def kill(self, name: str, sig=signal.SIGKILL) -> None:
+        proc = self.procs[name]
+        try:
+            os.killpg(proc.pid, sig)  # the main process and its pool children
+        except ProcessLookupError:
+            pass
+        proc.wait(timeout=30)
+
+    def log(self, name: str) -> str:
+        if self.logdir is None:
+            return "(no log kept)"
+        return (self.logdir / f"{name}.log").read_text(errors="replace")
+
+    def stop_all(self) -> None:
+        for proc in list(self.procs.values()):
+            if proc.poll() is None:
+                try:
+                    os.killpg(proc.pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    continue
+        for proc in self.procs.values():
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
