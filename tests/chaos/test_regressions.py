@@ -291,12 +291,19 @@ def pg_db():
 
 
 def _terminate_all(url: str) -> int:
+    """Terminate every backend of the database, and wait until they are gone (each has
+    then sent its FATAL message and closed its socket: what a client sees next)."""
     import psycopg
 
     name = url.rsplit("/", 1)[1]
     with psycopg.connect(pg_base_url(), autocommit=True) as admin:
-        return admin.execute("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-                             "WHERE datname = %s AND pid <> pg_backend_pid()", (name,)).fetchone()[0]
+        count = admin.execute("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                              "WHERE datname = %s AND pid <> pg_backend_pid()", (name,)).fetchone()[0]
+        deadline = time.monotonic() + 10
+        while admin.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
+                            (name,)).fetchone()[0] and time.monotonic() < deadline:
+            time.sleep(0.02)
+    return count
 
 
 @pytest.mark.postgres
@@ -354,7 +361,6 @@ def test_pooled_connections_are_pinged_only_when_idle_or_dropped(pg_db, monkeypa
             assert conn.execute(text("SELECT pg_backend_pid()")).scalar() == before
     assert pings == []
     assert _terminate_all(pg_db) >= 1
-    time.sleep(0.2)  # the server's FATAL message reaches the idle socket
     with engine.connect() as conn:  # detected without waiting for the idle window
         assert conn.execute(text("SELECT pg_backend_pid()")).scalar() != before
     assert pings == [1]
