@@ -15,6 +15,8 @@ ROOT = Path(__file__).resolve().parent.parent
 # SIGTERM (e.g. from `timeout`) unwinds like an exception, so started workers are stopped.
 signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 PG = os.environ.get("AGENTFLOW_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/test")
+# make bench (run_all.py) points this at its private redis-server
+REDIS_BASE_ENV = "AGENTFLOW_BENCH_REDIS"
 
 
 def machine() -> str:
@@ -39,7 +41,7 @@ def fresh_env(redis_db: int = 9):
     with psycopg.connect(PG, autocommit=True) as admin:
         admin.execute(f'CREATE DATABASE "{name}"')
     db_url = PG.rsplit("/", 1)[0] + "/" + name
-    redis_url = f"redis://127.0.0.1:6379/{redis_db}"
+    redis_url = f"{os.environ.get(REDIS_BASE_ENV, 'redis://127.0.0.1:6379')}/{redis_db}"
     redis.Redis.from_url(redis_url).flushdb()
     env = dict(os.environ, DATABASE_URL=db_url, REDIS_URL=redis_url, PYTHONUNBUFFERED="1",
                AGENTFLOW_HOME=f"/tmp/{name}")

@@ -91,47 +91,16 @@ def private_redis():
         proc.wait(timeout=10)
 
 
-def _fresh_env_on(redis_base: str):
-    """bench.common.fresh_env, on the private Redis."""
-    from bench import common
-
-    @contextlib.contextmanager
-    def fresh_env(redis_db: int = 9):
-        import uuid
-
-        import psycopg
-        import redis
-
-        name = "af_bench_" + uuid.uuid4().hex[:8]
-        with psycopg.connect(common.PG, autocommit=True) as admin:
-            admin.execute(f'CREATE DATABASE "{name}"')
-        db_url = common.PG.rsplit("/", 1)[0] + "/" + name
-        redis_url = f"{redis_base}/{redis_db}"
-        redis.Redis.from_url(redis_url).flushdb()
-        env = dict(os.environ, DATABASE_URL=db_url, REDIS_URL=redis_url, PYTHONUNBUFFERED="1",
-                   AGENTFLOW_HOME=f"/tmp/{name}")
-        from agentflow.store.db import get_engine, migrate
-
-        migrate(db_url)
-        try:
-            yield env
-        finally:
-            get_engine(db_url).dispose()
-            with psycopg.connect(common.PG, autocommit=True) as admin:
-                admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-    return fresh_env
-
-
 def run_one(name: str, kwargs: dict, out: Path) -> None:
     import importlib
+
+    from bench import common
 
     sys.argv = [sys.argv[0]]  # some benches read sizes from argv at import time
     with private_redis() as redis_base:
         os.environ["REDIS_URL"] = f"{redis_base}/0"
+        os.environ[common.REDIS_BASE_ENV] = redis_base  # bench.common.fresh_env uses it
         module = importlib.import_module(f"bench.{name}")
-        if hasattr(module, "fresh_env"):
-            module.fresh_env = _fresh_env_on(redis_base)
         if name == "ratelimit":
             kwargs = {"argv": [*kwargs["argv"], "--redis-url", f"{redis_base}/0"]}
         captured = io.StringIO()
