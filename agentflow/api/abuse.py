@@ -5,8 +5,13 @@ Redis (`ratelimit.limiter_from_env`), so the limits hold across every API replic
 limit is a GCRA of `per_minute` with `burst` requests allowed at once. Over the limit the
 answer is 429 with `Retry-After`.
 
-- per IP: in `RateLimitMiddleware`, before anything else runs (so floods of bad tokens
-  or unknown paths are limited too); /health and /health/ready are never limited.
+- per IP: every request counts once (floods of bad tokens or unknown paths are limited
+  too); /health and /health/ready are never limited. `RateLimitMiddleware` leaves the
+  check pending, and `auth.authorize` (which every API route runs before its body) makes
+  it together with the tenant's, in one round trip to Redis: two round trips cost a
+  third of the submit path's CPU (bench/api_submit.py). A request that never reaches
+  `authorize` (static files, unknown paths) is checked by the middleware before its
+  answer goes out.
 - per tenant: in `auth.authorize`, once the token says which tenant is calling.
 - In `local` auth mode, requests from this machine (loopback) are not limited: they
   already act as the local admin.
@@ -23,7 +28,7 @@ import threading
 import time
 
 import anyio
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..ratelimit.base import LimiterUnavailable, QueueLimits
 from ..settings import Settings
@@ -77,29 +82,46 @@ class ApiRateLimits:
 
     def _acquire(self, key: str, rpm: float, burst: int) -> float:
         """0 when granted, else the seconds to wait."""
-        limits = QueueLimits(key, max_requests_per_minute=rpm, burst_size=burst)
         try:
-            decision = self.limiter.try_acquire(limits)
+            decision = self.limiter.try_acquire(QueueLimits(key, max_requests_per_minute=rpm, burst_size=burst))
         except LimiterUnavailable as exc:
-            now = time.monotonic()
-            if now - self._last_warning > _WARN_EVERY:
-                self._last_warning = now
-                log.warning("API rate limits are not enforced: %s", exc)
-            return 0.0
+            return self._unavailable(exc)
         self._maybe_prune()
         return 0.0 if decision.allowed else max(decision.retry_after, 0.001)
 
-    def check_ip(self, ip: str | None) -> None:
-        if self.ip_rpm > 0:
-            wait = self._acquire(f"api:ip:{ip or '-'}", self.ip_rpm, self.ip_burst)
-            if wait:
-                raise RateLimited("address", self.ip_rpm, wait)
+    def _unavailable(self, exc: Exception) -> float:
+        now = time.monotonic()
+        if now - self._last_warning > _WARN_EVERY:
+            self._last_warning = now
+            log.warning("API rate limits are not enforced: %s", exc)
+        return 0.0
 
-    def check_tenant(self, tenant: str) -> None:
-        if self.tenant_rpm > 0:
-            wait = self._acquire(f"api:tenant:{tenant}", self.tenant_rpm, self.tenant_burst)
+    async def check_async(self, ip: tuple[str | None] | None, tenant: str | None) -> None:
+        """The checks of one request without blocking the event loop: `ip` is the
+        pending `(address,)` or None, `tenant` None when not checked. Raises RateLimited
+        for the first limit refused (the address's first)."""
+        checks = []
+        if ip is not None and self.ip_rpm > 0:
+            checks.append(("address", f"api:ip:{ip[0] or '-'}", self.ip_rpm, self.ip_burst))
+        if tenant is not None and self.tenant_rpm > 0:
+            checks.append(("tenant", f"api:tenant:{tenant}", self.tenant_rpm, self.tenant_burst))
+        if not checks:
+            return
+        if self.in_memory:
+            waits = [self._acquire(key, rpm, burst) for _, key, rpm, burst in checks]
+        elif hasattr(self.limiter, "try_acquire_each_async"):
+            queues = [QueueLimits(key, max_requests_per_minute=rpm, burst_size=burst) for _, key, rpm, burst in checks]
+            try:
+                decisions = await self.limiter.try_acquire_each_async(queues)
+            except LimiterUnavailable as exc:
+                self._unavailable(exc)  # fail open
+                return
+            waits = [0.0 if d.allowed else max(d.retry_after, 0.001) for d in decisions]
+        else:
+            waits = [await anyio.to_thread.run_sync(self._acquire, key, rpm, burst) for _, key, rpm, burst in checks]
+        for (who, _, rpm, _), wait in zip(checks, waits):
             if wait:
-                raise RateLimited("tenant", self.tenant_rpm, wait)
+                raise RateLimited(who, rpm, wait)
 
     def _maybe_prune(self) -> None:
         """Forget in-memory entries whose limit is back to a full burst (exactly the
@@ -119,8 +141,21 @@ class ApiRateLimits:
                 del lim._queues[k]
 
 
+# scope key: a list holding the (address,) of an IP check not made yet. A list, because
+# routers hand copies of the scope down: whoever makes the check empties the shared list.
+PENDING_IP = "agentflow.ip_limit"
+
+
+def take_pending_ip(scope: Scope) -> tuple[str | None] | None:
+    """The address check `RateLimitMiddleware` left for `authorize`, now claimed by it."""
+    pending = scope.get(PENDING_IP)
+    return pending.pop() if pending else None
+
+
 class RateLimitMiddleware:
-    """Per-IP request limit for every HTTP request (pure ASGI: streams pass through)."""
+    """Per-IP request limit for every HTTP request (pure ASGI: streams pass through).
+    The check is left pending for `auth.authorize`; if the request never reached it,
+    it is made here before the answer starts (and a refusal replaces the answer)."""
 
     def __init__(self, app: ASGIApp, limits: ApiRateLimits, auth_mode: str):
         self.app = app
@@ -133,16 +168,23 @@ class RateLimitMiddleware:
             await self.app(scope, receive, send)
             return
         client = scope.get("client")
-        ip = client[0] if client else None
-        try:
-            if self.limits.in_memory:
-                self.limits.check_ip(ip)
-            else:
-                await anyio.to_thread.run_sync(self.limits.check_ip, ip)
-        except RateLimited as exc:
-            await _send_error(send, exc)
-            return
-        await self.app(scope, receive, send)
+        scope[PENDING_IP] = [(client[0] if client else None,)]
+        refused = False
+
+        async def checked_send(message: Message) -> None:
+            nonlocal refused
+            if refused:
+                return
+            if message["type"] == "http.response.start" and scope[PENDING_IP]:
+                try:
+                    await self.limits.check_async(take_pending_ip(scope), None)
+                except RateLimited as exc:
+                    refused = True
+                    await _send_error(send, exc)
+                    return
+            await send(message)
+
+        await self.app(scope, receive, checked_send)
 
 
 async def _send_error(send: Send, exc: ApiError) -> None:

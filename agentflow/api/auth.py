@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import anyio
 import jwt
 from fastapi import Request
 
@@ -43,6 +44,7 @@ from ..graph.secrets import remember
 from ..settings import Settings, get_settings
 from ..store.models import DEFAULT_TENANT
 from . import roles
+from .abuse import take_pending_ip
 from .errors import ApiError
 
 log = logging.getLogger("agentflow.api.auth")
@@ -418,8 +420,10 @@ def attribute(request: Request, tenant: str, subject: str, role: str = "trigger"
 _unlisted_warned: set[tuple[str, str]] = set()
 
 
-def authorize(request: Request) -> Principal:
-    """The one authorization dependency (installed on the app for every API route)."""
+async def authorize(request: Request) -> Principal:
+    """The one authorization dependency (installed on the app for every API route).
+    Async: it runs on the event loop, without the thread hop a sync dependency costs;
+    only a token checked against a JWKS URL (which may fetch keys) goes to a thread."""
     cached = getattr(request.state, "principal", None)
     if cached is not None:
         return cached
@@ -431,13 +435,25 @@ def authorize(request: Request) -> Principal:
             _unlisted_warned.add((method, path))
             log.warning("route %s %s is not in agentflow/api/roles.py PERMISSIONS: admin only", method, path)
     cfg = auth_config(request)
+    limits = getattr(request.app.state, "api_limits", None)
+    ip = take_pending_ip(request.scope)  # the address check RateLimitMiddleware left to us
     if rule.public:
         principal = PUBLIC_PRINCIPAL
+        if limits is not None and ip is not None:
+            await limits.check_async(ip, None)
     else:
-        principal = authenticate(request, cfg)
-        limits = getattr(request.app.state, "api_limits", None)
-        if limits is not None and not limits.exempt(request.scope, cfg.mode):
-            limits.check_tenant(principal.tenant)
+        try:
+            if cfg.jwks_url:  # checking the token may fetch the provider's keys
+                principal = await anyio.to_thread.run_sync(authenticate, request, cfg)
+            else:
+                principal = authenticate(request, cfg)
+        except ApiError:
+            if limits is not None and ip is not None:
+                await limits.check_async(ip, None)  # bad tokens count against the address
+            raise
+        if limits is not None:
+            tenant = None if limits.exempt(request.scope, cfg.mode) else principal.tenant
+            await limits.check_async(ip, tenant)  # both in one round trip
         if not principal.allows(rule.role):
             raise ApiError(403, f"forbidden: role {principal.role!r} cannot {method} {path} "
                                 f"(needs {rule.role})")

@@ -31,7 +31,7 @@ from .errors import ApiError
 log = logging.getLogger("agentflow.api")
 
 
-def current_tenant(principal: Annotated[Principal, Depends(authorize)]) -> str:
+async def current_tenant(principal: Annotated[Principal, Depends(authorize)]) -> str:
     """The tenant of the request: the `tenant` claim of its token (agentflow/api/auth.py).
     Every repository call of a route takes this value, so a row of another tenant is
     never found (404, not 403)."""

@@ -374,8 +374,9 @@ class RedisLimiter(LimiterBase):
         raise self._unavailable(RuntimeError("script could not be loaded"))
 
     # ---- Limiter
-    def try_acquire(self, limits: QueueLimits, sub_queue: str | None = None, tokens: int = 0,
-                    waiter: str | None = None) -> Decision:
+    def _request(self, limits: QueueLimits, sub_queue: str | None, tokens: int,
+                 waiter: str | None) -> tuple[_Plan, bytes, int, str]:
+        """(plan, the packed EVALSHA, tokens needed, sub-queue) of one acquire."""
         need = limits.check_tokens(tokens)
         plan = self._plan(limits)
         xi = plan.index.get(sub_queue) if sub_queue is not None else None
@@ -383,7 +384,9 @@ class RedisLimiter(LimiterBase):
             sub_queue, xi = DEFAULT_SUB_QUEUE, plan.default
         dyn = [self._now_arg().encode(), b"%d" % need, xi,
                waiter.encode() if waiter else b"", b"1" if limits.id in self._known else b"0"]
-        r = self._call_acquire(plan, dyn)
+        return plan, dyn, need, sub_queue
+
+    def _decision(self, limits: QueueLimits, sub_queue: str, r: Any) -> Decision:
         self._known.add(limits.id)
         ok, retry, sec, usec, reason, reserved = (r.decode() if isinstance(r, bytes) else r).split()
         at = float(sec) + int(usec) / 1e6
@@ -391,6 +394,80 @@ class RedisLimiter(LimiterBase):
             res = os.urandom(12).hex() if limits.max_tokens_per_minute else None
             return Decision(True, 0.0, res, int(reserved), at, "ok", sub_queue)
         return Decision(False, float(retry), None, 0, at, reason, sub_queue)
+
+    def try_acquire(self, limits: QueueLimits, sub_queue: str | None = None, tokens: int = 0,
+                    waiter: str | None = None) -> Decision:
+        plan, dyn, _, sub_queue = self._request(limits, sub_queue, tokens, waiter)
+        return self._decision(limits, sub_queue, self._call_acquire(plan, dyn))
+
+    async def try_acquire_async(self, limits: QueueLimits, sub_queue: str | None = None, tokens: int = 0,
+                                waiter: str | None = None) -> Decision:
+        """`try_acquire` on the event loop (the API's abuse limits): no thread hop, which
+        costs more CPU than the call. Needs a client built from a URL or host and port."""
+        if self._async_pool() is None or not self._fast:
+            import anyio
+
+            return await anyio.to_thread.run_sync(self.try_acquire, limits, sub_queue, tokens, waiter)
+        return (await self._acquire_all_async([self._request(limits, sub_queue, tokens, waiter)], [limits]))[0]
+
+    async def try_acquire_each_async(self, queues: list[QueueLimits]) -> list[Decision]:
+        """One acquire on each queue, sent together: one round trip for all (the API checks
+        a caller's address and tenant at once). Each is decided on its own, in order."""
+        if self._async_pool() is None or not self._fast:
+            import anyio
+
+            return [await anyio.to_thread.run_sync(self.try_acquire, q) for q in queues]
+        return await self._acquire_all_async([self._request(q, None, 0, None) for q in queues], queues)
+
+    async def _acquire_all_async(self, requests: list, queues: list[QueueLimits]) -> list[Decision]:
+        import anyio
+
+        pool = self._async_pool()
+        packed = [plan.head + _bulk(dyn) + plan.tail for plan, dyn, _, _ in requests]
+        for attempt in range(3):
+            conn = None
+            try:
+                conn = await pool.get_connection()
+                await conn.send_packed_command(packed)
+                replies, missing = [], False
+                for _ in packed:  # read every reply, so the connection stays in step
+                    try:
+                        replies.append(await conn.read_response())
+                    except NoScriptError:
+                        missing = True
+                if not missing:
+                    return [self._decision(q, req[3], r) for q, req, r in zip(queues, requests, replies)]
+                # Redis restarted or SCRIPT FLUSH: no script ran; load it, go again
+                await anyio.to_thread.run_sync(self.redis.script_load, ACQUIRE_LUA)
+            except (RedisConnectionError, OSError) as e:
+                if conn is not None:
+                    await conn.disconnect()
+                if attempt == 2:
+                    raise self._unavailable(e) from e
+                await anyio.sleep(0.01 * (attempt + 1))
+            except RedisTimeoutError as e:  # not retried: the scripts may have run
+                raise self._unavailable(e) from e
+            finally:
+                if conn is not None:
+                    await pool.release(conn)
+        raise self._unavailable(RuntimeError("script could not be loaded"))
+
+    def _async_pool(self):
+        """A redis.asyncio pool for the running event loop (its connections belong to it)."""
+        import asyncio
+
+        loop = asyncio.get_running_loop()
+        cached = getattr(self, "_apool", None)
+        if cached is not None and cached[0] is loop:
+            return cached[1]
+        sync_pool = self.redis.connection_pool
+        if sync_pool.connection_class is not redis_lib.Connection:
+            return None  # unix socket, TLS, sentinel...: use the sync client on a thread
+        from redis import asyncio as aredis
+
+        pool = aredis.ConnectionPool(**sync_pool.connection_kwargs)
+        self._apool = (loop, pool)
+        return pool
 
     def forget(self, limits: QueueLimits, sub_queue: str | None, waiter: str) -> None:
         """Withdraw a waiter registration (the task gave up or went elsewhere)."""

@@ -27,6 +27,15 @@ def _clip(value: str | None, size: int) -> str | None:
     return value[:size] if isinstance(value, str) else value
 
 
+def audit_row(tenant_id: str, *, subject: str, role: str | None, action: str, target_type: str,
+              target_id: str | None = None, ip: str | None = None, detail: dict | None = None) -> dict[str, Any]:
+    """The audit_log columns of one entry: clipped to the column sizes, secrets redacted."""
+    return {"tenant_id": tenant_id, "subject": _clip(subject, 256) or "-", "role": _clip(role, 32),
+            "action": _clip(action, 64), "target_type": _clip(target_type, 32),
+            "target_id": _clip(redact(target_id), 256), "ip": _clip(ip, 64),
+            "detail": redact(detail) if detail else None, "at": utcnow()}
+
+
 def audit_dict(row: AuditEntry) -> dict[str, Any]:
     return {"id": row.id, "at": _aware(row.at), "subject": row.subject, "role": row.role,
             "action": row.action, "target_type": row.target_type, "target_id": row.target_id,
@@ -39,14 +48,24 @@ class AuditStore:
 
     def record(self, tenant_id: str, *, subject: str, role: str | None, action: str, target_type: str,
                target_id: str | None = None, ip: str | None = None, detail: dict | None = None) -> int:
+        return self.insert(audit_row(tenant_id, subject=subject, role=role, action=action,
+                                     target_type=target_type, target_id=target_id, ip=ip, detail=detail))
+
+    def insert(self, row: dict[str, Any]) -> int:
         # Core: one row per audited request, on the answer's critical path
         table = AuditEntry.__table__
         with self.factory.kw["bind"].begin() as conn:
-            return conn.execute(table.insert().values(
-                tenant_id=tenant_id, subject=_clip(subject, 256) or "-", role=_clip(role, 32),
-                action=_clip(action, 64), target_type=_clip(target_type, 32),
-                target_id=_clip(redact(target_id), 256), ip=_clip(ip, 64),
-                detail=redact(detail) if detail else None, at=utcnow()).returning(table.c.id)).scalar_one()
+            return conn.execute(table.insert().values(**row).returning(table.c.id)).scalar_one()
+
+    def amend_status(self, tenant_id: str, action: str, target_id: str, status: int, reason: str) -> None:
+        """A request audited before its answer was known (a run start is logged in the run's
+        own statement) that then failed: the entry says how it ended."""
+        table = AuditEntry.__table__
+        with self.factory.kw["bind"].begin() as conn:
+            for row_id, detail in conn.execute(select(table.c.id, table.c.detail).where(
+                    table.c.tenant_id == tenant_id, table.c.action == action, table.c.target_id == target_id)):
+                conn.execute(table.update().where(table.c.id == row_id).values(
+                    detail={**(detail or {}), "status": status, "error": redact(reason)[:500]}))
 
     def list(self, tenant_id: str, *, limit: int = 50, before: int | None = None, action: str | None = None,
              target_type: str | None = None, target_id: str | None = None,

@@ -77,6 +77,34 @@ def run_dict(run: Any, steps: list | None = None) -> dict[str, Any]:
     return out
 
 
+def _start_statements() -> dict[str, Any]:
+    """The submit path's statements, built once: text with typed parameters costs a
+    fraction of composing Core constructs on every request."""
+    from sqlalchemy import JSON, DateTime, bindparam, text
+
+    run = ("INSERT INTO runs (id, tenant_id, workflow_id, status, input, options, tokens_used, cost, attempts, "
+           "cancel_requested, created_at, workflow_version, spec) "
+           "SELECT CAST(:id AS VARCHAR), CAST(:tenant_id AS VARCHAR), CAST(:workflow_id AS VARCHAR), 'queued', :input, :options, 0, 0.0, 0, false, :created_at, "
+           "v.version, v.spec FROM workflows w JOIN workflow_versions v ON v.tenant_id = w.tenant_id "
+           "AND v.workflow_id = w.id AND v.version = w.current_version "
+           "WHERE w.tenant_id = :tenant_id AND w.id = :workflow_id RETURNING workflow_version")
+    audit_cols = "tenant_id, subject, role, action, target_type, target_id, ip, detail, at"
+    audit_vals = ", ".join(f":a_{c}" for c in audit_cols.split(", "))
+    audit = f"INSERT INTO audit_log ({audit_cols}) VALUES ({audit_vals})"
+    pg_audit = (f"WITH started AS ({run}), logged AS (INSERT INTO audit_log ({audit_cols}) "
+                f"SELECT {audit_vals} FROM started) SELECT workflow_version FROM started")
+    typed = [bindparam("input", type_=JSON), bindparam("options", type_=JSON),
+             bindparam("created_at", type_=DateTime(timezone=True))]
+    audit_typed = [bindparam("a_detail", type_=JSON), bindparam("a_at", type_=DateTime(timezone=True))]
+    return {"run": text(run).bindparams(*typed),
+            "audit": text(audit).bindparams(*audit_typed),
+            "pg": text(run).bindparams(*typed),
+            "pg_audit": text(pg_audit).bindparams(*typed, *audit_typed)}
+
+
+_START_SQL = _start_statements()
+
+
 class RunStore:
     """Thin repository over runs and steps, safe to share between threads."""
 
@@ -98,26 +126,27 @@ class RunStore:
         return run_id
 
     def create_from_workflow(self, tenant_id: str, workflow_id: str, run_input: dict, *,
-                             options: dict | None = None) -> tuple[str, int] | None:
+                             options: dict | None = None, audit: dict | None = None) -> tuple[str, int] | None:
         """A queued run of the workflow's current version, or None if the tenant has no such
-        workflow: one INSERT ... SELECT, so the spec is copied inside the database instead
-        of being read into the API and written back (the submit path, bench/api_submit.py)."""
-        from .models import Workflow, WorkflowVersion
-
-        runs, wf, ver = Run.__table__, Workflow.__table__, WorkflowVersion.__table__
+        workflow. The spec is copied inside the database (INSERT ... SELECT) instead of being
+        read into the API and written back. `audit`: the audit_log row of this start
+        (`AuditStore.row`, target filled in here), written in the same statement on Postgres
+        and the same transaction on SQLite: this is the submit path (bench/api_submit.py)."""
         run_id = str(uuid.uuid4())
-        values = {"id": run_id, "tenant_id": tenant_id, "workflow_id": workflow_id, "status": "queued",
-                  "input": redact(run_input), "options": options or None, "tokens_used": 0, "cost": 0.0,
-                  "attempts": 0, "cancel_requested": False, "created_at": utcnow()}
-        cols = [k for k in values if values[k] is not None]
-        source = (select(*(literal(values[k], runs.c[k].type) for k in cols), ver.c.version, ver.c.spec)
-                  .select_from(wf.join(ver, and_(ver.c.tenant_id == wf.c.tenant_id, ver.c.workflow_id == wf.c.id,
-                                                 ver.c.version == wf.c.current_version)))
-                  .where(wf.c.tenant_id == tenant_id, wf.c.id == workflow_id))
-        with self.engine.begin() as conn:
-            version = conn.execute(runs.insert().from_select([*cols, "workflow_version", "spec"], source,
-                                                             include_defaults=False)
-                                   .returning(runs.c.workflow_version)).scalar()
+        params = {"id": run_id, "tenant_id": tenant_id, "workflow_id": workflow_id,
+                  "input": redact(run_input), "options": options or None, "created_at": utcnow()}
+        if audit is not None:
+            params.update({f"a_{k}": v for k, v in audit.items()}, a_target_id=run_id)
+        engine = self.engine
+        if engine.dialect.name == "postgresql":
+            # one statement, so it needs no transaction around it: one round trip
+            with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+                version = conn.execute(_START_SQL["pg_audit" if audit is not None else "pg"], params).scalar()
+        else:
+            with engine.begin() as conn:
+                version = conn.execute(_START_SQL["run"], params).scalar()
+                if version is not None and audit is not None:
+                    conn.execute(_START_SQL["audit"], params)
         return None if version is None else (run_id, version)
 
     def run_options(self, run_id: str) -> tuple[dict, str | None]:

@@ -3,6 +3,8 @@ the request body size limit, and CORS restricted to the configured Studio origin
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from fastapi.testclient import TestClient
 
@@ -36,6 +38,17 @@ def test_per_ip_limit(make_api):
     assert api.client.get("/workflows").status_code == 429
     # liveness and readiness are never limited
     assert all(api.client.get(p).status_code == 200 for p in ("/health", "/health/ready") for _ in range(5))
+    # requests that never reach a route's authorization are limited before they are answered
+    assert api.client.get("/no-such-route").status_code == 429
+
+
+def test_requests_outside_the_api_count_against_the_address(make_api):
+    api = make_api(REMOTE, AGENTFLOW_RATE_IP_PER_MINUTE="6", AGENTFLOW_RATE_IP_BURST="3",
+                   AGENTFLOW_RATE_TENANT_PER_MINUTE="0")
+    assert api.client.get("/no-such-route").status_code == 404  # counted by the middleware
+    assert api.client.get("/runs", headers={"Authorization": "Bearer x.y.z"}).status_code == 401  # by authorize
+    assert api.call("GET", "/workflows").status_code == 200
+    assert api.call("GET", "/workflows").status_code == 429  # each request counted once: 3 = the burst
 
 
 def test_per_ip_limit_counts_each_address(tmp_path):
@@ -75,8 +88,11 @@ def test_memory_entries_of_idle_addresses_are_forgotten(tmp_path):
     with secure_api(tmp_path / "h", REMOTE, AGENTFLOW_RATE_IP_PER_MINUTE="60000",
                     AGENTFLOW_RATE_IP_BURST="5", AGENTFLOW_RATE_TENANT_PER_MINUTE="0") as api:
         limits = api.app.state.api_limits
-        for i in range(abuse.PRUNE_EVERY + 5):
-            limits.check_ip(f"10.9.{i // 250}.{i % 250}")
+        async def flood():
+            for i in range(abuse.PRUNE_EVERY + 5):
+                await limits.check_async((f"10.9.{i // 250}.{i % 250}",), None)
+
+        asyncio.run(flood())
         assert len(limits.limiter._queues) < abuse.PRUNE_EVERY
 
 
@@ -141,15 +157,34 @@ def test_limits_hold_across_api_replicas_through_redis(monkeypatch):
     first, second = ApiRateLimits(Settings()), ApiRateLimits(Settings())
     assert not first.in_memory
     ip, tenant = f"test-{uuid.uuid4().hex}", f"t-{uuid.uuid4().hex[:12]}"
-    first.check_ip(ip)
-    second.check_ip(ip)
-    with pytest.raises(RateLimited) as info:
-        first.check_ip(ip)
-    assert info.value.status_code == 429 and int(info.value.headers["Retry-After"]) >= 1
-    first.check_tenant(tenant)
-    second.check_tenant(tenant)
-    with pytest.raises(RateLimited):
-        second.check_tenant(tenant)
+
+    async def scenario():
+        await first.check_async((ip,), None)
+        await second.check_async((ip,), None)
+        with pytest.raises(RateLimited) as info:
+            await first.check_async((ip,), None)
+        assert info.value.status_code == 429 and int(info.value.headers["Retry-After"]) >= 1
+        assert "address" in str(info.value.detail)
+        await first.check_async(None, tenant)
+        await second.check_async(None, tenant)
+        with pytest.raises(RateLimited) as info:
+            await second.check_async(None, tenant)
+        assert "tenant" in str(info.value.detail)
+        # an address and a tenant checked together (one round trip): each has its own budget
+        other_ip, other_tenant = f"{ip}-2", f"{tenant}-2"
+        await first.check_async((other_ip,), other_tenant)
+        await second.check_async((other_ip,), other_tenant)
+        with pytest.raises(RateLimited) as info:
+            await first.check_async((other_ip,), other_tenant)
+        assert "address" in str(info.value.detail)  # the address is named first
+        with pytest.raises(RateLimited) as info:
+            await first.check_async(None, other_tenant)
+        assert "tenant" in str(info.value.detail)
+        # the script is loaded again after Redis forgot it (a restart, SCRIPT FLUSH)
+        first.limiter.redis.script_flush()
+        await first.check_async((f"{ip}-3",), None)
+
+    asyncio.run(scenario())
 
 
 def test_limits_let_requests_through_when_redis_is_down(monkeypatch, caplog):
@@ -160,6 +195,10 @@ def test_limits_let_requests_through_when_redis_is_down(monkeypatch, caplog):
     monkeypatch.setenv("AGENTFLOW_RATE_IP_PER_MINUTE", "6")
     monkeypatch.setenv("AGENTFLOW_RATE_IP_BURST", "1")
     limits = ApiRateLimits(Settings())
-    for _ in range(3):
-        limits.check_ip("203.0.113.1")  # no exception: fail open
+
+    async def flood():
+        for _ in range(3):
+            await limits.check_async(("203.0.113.1",), "acme")  # no exception: fail open
+
+    asyncio.run(flood())
     assert "not enforced" in caplog.text
