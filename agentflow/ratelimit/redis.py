@@ -28,7 +28,7 @@ from typing import Any, Callable
 
 import redis as redis_lib
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError
+from redis.exceptions import NoScriptError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .base import (BUCKET, BUCKETS, DEFAULT_SUB_QUEUE, Decision, LimiterBase, LimiterUnavailable, QueueLimits,
@@ -403,71 +403,66 @@ class RedisLimiter(LimiterBase):
     async def try_acquire_async(self, limits: QueueLimits, sub_queue: str | None = None, tokens: int = 0,
                                 waiter: str | None = None) -> Decision:
         """`try_acquire` on the event loop (the API's abuse limits): no thread hop, which
-        costs more CPU than the call. Needs a client built from a URL or host and port."""
-        if self._async_pool() is None or not self._fast:
+        costs more CPU than the call."""
+        conn = self._async_connection()
+        if conn is None:
             import anyio
 
             return await anyio.to_thread.run_sync(self.try_acquire, limits, sub_queue, tokens, waiter)
-        return (await self._acquire_all_async([self._request(limits, sub_queue, tokens, waiter)], [limits]))[0]
+        return (await self._acquire_all_async(conn, [self._request(limits, sub_queue, tokens, waiter)],
+                                              [limits]))[0]
 
     async def try_acquire_each_async(self, queues: list[QueueLimits]) -> list[Decision]:
         """One acquire on each queue, sent together: one round trip for all (the API checks
         a caller's address and tenant at once). Each is decided on its own, in order."""
-        if self._async_pool() is None or not self._fast:
+        conn = self._async_connection()
+        if conn is None:
             import anyio
 
             return [await anyio.to_thread.run_sync(self.try_acquire, q) for q in queues]
-        return await self._acquire_all_async([self._request(q, None, 0, None) for q in queues], queues)
+        return await self._acquire_all_async(conn, [self._request(q, None, 0, None) for q in queues], queues)
 
-    async def _acquire_all_async(self, requests: list, queues: list[QueueLimits]) -> list[Decision]:
+    async def _acquire_all_async(self, conn, requests: list, queues: list[QueueLimits]) -> list[Decision]:
         import anyio
 
-        pool = self._async_pool()
         packed = [plan.head + _bulk(dyn) + plan.tail for plan, dyn, _, _ in requests]
         for attempt in range(3):
-            conn = None
             try:
-                conn = await pool.get_connection()
-                await conn.send_packed_command(packed)
-                replies, missing = [], False
-                for _ in packed:  # read every reply, so the connection stays in step
-                    try:
-                        replies.append(await conn.read_response())
-                    except NoScriptError:
-                        missing = True
-                if not missing:
-                    return [self._decision(q, req[3], r) for q, req, r in zip(queues, requests, replies)]
-                # Redis restarted or SCRIPT FLUSH: no script ran; load it, go again
-                await anyio.to_thread.run_sync(self.redis.script_load, ACQUIRE_LUA)
-            except (RedisConnectionError, OSError) as e:
-                if conn is not None:
-                    await conn.disconnect()
+                replies = await conn.execute(packed)
+            except RedisConnectionError as e:  # nothing was sent, or the connection dropped: again
                 if attempt == 2:
                     raise self._unavailable(e) from e
                 await anyio.sleep(0.01 * (attempt + 1))
-            except RedisTimeoutError as e:  # not retried: the scripts may have run
+                continue
+            except (RedisTimeoutError, ResponseError) as e:  # not retried: the scripts may have run
                 raise self._unavailable(e) from e
-            finally:
-                if conn is not None:
-                    await pool.release(conn)
+            errors = [r for r in replies if isinstance(r, Exception)]
+            if not errors:
+                return [self._decision(q, req[3], r) for q, req, r in zip(queues, requests, replies)]
+            if not all(str(e).startswith("NOSCRIPT") for e in errors):
+                raise self._unavailable(errors[0])
+            # Redis restarted or SCRIPT FLUSH: no script ran; load it, go again
+            await anyio.to_thread.run_sync(self.redis.script_load, ACQUIRE_LUA)
         raise self._unavailable(RuntimeError("script could not be loaded"))
 
-    def _async_pool(self):
-        """A redis.asyncio pool for the running event loop (its connections belong to it)."""
+    def _async_connection(self):
+        """The event loop's multiplexed connection (`resp.MultiplexedConnection`), or None
+        when the client is not plain TCP (unix socket, TLS, sentinel...) or was given
+        without its fast path: the sync client then runs on a thread."""
         import asyncio
 
         loop = asyncio.get_running_loop()
-        cached = getattr(self, "_apool", None)
+        cached = getattr(self, "_aconn", None)
         if cached is not None and cached[0] is loop:
             return cached[1]
-        sync_pool = self.redis.connection_pool
-        if sync_pool.connection_class is not redis_lib.Connection:
-            return None  # unix socket, TLS, sentinel...: use the sync client on a thread
-        from redis import asyncio as aredis
+        pool = self.redis.connection_pool
+        if not self._fast or pool.connection_class is not redis_lib.Connection:
+            return None
+        from .resp import MultiplexedConnection
 
-        pool = aredis.ConnectionPool(**sync_pool.connection_kwargs)
-        self._apool = (loop, pool)
-        return pool
+        conn = MultiplexedConnection.from_kwargs(pool.connection_kwargs)
+        self._aconn = (loop, conn)
+        return conn
 
     def forget(self, limits: QueueLimits, sub_queue: str | None, waiter: str) -> None:
         """Withdraw a waiter registration (the task gave up or went elsewhere)."""
