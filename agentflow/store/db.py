@@ -15,7 +15,7 @@ from alembic.config import Config
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import DisconnectionError
+from sqlalchemy.exc import DBAPIError, DisconnectionError
 from sqlalchemy.orm import Session, sessionmaker
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -114,6 +114,28 @@ def ping_when_idle(engine: Engine, idle: float = IDLE_PING_SECONDS) -> None:
         except Exception as exc:
             # the pool discards this connection and hands out a fresh one
             raise DisconnectionError(f"stale pooled connection: {type(exc).__name__}") from exc
+
+
+def autocommit_one(engine: Engine, sql: str, params: dict[str, Any]) -> tuple | None:
+    """First row of one statement run in autocommit on the pooled driver connection
+    (psycopg), with no SQLAlchemy compile or result layer: the submit path's insert costs
+    half as much CPU (bench/api_submit.py). `sql` uses the driver's %(name)s parameters.
+    Errors come out as SQLAlchemy's DBAPIError, a dropped connection invalidated, like
+    any other statement's, so `retry_on_disconnect` and the API's 503 handling apply."""
+    with engine.connect() as conn:
+        raw = conn.connection.driver_connection
+        dbapi = engine.dialect.loaded_dbapi
+        try:
+            raw.autocommit = True
+            try:
+                return raw.execute(sql, params).fetchone()
+            finally:
+                raw.autocommit = False
+        except dbapi.Error as exc:
+            gone = engine.dialect.is_disconnect(exc, raw, None)
+            if gone:
+                conn.invalidate(exc)
+            raise DBAPIError.instance(sql, params, exc, dbapi.Error, connection_invalidated=gone) from exc
 
 
 def dispose_all() -> None:

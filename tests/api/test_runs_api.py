@@ -248,6 +248,10 @@ def test_submit_failure_is_503_and_run_marked_failed(make_client):
     assert "hunter2" not in body["detail"] and "could not be queued" in body["detail"]
     runs = client.get("/runs").json()["items"]
     assert len(runs) == 1 and runs[0]["status"] == "failed"
+    # the start was audited with the run's own insert; the entry says how it ended
+    (entry,) = client.get("/audit", params={"action": "run.start"}).json()["items"]
+    assert entry["target_id"] == runs[0]["run_id"] and entry["detail"]["status"] == 503
+    assert "could not be queued" in entry["detail"]["error"] and "hunter2" not in str(entry)
 
 
 def test_execute_synchronously(client):
