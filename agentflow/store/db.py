@@ -116,6 +116,19 @@ def ping_when_idle(engine: Engine, idle: float = IDLE_PING_SECONDS) -> None:
             raise DisconnectionError(f"stale pooled connection: {type(exc).__name__}") from exc
 
 
+@contextmanager
+def one_statement(engine: Engine) -> Iterator[Any]:
+    """A connection for work that is one statement, which needs no transaction around it:
+    on Postgres it runs in autocommit, saving the BEGIN and COMMIT round trips (a run's
+    steps are written this way, several times a run); SQLite keeps its transaction."""
+    if engine.dialect.name == "sqlite":
+        with engine.begin() as conn:
+            yield conn
+    else:
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            yield conn
+
+
 def autocommit_one(engine: Engine, sql: str, params: dict[str, Any]) -> tuple | None:
     """First row of one statement run in autocommit on the pooled driver connection
     (psycopg), with no SQLAlchemy compile or result layer: the submit path's insert costs

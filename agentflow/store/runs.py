@@ -15,7 +15,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
 from ..graph.secrets import redact
-from .db import autocommit_one, session_scope
+from .db import autocommit_one, one_statement, session_scope
 from .models import DEFAULT_TENANT, Run, Step, utcnow
 
 TERMINAL = ("succeeded", "failed", "cancelled")
@@ -113,6 +113,45 @@ def _start_statements() -> dict[str, Any]:
 _START_SQL = _start_statements()
 
 
+def _hot_statements() -> dict[str, Any]:
+    """The statements every run executes several times, built once with bound parameters:
+    composing them per call cost more CPU than executing them (bench/throughput.py)."""
+    from sqlalchemy import bindparam as p
+
+    steps, runs = Step.__table__, Run.__table__
+    step_cols = ("run_id", "node_id", "node_type", "status", "attempt", "queue", "worker", "started_at",
+                 "tokens", "cost", "input")
+    source = select(*(p(k, type_=steps.c[k].type) for k in step_cols), runs.c.tenant_id)
+    not_cancelled = runs.c.status != "cancelled"
+    ended = {"status": p("status"), "finished_at": p("finished_at"), "duration_ms": p("duration_ms"),
+             "tokens": p("tokens"), "cost": p("cost"), "error": p("error"), "output": p("output", type_=steps.c.output.type)}
+    finished = {"status": p("status"), "finished_at": p("finished_at"), "error": p("error")}
+    return {
+        # a step of a run that is not cancelled, its tenant copied from the run
+        "start": steps.insert().from_select([*step_cols, "tenant_id"], source.where(
+            runs.c.id == p("run_id"), not_cancelled)).returning(steps.c.id),
+        # the same for a keyed step (node tasks) when no attempt of that key exists yet
+        "start_keyed": steps.insert().from_select([*step_cols, "step_key", "tenant_id"], select(
+            *(p(k, type_=steps.c[k].type) for k in step_cols), p("step_key", type_=steps.c.step_key.type),
+            runs.c.tenant_id).where(runs.c.id == p("run_id"), not_cancelled, ~select(steps.c.id).where(
+                steps.c.step_key == p("step_key")).exists())).returning(steps.c.id),
+        "end": steps.update().where(steps.c.id == p("step_id"), steps.c.status == "running").values(**ended)
+        .returning(*(steps.c[k] for k in _STEP_FIELDS)),
+        "check": select(runs.c.status, steps.c.id, steps.c.output).select_from(runs).outerjoin(
+            steps, and_(steps.c.step_key == p("step_key"), steps.c.status == "succeeded"))
+        .where(runs.c.id == p("run_id")).limit(1),
+        "begin": runs.update().where(runs.c.id == p("run_id"), runs.c.status.in_(("queued", "running")))
+        .values(status="running", started_at=p("now"), heartbeat_at=p("now"), attempts=runs.c.attempts + 1)
+        .returning(runs.c.spec, runs.c.input, runs.c.options, runs.c.rerun_from, runs.c.tenant_id, runs.c.attempts),
+        "finish": runs.update().where(runs.c.id == p("run_id"), runs.c.status.notin_(TERMINAL)).values(**finished),
+        "finish_state": runs.update().where(runs.c.id == p("run_id"), runs.c.status.notin_(TERMINAL)).values(
+            **finished, state=p("state", type_=runs.c.state.type), tokens_used=p("tokens_used"), cost=p("cost")),
+    }
+
+
+_HOT = _hot_statements()
+
+
 class RunStore:
     """Thin repository over runs and steps, safe to share between threads."""
 
@@ -197,13 +236,8 @@ class RunStore:
         """Mark a queued (or resumed) run running and return what its executor needs
         (spec, input, options, rerun_from, tenant_id, attempts) in one statement; None when the run
         is missing, ended or cancelled."""
-        runs = Run.__table__
-        with self.engine.begin() as conn:
-            row = conn.execute(runs.update().where(runs.c.id == run_id, runs.c.status.in_(("queued", "running")))
-                               .values(status="running", started_at=utcnow(), heartbeat_at=utcnow(),
-                                       attempts=runs.c.attempts + 1)
-                               .returning(runs.c.spec, runs.c.input, runs.c.options, runs.c.rerun_from,
-                                          runs.c.tenant_id, runs.c.attempts)).first()
+        with one_statement(self.engine) as conn:
+            row = conn.execute(_HOT["begin"], {"run_id": run_id, "now": utcnow()}).first()
         if row is None:
             return None
         out = dict(row._mapping)
@@ -222,14 +256,13 @@ class RunStore:
     @retry_on_disconnect
     def finish(self, run_id: str, status: str, state: dict | None = None, error: str | None = None) -> bool:
         state = redact(state) if state is not None else None
-        values: dict[str, Any] = {"status": status, "finished_at": utcnow(), "error": redact(error)}
+        values: dict[str, Any] = {"run_id": run_id, "status": status, "finished_at": utcnow(), "error": redact(error)}
         if state is not None:
             values["state"] = state
             values["tokens_used"] = int(state.get("tokens_used") or 0)
             values["cost"] = float(state.get("cost") or 0.0)
-        runs = Run.__table__
-        with self.engine.begin() as conn:
-            res = conn.execute(runs.update().where(runs.c.id == run_id, runs.c.status.notin_(TERMINAL)).values(**values))
+        with one_statement(self.engine) as conn:
+            res = conn.execute(_HOT["finish" if state is None else "finish_state"], values)
             return res.rowcount == 1
 
     def cancel(self, run_id: str, tenant_id: str | None = None) -> str | None:
@@ -285,8 +318,8 @@ class RunStore:
         None when the run was cancelled (checked in the same transaction).
         `input`: the state the node reads (kept, redacted, for the run's trace)."""
         steps = Step.__table__
-        if step_key is None and tenant_id is None:
-            started = self._start_step_at_once(run_id, node_id, node_type, attempt, queue, worker, input)
+        if tenant_id is None:
+            started = self._start_step_at_once(run_id, node_id, node_type, attempt, queue, worker, input, step_key)
             if started is not None:
                 return started
             if unless_cancelled and self.status(run_id) == "cancelled":
@@ -311,21 +344,19 @@ class RunStore:
             step_id = conn.execute(steps.insert().values(**values).returning(steps.c.id)).scalar_one()
         return step_id, step_dict({k: values.get(k) for k in _STEP_FIELDS})
 
-    def _start_step_at_once(self, run_id, node_id, node_type, attempt, queue, worker, input):
-        """A step of a run that is not cancelled, its tenant copied from the run: one
-        INSERT ... SELECT (the driver's own nodes and embedded runs: no step key, no
-        redelivery). None when no row was written (run cancelled or missing)."""
-        steps, runs = Step.__table__, Run.__table__
-        now = utcnow()
+    def _start_step_at_once(self, run_id, node_id, node_type, attempt, queue, worker, input, step_key=None):
+        """A step of a run that is not cancelled, its tenant copied from the run, in one
+        INSERT ... SELECT: the driver's own nodes and embedded runs (no step key), and the
+        first attempt of a node task's step (no row of its key yet). None when no row was
+        written: the run is cancelled or missing, or the key has an attempt already."""
         values = {"run_id": run_id, "node_id": node_id, "node_type": node_type, "status": "running",
-                  "attempt": attempt, "queue": queue, "worker": worker, "started_at": now, "tokens": 0, "cost": 0.0,
-                  "input": redact(input) if input is not None else None}
-        cols = [k for k in values if values[k] is not None]
-        source = select(*(literal(values[k], steps.c[k].type) for k in cols), runs.c.tenant_id) \
-            .where(runs.c.id == run_id, runs.c.status != "cancelled")
-        with self.engine.begin() as conn:
-            step_id = conn.execute(steps.insert().from_select([*cols, "tenant_id"], source)
-                                   .returning(steps.c.id)).scalar()
+                  "attempt": attempt, "queue": queue, "worker": worker, "started_at": utcnow(), "tokens": 0,
+                  "cost": 0.0, "input": redact(input) if input is not None else None}
+        with one_statement(self.engine) as conn:
+            if step_key is None:
+                step_id = conn.execute(_HOT["start"], values).scalar()
+            else:
+                step_id = conn.execute(_HOT["start_keyed"], {**values, "step_key": step_key}).scalar()
         if step_id is None:
             return None
         return step_id, step_dict({**{k: None for k in _STEP_FIELDS}, **values})
@@ -340,12 +371,11 @@ class RunStore:
     def end_step(self, step_id: int, *, status: str, duration_ms: float, tokens: int = 0, cost: float = 0.0,
                  error: str | None = None, output: dict | None = None) -> dict | None:
         """Close a running step by id; None when it is no longer running (closed as lost)."""
-        steps = Step.__table__
-        with self.engine.begin() as conn:
-            row = conn.execute(steps.update().where(steps.c.id == step_id, steps.c.status == "running").values(
-                status=status, finished_at=utcnow(), duration_ms=duration_ms, tokens=tokens, cost=cost,
-                error=redact(error), output=redact(output) if output is not None else None,
-            ).returning(*(steps.c[k] for k in _STEP_FIELDS))).first()
+        with one_statement(self.engine) as conn:
+            row = conn.execute(_HOT["end"], {
+                "step_id": step_id, "status": status, "finished_at": utcnow(), "duration_ms": duration_ms,
+                "tokens": tokens, "cost": cost, "error": redact(error),
+                "output": redact(output) if output is not None else None}).first()
         return step_dict(dict(row._mapping)) if row is not None else None
 
     @retry_on_disconnect
@@ -364,12 +394,8 @@ class RunStore:
     def step_check(self, run_id: str, step_key: str) -> tuple[str | None, dict | None]:
         """(run status, output of a step that already succeeded under this key or None), in
         one query: what a node task and the driver ask before starting a step."""
-        steps = Step.__table__
-        q = (select(Run.status, steps.c.id, steps.c.output).select_from(Run.__table__)
-             .outerjoin(steps, and_(steps.c.step_key == step_key, steps.c.status == "succeeded"))
-             .where(Run.id == run_id).limit(1))
-        with self.engine.connect() as conn:
-            row = conn.execute(q).first()
+        with one_statement(self.engine) as conn:
+            row = conn.execute(_HOT["check"], {"run_id": run_id, "step_key": step_key}).first()
         if row is None:
             return None, None
         return row[0], ((row[2] or {}) if row[1] is not None else None)
