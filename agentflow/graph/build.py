@@ -17,12 +17,14 @@ from typing import Any, Callable
 
 from langgraph.graph import END, START, StateGraph
 
-from . import conditions
+from . import conditions, pool
 from .nodes import make_node
 from .runtime import context_from
 from .spec import WorkflowSpec
 from .state import state_type_for
 from .step import run_step
+
+pool.install()  # one thread pool for every run, not one per invoke (graph/pool.py)
 
 _CACHE_SIZE = 256
 _cache: "OrderedDict[tuple, Any]" = OrderedDict()
