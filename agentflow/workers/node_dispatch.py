@@ -48,8 +48,9 @@ def _infra_errors() -> tuple[type[BaseException], ...]:
 
 class NodeDispatcher:
     def __init__(self, run_id: str, spec, spec_hash: str | None = None, stream: bool = False,
-                 first_attempt: bool = False, tenant_id: str | None = None):
+                 first_attempt: bool = False, tenant_id: str | None = None, on_done=None):
         self.run_id = run_id
+        self.on_done = on_done  # told the superstep of each step back (the checkpointer writes after it)
         # A first attempt of a run has finished no step yet; a cancel is still seen, by the
         # node task (and by the next step the driver starts).
         self.first_attempt = first_attempt
@@ -59,6 +60,12 @@ class NodeDispatcher:
         self._orphaned: dict[str, float] = {}  # step key -> when its running step was first seen leaseless
 
     def __call__(self, node_id: str, state: dict, superstep: int) -> dict:
+        update = self._step(node_id, state, superstep)
+        if self.on_done is not None:
+            self.on_done(superstep)
+        return update
+
+    def _step(self, node_id: str, state: dict, superstep: int) -> dict:
         key = step_key(self.run_id, node_id, superstep)
         if not self.first_attempt:
             status, done = resources.store().step_check(self.run_id, key)

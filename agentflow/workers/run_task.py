@@ -60,17 +60,20 @@ def _drive(run_id: str, worker: str) -> str:
         return status or "missing"
     spec = parse_valid(begun["spec"])
     options, rerun_from = begun["options"], begun["rerun_from"]
+    saver = resources.checkpointer()
+    # only a driver that began the run writes its checkpoints: a first attempt has none
+    resumed = begun["attempts"] > 1 and saver.get_tuple({"configurable": {"thread_id": run_id}}) is not None
+    # checkpoints are written after the supersteps whose remote nodes finished (checkpoints.py)
+    saver.track(run_id, fresh=not resumed)
     observer = RecordingObserver(store, bus, queue_of=lambda _n: "runs", worker=worker)
     ctx = RunContext(run_id=run_id, observer=observer, limiter=resources.limiter(), tenant_id=begun["tenant_id"],
                      dispatch=NodeDispatcher(run_id, spec, spec_hash(begun["spec"]), bool(options.get("stream")),
-                                             first_attempt=begun["attempts"] == 1, tenant_id=begun["tenant_id"]),
+                                             first_attempt=begun["attempts"] == 1, tenant_id=begun["tenant_id"],
+                                             on_done=lambda step: saver.remote_done(run_id, step)),
                      extra={"stream": True} if options.get("stream") else {})
-    saver = resources.checkpointer()
     # a re-run starts at its chosen node; its input is the state at that point
     graph = compile_spec(spec, saver, start=rerun_from)
     config = {"configurable": {CONFIG_KEY: ctx, "thread_id": run_id}, "recursion_limit": RECURSION_LIMIT}
-    # only a driver that began the run writes its checkpoints: a first attempt has none
-    resumed = begun["attempts"] > 1 and saver.get_tuple({"configurable": {"thread_id": run_id}}) is not None
     try:
         try:
             out = graph.invoke(None if resumed else state_from_input(begun["input"]), config=config)
