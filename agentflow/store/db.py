@@ -118,9 +118,10 @@ def ping_when_idle(engine: Engine, idle: float = IDLE_PING_SECONDS) -> None:
 
 @contextmanager
 def one_statement(engine: Engine) -> Iterator[Any]:
-    """A connection for work that is one statement, which needs no transaction around it:
-    on Postgres it runs in autocommit, saving the BEGIN and COMMIT round trips (a run's
-    steps are written this way, several times a run); SQLite keeps its transaction."""
+    """A connection for work that needs no transaction around it (one write, or reads that
+    need no common snapshot): on Postgres it runs in autocommit, saving the BEGIN and
+    COMMIT round trips (a run's steps are written this way, several times a run); SQLite
+    keeps its transaction."""
     if engine.dialect.name == "sqlite":
         with engine.begin() as conn:
             yield conn

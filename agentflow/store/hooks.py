@@ -10,10 +10,10 @@ import threading
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import bindparam, delete, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from .db import session_scope
+from .db import one_statement, session_scope
 from .models import Hook, Webhook, WebhookDelivery, utcnow
 
 _claim_lock = threading.Lock()
@@ -46,6 +46,10 @@ def delivery_dict(d: WebhookDelivery) -> dict[str, Any]:
 def new_id(prefix: str) -> str:
     """Unguessable: an inbound hook's id is part of its URL."""
     return f"{prefix}_{secrets.token_urlsafe(18)}"
+
+# asked at the end of every run, most often to find there is none: built once
+_ENABLED = select(Webhook.__table__).where(Webhook.__table__.c.tenant_id == bindparam("tenant_id"),
+                                           Webhook.__table__.c.enabled.is_(True))
 
 
 class HookStore:
@@ -119,9 +123,8 @@ class HookStore:
     def matching(self, tenant_id: str, workflow_id: str | None, event: str) -> list[dict[str, Any]]:
         """Enabled webhooks of the tenant that want `event` for this workflow."""
         # Core: asked at the end of every run, most often to find there is none
-        table = Webhook.__table__
-        with self.factory.kw["bind"].connect() as conn:
-            rows = conn.execute(select(table).where(table.c.tenant_id == tenant_id, table.c.enabled.is_(True))).all()
+        with one_statement(self.factory.kw["bind"]) as conn:
+            rows = conn.execute(_ENABLED, {"tenant_id": tenant_id}).all()
         return [webhook_dict(w) for w in rows
                 if event in (w.events or []) and (w.workflow_id is None or w.workflow_id == workflow_id)]
 

@@ -137,6 +137,9 @@ def _hot_statements() -> dict[str, Any]:
                 steps.c.step_key == p("step_key")).exists())).returning(steps.c.id),
         "end": steps.update().where(steps.c.id == p("step_id"), steps.c.status == "running").values(**ended)
         .returning(*(steps.c[k] for k in _STEP_FIELDS)),
+        "get": select(runs.c.tenant_id, *(runs.c[k] for k in _RUN_FIELDS)).where(runs.c.id == p("run_id")),
+        "get_steps": select(*(steps.c[k] for k in _STEP_FIELDS)).where(steps.c.run_id == p("run_id"))
+        .order_by(steps.c.id),
         "check": select(runs.c.status, steps.c.id, steps.c.output).select_from(runs).outerjoin(
             steps, and_(steps.c.step_key == p("step_key"), steps.c.status == "succeeded"))
         .where(runs.c.id == p("run_id")).limit(1),
@@ -208,16 +211,14 @@ class RunStore:
     def get(self, run_id: str, tenant_id: str | None = None, with_steps: bool = True) -> dict | None:
         # Core, and only the columns shown: the ORM loaded the spec and every step's input
         # and output JSON too, for each poll of a run.
-        runs, steps = Run.__table__, Step.__table__
-        with self.engine.connect() as conn:
-            row = conn.execute(select(runs.c.tenant_id, *(runs.c[k] for k in _RUN_FIELDS))
-                               .where(runs.c.id == run_id)).first()
+        # two reads in autocommit: no BEGIN and ROLLBACK around them (every poll and run end)
+        with one_statement(self.engine) as conn:
+            row = conn.execute(_HOT["get"], {"run_id": run_id}).first()
             if row is None or (tenant_id is not None and row.tenant_id != tenant_id):
                 return None
             rows = None
             if with_steps:
-                rows = [dict(r._mapping) for r in conn.execute(
-                    select(*(steps.c[k] for k in _STEP_FIELDS)).where(steps.c.run_id == run_id).order_by(steps.c.id))]
+                rows = [dict(r._mapping) for r in conn.execute(_HOT["get_steps"], {"run_id": run_id})]
             return run_dict(dict(row._mapping), rows)
 
     @retry_on_disconnect
