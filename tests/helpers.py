@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import json
+import threading
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -31,3 +33,24 @@ def rules_spec(**over) -> dict:
     }
     spec.update(over)
     return spec
+
+
+def run_coroutine(main, timeout: float = 120):
+    """`asyncio.run(main())` on a fresh thread, and its result or exception here: a fresh
+    thread has no event loop, whatever an earlier test (e.g. Playwright's sync API) left
+    running on this one."""
+    out: dict = {}
+
+    def runner():
+        try:
+            out["value"] = asyncio.run(main())
+        except BaseException as exc:  # re-raised below, in the test's own thread
+            out["error"] = exc
+
+    thread = threading.Thread(target=runner, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    assert not thread.is_alive(), f"the coroutine did not finish in {timeout:g} s"
+    if "error" in out:
+        raise out["error"]
+    return out.get("value")

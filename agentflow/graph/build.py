@@ -36,11 +36,18 @@ def node_function(spec: WorkflowSpec, impl) -> Callable:
 
     def run(state: dict, config) -> dict:
         ctx = context_from(config)
+        if ctx.dispatch is None and ctx.resume is None:
+            return run_step(spec, impl, state, ctx)
+        # The superstep number makes the step's key stable across a resumed run.
+        step = ((config or {}).get("metadata") or {}).get("langgraph_step", 0)
         if ctx.dispatch is not None and impl.calls_outside:
-            # The superstep number makes the step's key stable across a resumed run.
-            step = ((config or {}).get("metadata") or {}).get("langgraph_step", 0)
             return ctx.dispatch(node_id, state, step)
-        return run_step(spec, impl, state, ctx)
+        if ctx.resume is None:
+            return run_step(spec, impl, state, ctx)
+        key, done = ctx.resume(node_id, step)
+        if done is not None:  # it finished before the driver was interrupted
+            return done
+        return run_step(spec, impl, state, ctx, step_key=key)
 
     run.__name__ = f"node_{node_id}"
     return run

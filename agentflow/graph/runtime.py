@@ -54,6 +54,10 @@ class RunContext:
     # Distributed mode: runs a node's work elsewhere (a Celery queue) and returns its update.
     # Signature: dispatch(node_id, state, superstep) -> dict. None = run in this process.
     dispatch: Callable[[str, dict, int], dict] | None = None
+    # Distributed driver: (step key, output if that step already succeeded) of one of the
+    # driver's own nodes in a superstep. A resumed run reads those back instead of running
+    # them again: its checkpoints are written only after remote steps (workers/checkpoints.py).
+    resume: Callable[[str, int], tuple[str, dict | None]] | None = None
     # Whose run this is: rate-limit budgets are per tenant and workflow (graph/step.py).
     tenant_id: str | None = None
     # How long a node may wait for a rate-limit grant before failing (embedded mode).

@@ -55,13 +55,16 @@ def queue_plan(spec, node, state: dict, tenant_id: str | None = None) -> tuple[Q
     return QueueLimits.from_spec(queue, namespace=limit_namespace(spec.id, tenant_id)), sub
 
 
-def run_step(spec, impl, state: dict, ctx: RunContext, attempt: int = 1) -> dict[str, Any]:
+def run_step(spec, impl, state: dict, ctx: RunContext, attempt: int = 1,
+             step_key: str | None = None) -> dict[str, Any]:
+    """`step_key`: recorded with the step (a distributed driver's own node: see RunContext.resume)."""
     node = impl.node
+    extra: dict[str, Any] = {"step_key": step_key} if step_key is not None else {}
     if getattr(ctx.observer, "records_input", False):
         # the state the node reads, kept for the run's trace (GET /runs/{id}/trace)
-        ctx.observer.step_started(ctx.run_id, node.id, node.type, attempt, input=dict(state))
+        ctx.observer.step_started(ctx.run_id, node.id, node.type, attempt, input=dict(state), **extra)
     else:
-        ctx.observer.step_started(ctx.run_id, node.id, node.type, attempt)
+        ctx.observer.step_started(ctx.run_id, node.id, node.type, attempt, **extra)
     started = time.perf_counter()
     plan = queue_plan(spec, node, state, ctx.tenant_id) if ctx.limiter is not None else None
     decision: Decision | None = None

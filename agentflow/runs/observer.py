@@ -34,11 +34,11 @@ class RecordingObserver:
         self.step_key = step_key  # set by a distributed node task: makes redelivery idempotent
         self._open: dict[str, int] = {}  # node id -> id of its running step row
 
-    def step_started(self, run_id, node_id, node_type, attempt, input=None):
+    def step_started(self, run_id, node_id, node_type, attempt, input=None, step_key=None):
         # Cancellation is checked at step boundaries: a cancelled run starts no new step
         # (the store checks it in the transaction that records the step).
         started = self.store.start_step(run_id, node_id, node_type, attempt, queue=self.queue_of(node_id),
-                                        worker=self.worker, step_key=self.step_key, input=input,
+                                        worker=self.worker, step_key=step_key or self.step_key, input=input,
                                         unless_cancelled=True)
         if started is None:
             raise RunCancelled("run was cancelled")

@@ -107,12 +107,15 @@ def test_failing_provider_is_recorded(cluster, dist_env, llm_server):
     assert "sk-test-dist-0000" not in json.dumps(rec)
 
 
-def _slow_writer(seconds):
+ROUTER, WRITER = "Choose one of", "Answer the customer briefly"  # what their prompts say
+
+
+def _slow_writer(seconds, marker=WRITER):
     from tests.servers.openai_server import default_responder
 
     def responder(req):
         text = json.dumps(req.get("messages"))
-        if "Answer the customer briefly" in text:
+        if marker in text:
             time.sleep(seconds)
         return default_responder(req)
 
@@ -132,25 +135,33 @@ def _wait_for(predicate, timeout=30, what="condition"):
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def test_driver_killed_mid_run_resumes_without_paying_twice(cluster, dist_env, llm_server):
+@pytest.mark.parametrize("slow", [WRITER, ROUTER], ids=["during-writer", "during-router"])
+def test_driver_killed_mid_run_resumes_without_paying_twice(cluster, dist_env, llm_server, slow):
+    """Killed during the router, the driver has stored no checkpoint yet (they are written
+    after remote steps): the new one reads the finished input step back instead of running
+    and recording it again."""
     llm_server.reset()
-    llm_server.responder = _slow_writer(4)
+    llm_server.responder = _slow_writer(4, slow)
+    name = f"driver-{'w' if slow == WRITER else 'r'}"
     try:
         store, run_id = submit(dist_env, "how do I reset my password?")
-        _wait_for(lambda: _calls(llm_server, "Answer the customer briefly"), what="writer call")
-        cluster.kill("driver")                      # the run driver dies while writer is in flight
-        cluster.start("driver2", "runs,agentflow.control", concurrency=2)
-        cluster.wait_ready(["driver2"])
+        _wait_for(lambda: _calls(llm_server, slow), what="the slow call")
+        cluster.kill("driver")                      # the run driver dies while that call is in flight
+        cluster.start(name, "runs,agentflow.control", concurrency=2)
+        cluster.wait_ready([name])
         rec = wait_end(store, run_id, timeout=120)  # redelivered after the visibility timeout
     finally:
         llm_server.responder = _slow_writer(0)
+        cluster.kill(name)
+        cluster.start("driver", "runs,agentflow.control", concurrency=2)
+        cluster.wait_ready(["driver"])
     assert rec["status"] == "succeeded", rec["error"]
     assert rec["attempts"] >= 2, "the run was driven twice"
-    assert len(_calls(llm_server, "Choose one of")) == 1, "router paid once"
-    assert len(_calls(llm_server, "Answer the customer briefly")) == 1, "writer paid once"
+    assert len(_calls(llm_server, ROUTER)) == 1, "router paid once"
+    assert len(_calls(llm_server, WRITER)) == 1, "writer paid once"
     done = [s for s in rec["steps"] if s["status"] == "succeeded"]
     assert sorted(s["node_id"] for s in done) == ["final", "input", "orders", "router", "writer"]
-    assert any(s["worker"].startswith("driver2@") for s in done), "the new driver finished the run"
+    assert any(s["worker"].startswith(f"{name}@") for s in done), "the new driver finished the run"
 
 
 def test_node_worker_killed_mid_step_is_retried_elsewhere(cluster, dist_env, llm_server):

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import threading
 import json
 import subprocess
 import sys
@@ -14,7 +12,7 @@ import pytest
 from agentflow.client import (AgentFlow, AsyncAgentFlow, EndEvent, NotFound, RunFailed, StepEvent, TokenEvent,
                               ValidationFailed)
 from agentflow.graph.spec import WorkflowSpec
-from tests.helpers import rules_spec
+from tests.helpers import rules_spec, run_coroutine
 from tests.servers.openai_server import OpenAIServer
 
 KEY = "sk-sdk-test-0123456789"
@@ -145,22 +143,7 @@ def test_async_client(server, openai_server):
             with pytest.raises(NotFound):
                 await client.runs.get("ghost")
 
-    # A fresh thread has no event loop, whatever an earlier test (e.g. Playwright's sync
-    # API) left running on this one.
-    errors: list[BaseException] = []
-
-    def runner():
-        try:
-            asyncio.run(main())
-        except BaseException as exc:  # re-raised below, in the test's own thread
-            errors.append(exc)
-
-    thread = threading.Thread(target=runner)
-    thread.start()
-    thread.join(120)
-    assert not thread.is_alive(), "the async client did not finish"
-    if errors:
-        raise errors[0]
+    run_coroutine(main)
 
 
 def test_cli_run_stream_prints_tokens(tmp_path, openai_server, af_home):

@@ -16,6 +16,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from agentflow.ratelimit.base import QueueLimits
 from agentflow.ratelimit.redis import RedisLimiter
 from agentflow.ratelimit.resp import MultiplexedConnection, _command
+from tests.helpers import run_coroutine
 
 pytestmark = pytest.mark.redis
 
@@ -32,7 +33,7 @@ def test_concurrent_callers_each_get_their_own_reply(redis_url):
         conn.close()
         return replies
 
-    replies = asyncio.run(main())
+    replies = run_coroutine(main)
     assert replies == [[f"m{i}".encode(), f"n{i}".encode()] for i in range(300)]
 
 
@@ -45,7 +46,7 @@ def test_it_selects_the_database_of_the_url(redis_url):
         await conn.execute([_command("SET", key, "here")])
         conn.close()
 
-    asyncio.run(main())
+    run_coroutine(main)
     try:
         assert db5.get(key) == b"here"
     finally:
@@ -58,7 +59,7 @@ def test_a_refused_password_is_a_clear_error(redis_url):
         await conn.execute([_command("PING")])
 
     with pytest.raises(ResponseError, match="AUTH|password"):
-        asyncio.run(main())
+        run_coroutine(main)
 
 
 def test_a_killed_connection_is_replaced(redis_url):
@@ -73,7 +74,7 @@ def test_a_killed_connection_is_replaced(redis_url):
         conn.close()
         return first, second
 
-    first, second = asyncio.run(main())
+    first, second = run_coroutine(main)
     assert first != second
 
 
@@ -99,7 +100,7 @@ def test_a_silent_server_times_out_and_the_next_call_connects_again():
         server.close()
         return len(accepted)
 
-    assert asyncio.run(main()) == 2  # a connection that timed out is not reused
+    assert run_coroutine(main) == 2  # a connection that timed out is not reused
 
 
 def test_nothing_listening_is_a_connection_error():
@@ -107,7 +108,7 @@ def test_nothing_listening_is_a_connection_error():
         await MultiplexedConnection("127.0.0.1", 1, timeout=1).execute([_command("PING")])
 
     with pytest.raises(RedisConnectionError, match="cannot connect"):
-        asyncio.run(main())
+        run_coroutine(main)
 
 
 def test_limiter_checks_survive_a_dropped_connection_and_a_script_flush(redis_url, key_prefix):
@@ -124,7 +125,7 @@ def test_limiter_checks_survive_a_dropped_connection_and_a_script_flush(redis_ur
         second = await lim.try_acquire_each_async(queues)
         return first, second
 
-    first, second = asyncio.run(main())
+    first, second = run_coroutine(main)
     assert [d.allowed for d in first] == [True, True]
     assert [d.allowed for d in second] == [True, False]  # b's burst of 1 is spent; a has one left
     assert second[1].retry_after > 0

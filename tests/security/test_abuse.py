@@ -3,11 +3,10 @@ the request body size limit, and CORS restricted to the configured Studio origin
 
 from __future__ import annotations
 
-import asyncio
-
 import pytest
 from fastapi.testclient import TestClient
 
+from tests.helpers import run_coroutine
 from tests.security.conftest import secure_api
 
 REMOTE = ("203.0.113.9", 40000)
@@ -92,7 +91,7 @@ def test_memory_entries_of_idle_addresses_are_forgotten(tmp_path):
             for i in range(abuse.PRUNE_EVERY + 5):
                 await limits.check_async((f"10.9.{i // 250}.{i % 250}",), None)
 
-        asyncio.run(flood())
+        run_coroutine(flood)
         assert len(limits.limiter._queues) < abuse.PRUNE_EVERY
 
 
@@ -184,7 +183,7 @@ def test_limits_hold_across_api_replicas_through_redis(monkeypatch):
         first.limiter.redis.script_flush()
         await first.check_async((f"{ip}-3",), None)
 
-    asyncio.run(scenario())
+    run_coroutine(scenario)
 
 
 def test_limits_let_requests_through_when_redis_is_down(monkeypatch, caplog):
@@ -200,5 +199,5 @@ def test_limits_let_requests_through_when_redis_is_down(monkeypatch, caplog):
         for _ in range(3):
             await limits.check_async(("203.0.113.1",), "acme")  # no exception: fail open
 
-    asyncio.run(flood())
+    run_coroutine(flood)
     assert "not enforced" in caplog.text
