@@ -375,8 +375,8 @@ class RedisLimiter(LimiterBase):
 
     # ---- Limiter
     def _request(self, limits: QueueLimits, sub_queue: str | None, tokens: int,
-                 waiter: str | None) -> tuple[_Plan, bytes, int, str]:
-        """(plan, the packed EVALSHA, tokens needed, sub-queue) of one acquire."""
+                 waiter: str | None) -> tuple[_Plan, list[bytes], str]:
+        """(plan, the per-call EVALSHA arguments, sub-queue) of one acquire."""
         need = limits.check_tokens(tokens)
         plan = self._plan(limits)
         xi = plan.index.get(sub_queue) if sub_queue is not None else None
@@ -384,7 +384,7 @@ class RedisLimiter(LimiterBase):
             sub_queue, xi = DEFAULT_SUB_QUEUE, plan.default
         dyn = [self._now_arg().encode(), b"%d" % need, xi,
                waiter.encode() if waiter else b"", b"1" if limits.id in self._known else b"0"]
-        return plan, dyn, need, sub_queue
+        return plan, dyn, sub_queue
 
     def _decision(self, limits: QueueLimits, sub_queue: str, r: Any) -> Decision:
         self._known.add(limits.id)
@@ -397,35 +397,19 @@ class RedisLimiter(LimiterBase):
 
     def try_acquire(self, limits: QueueLimits, sub_queue: str | None = None, tokens: int = 0,
                     waiter: str | None = None) -> Decision:
-        plan, dyn, _, sub_queue = self._request(limits, sub_queue, tokens, waiter)
+        plan, dyn, sub_queue = self._request(limits, sub_queue, tokens, waiter)
         return self._decision(limits, sub_queue, self._call_acquire(plan, dyn))
-
-    async def try_acquire_async(self, limits: QueueLimits, sub_queue: str | None = None, tokens: int = 0,
-                                waiter: str | None = None) -> Decision:
-        """`try_acquire` on the event loop (the API's abuse limits): no thread hop, which
-        costs more CPU than the call."""
-        conn = self._async_connection()
-        if conn is None:
-            import anyio
-
-            return await anyio.to_thread.run_sync(self.try_acquire, limits, sub_queue, tokens, waiter)
-        return (await self._acquire_all_async(conn, [self._request(limits, sub_queue, tokens, waiter)],
-                                              [limits]))[0]
 
     async def try_acquire_each_async(self, queues: list[QueueLimits]) -> list[Decision]:
         """One acquire on each queue, sent together: one round trip for all (the API checks
         a caller's address and tenant at once). Each is decided on its own, in order."""
-        conn = self._async_connection()
-        if conn is None:
-            import anyio
-
-            return [await anyio.to_thread.run_sync(self.try_acquire, q) for q in queues]
-        return await self._acquire_all_async(conn, [self._request(q, None, 0, None) for q in queues], queues)
-
-    async def _acquire_all_async(self, conn, requests: list, queues: list[QueueLimits]) -> list[Decision]:
         import anyio
 
-        packed = [plan.head + _bulk(dyn) + plan.tail for plan, dyn, _, _ in requests]
+        conn = self._async_connection()
+        if conn is None:
+            return [await anyio.to_thread.run_sync(self.try_acquire, q) for q in queues]
+        requests = [self._request(q, None, 0, None) for q in queues]
+        packed = [plan.head + _bulk(dyn) + plan.tail for plan, dyn, _ in requests]
         for attempt in range(3):
             try:
                 replies = await conn.execute(packed)
@@ -438,7 +422,7 @@ class RedisLimiter(LimiterBase):
                 raise self._unavailable(e) from e
             errors = [r for r in replies if isinstance(r, Exception)]
             if not errors:
-                return [self._decision(q, req[3], r) for q, req, r in zip(queues, requests, replies)]
+                return [self._decision(q, req[2], r) for q, req, r in zip(queues, requests, replies)]
             if not all(str(e).startswith("NOSCRIPT") for e in errors):
                 raise self._unavailable(errors[0])
             # Redis restarted or SCRIPT FLUSH: no script ran; load it, go again
