@@ -36,8 +36,6 @@ def node_function(spec: WorkflowSpec, impl) -> Callable:
 
     def run(state: dict, config) -> dict:
         ctx = context_from(config)
-        if ctx.dispatch is None and ctx.resume is None:
-            return run_step(spec, impl, state, ctx)
         # The superstep number makes the step's key stable across a resumed run.
         step = ((config or {}).get("metadata") or {}).get("langgraph_step", 0)
         if ctx.dispatch is not None and impl.calls_outside:

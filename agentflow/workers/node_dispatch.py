@@ -65,14 +65,22 @@ class NodeDispatcher:
             self.on_done(superstep)
         return update
 
-    def _step(self, node_id: str, state: dict, superstep: int) -> dict:
+    def recall(self, node_id: str, superstep: int) -> tuple[str, dict | None]:
+        """(step key, output if that step already succeeded) of a node in a superstep; a
+        first attempt has finished none. Also RunContext.resume for the driver's own nodes:
+        a resumed run reads them back too, as its checkpoints may be older than them."""
         key = step_key(self.run_id, node_id, superstep)
-        if not self.first_attempt:
-            status, done = resources.store().step_check(self.run_id, key)
-            if done is not None:
-                return done
-            if status == "cancelled":
-                raise RunCancelled("run was cancelled")
+        if self.first_attempt:
+            return key, None
+        status, done = resources.store().step_check(self.run_id, key)
+        if done is None and status == "cancelled":
+            raise RunCancelled("run was cancelled")
+        return key, done
+
+    def _step(self, node_id: str, state: dict, superstep: int) -> dict:
+        key, done = self.recall(node_id, superstep)
+        if done is not None:
+            return done
         first = resources.redis_client().set(f"af:sent:{key}", "1", nx=True, ex=SENT_TTL)
         if first:
             self._send(key, node_id, state)

@@ -22,7 +22,7 @@ from . import resources
 from .app import celery_app
 from .infra import transient
 from .lease import Lease
-from .node_dispatch import NodeDispatcher, step_key
+from .node_dispatch import NodeDispatcher
 
 log = logging.getLogger(__name__)
 LOCK_TTL = 15  # seconds; the lease is renewed every LOCK_TTL/3 while the driver lives
@@ -66,11 +66,11 @@ def _drive(run_id: str, worker: str) -> str:
     # checkpoints are written after the supersteps whose remote nodes finished (checkpoints.py)
     saver.track(run_id, fresh=not resumed)
     observer = RecordingObserver(store, bus, queue_of=lambda _n: "runs", worker=worker)
+    dispatch = NodeDispatcher(run_id, spec, spec_hash(begun["spec"]), bool(options.get("stream")),
+                              first_attempt=begun["attempts"] == 1, tenant_id=begun["tenant_id"],
+                              on_done=lambda step: saver.remote_done(run_id, step))
     ctx = RunContext(run_id=run_id, observer=observer, limiter=resources.limiter(), tenant_id=begun["tenant_id"],
-                     dispatch=NodeDispatcher(run_id, spec, spec_hash(begun["spec"]), bool(options.get("stream")),
-                                             first_attempt=begun["attempts"] == 1, tenant_id=begun["tenant_id"],
-                                             on_done=lambda step: saver.remote_done(run_id, step)),
-                     resume=_own_steps(store, run_id, first_attempt=begun["attempts"] == 1),
+                     dispatch=dispatch, resume=dispatch.recall,
                      extra={"stream": True} if options.get("stream") else {})
     # a re-run starts at its chosen node; its input is the state at that point
     graph = compile_spec(spec, saver, start=rerun_from)
@@ -100,17 +100,6 @@ def _drive(run_id: str, worker: str) -> str:
     bus.publish(run_id, "end", record)
     _run_ended({**record, "tenant_id": begun["tenant_id"]} if record else record)
     return record.get("status", "unknown")
-
-
-def _own_steps(store, run_id: str, first_attempt: bool):
-    """RunContext.resume for the driver's own nodes: their steps carry a key like a node
-    task's, and a resumed run reads back the ones that succeeded (its checkpoints may be
-    older than them), so each is recorded and run once. A first attempt has none."""
-    def resume(node_id: str, superstep: int) -> tuple[str, dict | None]:
-        key = step_key(run_id, node_id, superstep)
-        return key, (None if first_attempt else store.step_check(run_id, key)[1])
-
-    return resume
 
 
 def _run_ended(record: dict) -> None:
