@@ -12,7 +12,7 @@ from ..graph.secrets import install_log_redaction
 from ..runs.events import RedisEventBus
 from ..settings import get_settings
 from ..store.db import IdleCheck, session_factory
-from .checkpoints import PostgresSaverWithDeferredWrites
+from .checkpoints import HoldingPostgresSaver
 from ..store.runs import RunStore
 
 _lock = threading.Lock()
@@ -43,8 +43,8 @@ def limiter():
 
 
 def checkpointer():
-    """LangGraph's Postgres checkpointer on a small pool (created once per process); task
-    writes go out with the next checkpoint (workers/checkpoints.py)."""
+    """LangGraph's Postgres checkpointer on a small pool (created once per process); a run's
+    checkpoints are written after its remote steps (workers/checkpoints.py)."""
     global _checkpointer
     with _lock:
         if _checkpointer is None:
@@ -66,7 +66,7 @@ def checkpointer():
 
             pool = ConnectionPool(url, min_size=1, max_size=16, open=True, check=check, reset=idle.used,
                                   kwargs={"autocommit": True, "prepare_threshold": 0, "row_factory": dict_row})
-            saver = PostgresSaverWithDeferredWrites(pool)
+            saver = HoldingPostgresSaver(pool)
             with pool.connection() as conn:  # workers start together: one creates the tables
                 # try-lock and sleep: a session blocked inside pg_advisory_lock holds a
                 # snapshot, and the saver's CREATE INDEX CONCURRENTLY would wait on it forever.

@@ -1,5 +1,6 @@
-"""The driver's checkpointer holds a task's writes until the next checkpoint of its run and
-writes both in one pipeline; what LangGraph reads back is what the stock saver gives."""
+"""The driver's checkpointer holds a tracked run's checkpoints until a remote step finished;
+what LangGraph reads back is what the stock saver gives, and an untracked thread is saved
+as by the stock saver."""
 
 from __future__ import annotations
 
@@ -31,50 +32,17 @@ def pool():
             yield p
 
 
-def _checkpoint(n: int) -> dict:
-    from langgraph.checkpoint.base import empty_checkpoint
-
-    c = empty_checkpoint()
-    c["channel_values"] = {"n": n}
-    return c
-
-
-def test_writes_wait_for_the_next_checkpoint_and_then_read_back_as_usual(pool):
-    from langgraph.checkpoint.postgres import PostgresSaver
-
-    from agentflow.workers.checkpoints import PostgresSaverWithDeferredWrites
-
-    saver, stock = PostgresSaverWithDeferredWrites(pool), PostgresSaver(pool)
-    thread = str(uuid.uuid4())
-    base = {"configurable": {"thread_id": thread, "checkpoint_ns": ""}}
-    first = saver.put(base, _checkpoint(1), {"step": 1}, {})
-    saver.put_writes(first, [("n", 2), ("log", "a")], task_id="task-a")
-    assert stock.get_tuple(first).pending_writes == []  # held, not yet written
-    saver.put(first, _checkpoint(2), {"step": 2}, {})
-    assert sorted(w[1:] for w in stock.get_tuple(first).pending_writes) == [("log", "a"), ("n", 2)]
-
-    second = stock.get_tuple({"configurable": {"thread_id": thread, "checkpoint_ns": ""}}).config
-    saver.put_writes(second, [("n", 3)], task_id="task-b")
-    saver.flush(thread)  # e.g. a run that ends on a task with no checkpoint after it
-    assert [w[1:] for w in stock.get_tuple(second).pending_writes] == [("n", 3)]
-    saver.put_writes(second, [("n", 4)], task_id="task-c")
-    saver.discard(thread)
-    saver.flush(thread)
-    assert [w[1:] for w in stock.get_tuple(second).pending_writes] == [("n", 3)]
-    assert saver._pending == {}
-
-
 class State(TypedDict):
     trail: Annotated[list, operator.add]
 
 
-def test_a_graph_checkpointed_this_way_resumes_like_with_the_stock_saver(pool):
+def test_an_untracked_graph_resumes_like_with_the_stock_saver(pool):
     """Two graphs, one per saver, interrupted before their last node: the state each
     resumes from is the same."""
     from langgraph.checkpoint.postgres import PostgresSaver
     from langgraph.graph import END, START, StateGraph
 
-    from agentflow.workers.checkpoints import PostgresSaverWithDeferredWrites
+    from agentflow.workers.checkpoints import HoldingPostgresSaver
 
     def node(name):
         return lambda state: {"trail": [name]}
@@ -90,7 +58,7 @@ def test_a_graph_checkpointed_this_way_resumes_like_with_the_stock_saver(pool):
         return g.compile(checkpointer=saver, interrupt_before=["c"])
 
     trails = []
-    for saver in (PostgresSaver(pool), PostgresSaverWithDeferredWrites(pool)):
+    for saver in (PostgresSaver(pool), HoldingPostgresSaver(pool)):
         graph = build(saver)
         config = {"configurable": {"thread_id": str(uuid.uuid4())}}
         graph.invoke({"trail": ["start"]}, config)
@@ -107,9 +75,9 @@ def test_a_tracked_run_stores_a_checkpoint_only_after_a_remote_step(pool):
     from langgraph.checkpoint.postgres import PostgresSaver
     from langgraph.graph import END, START, StateGraph
 
-    from agentflow.workers.checkpoints import PostgresSaverWithDeferredWrites
+    from agentflow.workers.checkpoints import HoldingPostgresSaver
 
-    saver, stock = PostgresSaverWithDeferredWrites(pool), PostgresSaver(pool)
+    saver, stock = HoldingPostgresSaver(pool), PostgresSaver(pool)
     thread = str(uuid.uuid4())
     config = {"configurable": {"thread_id": thread}}
     calls: list[str] = []
@@ -172,9 +140,9 @@ def test_a_tracked_run_stores_a_checkpoint_only_after_a_remote_step(pool):
 def test_a_tracked_run_reads_back_what_it_holds(pool):
     from langgraph.checkpoint.base import empty_checkpoint
 
-    from agentflow.workers.checkpoints import PostgresSaverWithDeferredWrites
+    from agentflow.workers.checkpoints import HoldingPostgresSaver
 
-    saver = PostgresSaverWithDeferredWrites(pool)
+    saver = HoldingPostgresSaver(pool)
     thread = str(uuid.uuid4())
     base = {"configurable": {"thread_id": thread, "checkpoint_ns": ""}}
     saver.track(thread, fresh=True)
