@@ -136,15 +136,11 @@ def autocommit_one(engine: Engine, sql: str, params: dict[str, Any]) -> tuple | 
     half as much CPU (bench/api_submit.py). `sql` uses the driver's %(name)s parameters.
     Errors come out as SQLAlchemy's DBAPIError, a dropped connection invalidated, like
     any other statement's, so `retry_on_disconnect` and the API's 503 handling apply."""
-    with engine.connect() as conn:
+    with one_statement(engine) as conn:
         raw = conn.connection.driver_connection
         dbapi = engine.dialect.loaded_dbapi
         try:
-            raw.autocommit = True
-            try:
-                return raw.execute(sql, params).fetchone()
-            finally:
-                raw.autocommit = False
+            return raw.execute(sql, params).fetchone()
         except dbapi.Error as exc:
             gone = engine.dialect.is_disconnect(exc, raw, None)
             if gone:

@@ -122,7 +122,6 @@ class HookStore:
 
     def matching(self, tenant_id: str, workflow_id: str | None, event: str) -> list[dict[str, Any]]:
         """Enabled webhooks of the tenant that want `event` for this workflow."""
-        # Core: asked at the end of every run, most often to find there is none
         with one_statement(self.factory.kw["bind"]) as conn:
             rows = conn.execute(_ENABLED, {"tenant_id": tenant_id}).all()
         return [webhook_dict(w) for w in rows

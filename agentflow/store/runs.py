@@ -209,9 +209,8 @@ class RunStore:
             return (dict(row[0] or {}), row[1]) if row is not None else ({}, None)
 
     def get(self, run_id: str, tenant_id: str | None = None, with_steps: bool = True) -> dict | None:
-        # Core, and only the columns shown: the ORM loaded the spec and every step's input
-        # and output JSON too, for each poll of a run.
-        # two reads in autocommit: no BEGIN and ROLLBACK around them (every poll and run end)
+        # Core, and only the columns shown (the ORM loaded the spec and every step's input and
+        # output JSON too); two reads in autocommit, no BEGIN and ROLLBACK: every poll and run end
         with one_statement(self.engine) as conn:
             row = conn.execute(_HOT["get"], {"run_id": run_id}).first()
             if row is None or (tenant_id is not None and row.tenant_id != tenant_id):
