@@ -60,14 +60,25 @@ class WorkerProcesses:
         return (self.logdir / f"{name}.log").read_text(errors="replace")
 
     def stop_all(self) -> None:
-        for proc in list(self.procs.values()):
-            if proc.poll() is None:
-                try:
-                    os.killpg(proc.pid, signal.SIGTERM)
-                except ProcessLookupError:
-                    continue
-        for proc in self.procs.values():
+        stop_process_groups(self.procs.values(), grace=20)
+
+
+def stop_process_groups(procs, grace: float) -> None:
+    """SIGTERM each process's group, wait `grace` seconds for each, then SIGKILL what is
+    left (processes started with `start_new_session=True`)."""
+    procs = list(procs)
+    for proc in procs:
+        if proc.poll() is None:
             try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+    for proc in procs:
+        try:
+            proc.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            try:
                 os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            proc.wait(timeout=10)

@@ -44,6 +44,7 @@ from typing import Any
 
 import httpx
 
+from agentflow.workers.launch import stop_process_groups
 from tests.servers import Reply
 from tests.servers.openai_server import OpenAIServer, last_user_message
 
@@ -243,21 +244,7 @@ class Procs:
         return path.read_text(errors="replace") if path.exists() else ""
 
     def stop_all(self) -> None:
-        for proc in self.procs.values():
-            if proc.poll() is None:
-                try:
-                    os.killpg(proc.pid, signal.SIGTERM)
-                except ProcessLookupError:
-                    pass
-        for proc in self.procs.values():
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                try:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-                proc.wait(timeout=10)
+        stop_process_groups(self.procs.values(), grace=15)
 
 
 # ---------------------------------------------------------------- load
