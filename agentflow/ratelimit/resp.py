@@ -5,7 +5,7 @@ of CPU for each check, half the API's whole overhead over a bare enqueue
 (bench/api_submit.py). Here every caller on the event loop shares one connection:
 commands are written whole and Redis answers in order, so replies go to waiting callers
 first in, first out, parsed by hiredis. Only plain TCP (host, port, db, user, password);
-`RedisLimiter` uses redis.asyncio for anything else.
+for anything else `RedisLimiter` runs its sync client on a thread.
 """
 
 from __future__ import annotations
@@ -19,10 +19,12 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from .redis import _bulk
+
 
 def _command(*args: str | bytes) -> bytes:
     parts = [a.encode() if isinstance(a, str) else a for a in args]
-    return b"*%d\r\n" % len(parts) + b"".join(b"$%d\r\n%s\r\n" % (len(p), p) for p in parts)
+    return b"*%d\r\n" % len(parts) + _bulk(parts)
 
 
 class _Protocol(asyncio.Protocol):
