@@ -27,7 +27,6 @@ import os
 import threading
 import time
 
-import anyio
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..ratelimit.base import LimiterUnavailable, QueueLimits
@@ -109,7 +108,7 @@ class ApiRateLimits:
             return
         if self.in_memory:
             waits = [self._acquire(key, rpm, burst) for _, key, rpm, burst in checks]
-        elif hasattr(self.limiter, "try_acquire_each_async"):
+        else:  # RedisLimiter: every check in one round trip
             queues = [QueueLimits(key, max_requests_per_minute=rpm, burst_size=burst) for _, key, rpm, burst in checks]
             try:
                 decisions = await self.limiter.try_acquire_each_async(queues)
@@ -117,8 +116,6 @@ class ApiRateLimits:
                 self._unavailable(exc)  # fail open
                 return
             waits = [0.0 if d.allowed else max(d.retry_after, 0.001) for d in decisions]
-        else:
-            waits = [await anyio.to_thread.run_sync(self._acquire, key, rpm, burst) for _, key, rpm, burst in checks]
         for (who, _, rpm, _), wait in zip(checks, waits):
             if wait:
                 raise RateLimited(who, rpm, wait)
