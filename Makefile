@@ -42,10 +42,10 @@ run: $(STAMP) $(STUDIO_OUT)
 	$(AF) migrate
 	@echo "== example: order status (rules router + SQL over the bundled SQLite shop, no API key) =="
 	@$(PY) -c "from agentflow.examples import ensure_sample_db; from pathlib import Path; import os; print(ensure_sample_db(Path(os.environ['AGENTFLOW_HOME'])))" > $(AGENTFLOW_HOME)/.sample_dsn
-	AGENTFLOW_SAMPLE_DSN=$$(cat $(AGENTFLOW_HOME)/.sample_dsn) $(AF) run agentflow/examples/order_status.json --input "Where is my order?" --metadata '{"customer": "acme"}'
+	AGENTFLOW_SAMPLE_DSN=$$(cat $(AGENTFLOW_HOME)/.sample_dsn) $(AF) run examples/order_status.json --input "Where is my order?" --metadata '{"customer": "acme"}'
 	@if [ -n "$$OPENAI_API_KEY$$OPENAI_BASE_URL" ] && [ -n "$$SHOP_DSN" ]; then \
 	  echo "== example: support triage =="; \
-	  $(AF) run agentflow/examples/triage.json --input "Please draw a cat and explain it" --metadata '{"customer": "acme"}'; \
+	  $(AF) run examples/triage.json --input "Please draw a cat and explain it" --metadata '{"customer": "acme"}'; \
 	else echo "(support-triage example skipped: set OPENAI_API_KEY or OPENAI_BASE_URL, and SHOP_DSN, to run it)"; fi
 	@echo "== AgentFlow on http://localhost:$(AGENTFLOW_PORT) (Ctrl-C to stop) =="
 	$(AF) serve --port $(AGENTFLOW_PORT)

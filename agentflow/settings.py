@@ -21,7 +21,7 @@ class Settings(BaseSettings):
     embedded_workers: int = Field(4, alias="AGENTFLOW_EMBEDDED_WORKERS")
     studio_dir: Path | None = Field(None, alias="AGENTFLOW_STUDIO_DIR")
 
-    # ---- security (agentflow/api/auth.py, abuse.py; SECURITY.md)
+    # ---- security (api/auth.py, abuse.py; SECURITY.md)
     # required | local | off; unset: required in distributed mode, local in embedded mode
     auth: str | None = Field(None, alias="AGENTFLOW_AUTH")
     jwt_secret: str | None = Field(None, alias="AGENTFLOW_JWT_SECRET")          # HS256

@@ -73,7 +73,7 @@ async def drive(url: str, body: dict, seconds: float) -> dict:
 
 
 def main(seconds: float = SECONDS) -> dict:
-    spec = json.loads((ROOT / "agentflow" / "examples" / "triage.json").read_text())
+    spec = json.loads((ROOT / "examples" / "triage.json").read_text())
     with fresh_env(redis_db=13) as env:
         env["AGENTFLOW_AUTH"] = "off"
         env["AGENTFLOW_LOAD_EXAMPLES"] = "0"

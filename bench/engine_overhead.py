@@ -22,7 +22,7 @@ from agentflow.graph.runtime import CONFIG_KEY, RunContext  # noqa: E402
 from agentflow.graph.spec import WorkflowSpec  # noqa: E402
 from agentflow.graph.state import GraphState, initial_state  # noqa: E402
 
-SPEC_PATH = Path(__file__).resolve().parent.parent / "agentflow" / "examples" / "triage.json"
+SPEC_PATH = Path(__file__).resolve().parent.parent / "examples" / "triage.json"
 
 # The instant work each node does, shared by both graphs so only the engine differs.
 WORK = {

@@ -12,7 +12,7 @@ ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared"
 TRIAGE_PATH = SHARED / "examples" / "triage.json"
 if not TRIAGE_PATH.exists():  # a clone without ../shared still has the packaged copy
-    TRIAGE_PATH = ROOT / "agentflow" / "examples" / "triage.json"
+    TRIAGE_PATH = ROOT / "examples" / "triage.json"
 
 
 def triage() -> dict:

@@ -11,7 +11,7 @@ from pathlib import Path
 from agentflow.client import AgentFlow, RunFailed
 
 URL = sys.argv[1] if len(sys.argv) > 1 else "http://127.0.0.1:8000"
-SPEC = Path(__file__).resolve().parents[2] / "agentflow" / "examples" / "triage.json"
+SPEC = Path(__file__).resolve().parents[2] / "examples" / "triage.json"
 
 with AgentFlow(URL) as client:
     saved = client.workflows.save(json.loads(SPEC.read_text()))

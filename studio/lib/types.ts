@@ -1,5 +1,5 @@
 /**
- * Types of the WorkflowSpec (mirrors agentflow/graph/spec.py) and of the REST API.
+ * Types of the WorkflowSpec (mirrors graph/spec.py) and of the REST API.
  *
  * The spec types are written by hand for readability; tests/schema-types.test.ts checks
  * them against lib/workflow.schema.json (generated from the pydantic models by

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Regenerate lib/workflow.schema.json from the backend's pydantic models
-# (agentflow/graph/spec.py). Studio builds its property forms from this file, and
+# (graph/spec.py). Studio builds its property forms from this file, and
 # tests/schema-types.test.ts checks lib/types.ts against it.
 set -euo pipefail
 here="$(cd "$(dirname "$0")/.." && pwd)"

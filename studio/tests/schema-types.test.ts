@@ -1,5 +1,5 @@
 /**
- * lib/types.ts agrees with lib/workflow.schema.json (generated from agentflow/graph/spec.py):
+ * lib/types.ts agrees with lib/workflow.schema.json (generated from graph/spec.py):
  * the same node types, source kinds, and fields, both ways.
  */
 import { describe, expect, it } from "vitest";

@@ -13,7 +13,7 @@ import { specText } from "@/components/JsonPreview";
 const sharedTriage = fileURLToPath(new URL("../../../shared/examples/triage.json", import.meta.url));
 const triagePath = existsSync(sharedTriage)
   ? sharedTriage
-  : fileURLToPath(new URL("../../agentflow/examples/triage.json", import.meta.url));
+  : fileURLToPath(new URL("../../examples/triage.json", import.meta.url));
 const readTriage = (): WorkflowSpec => JSON.parse(readFileSync(triagePath, "utf8"));
 
 let store: ReturnType<typeof createWorkflowStore>;

@@ -174,7 +174,7 @@ def artifacts() -> Path:
 def triage_path() -> Path:
     path = EXAMPLES / "triage.json"
     if not path.is_file():
-        path = ROOT / "agentflow" / "examples" / "triage.json"
+        path = ROOT / "examples" / "triage.json"
     if not path.is_file():
-        pytest.skip("triage.json not found (shared/examples or agentflow/examples)")
+        pytest.skip("triage.json not found (shared/examples or examples/)")
     return path

@@ -2,7 +2,7 @@
 
 Studio builds its forms from `GET /schema` when the server answers and falls back to the
 bundled copy; lib/types.ts is checked against the bundled copy by vitest. Regenerate it with
-`studio/scripts/gen-schema.sh` after changing agentflow/graph/spec.py.
+`studio/scripts/gen-schema.sh` after changing graph/spec.py.
 """
 
 import json

@@ -2,7 +2,7 @@
 open to exactly the roles the table names (auth `required`, HS256).
 
 The routes are read from the app itself, so a route added later without a line in
-agentflow/api/roles.py PERMISSIONS fails `test_every_route_is_in_the_permission_table`.
+api/roles.py PERMISSIONS fails `test_every_route_is_in_the_permission_table`.
 Routes with a known request below must answer 2xx to an allowed role; any other route
 must not answer 401/403/5xx to an allowed role.
 """
@@ -156,7 +156,7 @@ def test_every_route_is_in_the_permission_table(world):
     api, _ = world
     routes = app_routes(api.app)
     missing = sorted(routes - set(PERMISSIONS))
-    assert not missing, ("routes without a line in agentflow/api/roles.py PERMISSIONS (they are admin-only "
+    assert not missing, ("routes without a line in api/roles.py PERMISSIONS (they are admin-only "
                          f"until listed): {missing}")
     stale = sorted(set(PERMISSIONS) - routes)
     assert not stale, f"PERMISSIONS lists routes the app does not have: {stale}"

@@ -32,7 +32,7 @@ log = logging.getLogger("agentflow.api")
 
 
 async def current_tenant(principal: Annotated[Principal, Depends(authorize)]) -> str:
-    """The tenant of the request: the `tenant` claim of its token (agentflow/api/auth.py).
+    """The tenant of the request: the `tenant` claim of its token (api/auth.py).
     Every repository call of a route takes this value, so a row of another tenant is
     never found (404, not 403)."""
     if principal.via == "public":  # a route listed as public must not read tenant data

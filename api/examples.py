@@ -1,4 +1,4 @@
-"""Example workflows shipped in `agentflow/examples/*.json`, saved at startup when absent."""
+"""Example workflows shipped in `examples/*.json`, saved at startup when absent."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import logging
 import os
 from pathlib import Path
 
+from ..examples import HERE as EXAMPLES_HERE
 from ..graph.validate import validate
 from ..graph.spec import WorkflowSpec
 from ..settings import Settings
@@ -14,7 +15,7 @@ from ..store.models import DEFAULT_TENANT
 from ..store.workflows import WorkflowStore
 
 log = logging.getLogger("agentflow.api")
-EXAMPLES_DIR = Path(__file__).resolve().parent.parent / "examples"
+EXAMPLES_DIR = EXAMPLES_HERE
 
 
 def examples_enabled(settings: Settings) -> bool:

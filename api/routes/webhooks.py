@@ -1,4 +1,4 @@
-"""Outbound webhooks: a signed POST to a URL when a run ends (see agentflow/runs/webhooks.py)."""
+"""Outbound webhooks: a signed POST to a URL when a run ends (see runs/webhooks.py)."""
 
 from __future__ import annotations
 

@@ -48,7 +48,9 @@ class StudioFiles(StaticFiles):
 
 def studio_dir(settings: Settings) -> Path | None:
     """The first built Studio found: AGENTFLOW_STUDIO_DIR, the packaged copy, the repo build."""
-    package = Path(__file__).resolve().parent.parent  # the agentflow package folder
+    import agentflow
+
+    package = Path(agentflow.__file__).resolve().parent  # agentflow/ (a wheel's copy, or the checkout's)
     candidates = [settings.studio_dir, package / "static" / "studio", package.parent / "studio" / "out"]
     for path in candidates:
         if path is not None and (Path(path) / "index.html").is_file():

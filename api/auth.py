@@ -433,7 +433,7 @@ async def authorize(request: Request) -> Principal:
         rule = roles.effective_rule(method, path)
         if (method, path) not in _unlisted_warned:
             _unlisted_warned.add((method, path))
-            log.warning("route %s %s is not in agentflow/api/roles.py PERMISSIONS: admin only", method, path)
+            log.warning("route %s %s is not in api/roles.py PERMISSIONS: admin only", method, path)
     cfg = auth_config(request)
     limits = getattr(request.app.state, "api_limits", None)
     ip = take_pending_ip(request.scope)  # the address check RateLimitMiddleware left to us
