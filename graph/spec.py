@@ -26,12 +26,13 @@ EnvName = Annotated[
 # Output keys become GraphState channels, so they follow the same rule as ids but no '-'.
 StateKey = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z][A-Za-z0-9_]*$")]
 
-NODE_TYPES = ("input", "router", "llm", "image", "db", "aggregator", "api")
-SOURCE_KINDS = ("llm", "image", "db", "api")
+NODE_TYPES = ("input", "router", "llm", "image", "db", "aggregator", "api", "human", "workflow", "map", "tool")
+SOURCE_KINDS = ("llm", "image", "db", "api", "mcp")
 # Which source kind each node type may use; None = the node takes no source.
 NODE_SOURCE_KIND: dict[str, str | None] = {
     "input": None, "router": "llm", "llm": "llm", "image": "image",
     "db": "db", "aggregator": None, "api": "api",
+    "human": None, "workflow": None, "map": None, "tool": "mcp",
 }
 
 
@@ -76,6 +77,9 @@ class LLMConfig(_CallConfig):
     max_tokens: int | None = Field(None, gt=0, le=200_000)
     temperature: float | None = Field(None, ge=0, le=2)
     stream: bool = Field(False, description="Stream tokens as they arrive.")
+    tools: list[Identifier] = Field(default_factory=list,
+                                    description="Ids of mcp sources whose tools the model may call.")
+    max_tool_calls: int = Field(5, ge=0, le=50, description="At most this many tool calls per step.")
 
 
 class ImageConfig(_CallConfig):
@@ -109,6 +113,53 @@ class APIConfig(_CallConfig):
     output_key: StateKey = "api_result"
 
 
+class HumanConfig(_Strict):
+    """A person answers (contract section 5): the run waits, holding no worker."""
+
+    prompt: str = Field(description="What the person is asked; a template over GraphState.")
+    output_key: StateKey = "approval"
+    choices: list[Annotated[str, Field(min_length=1, max_length=128)]] = Field(
+        default_factory=lambda: ["approve", "reject"], min_length=1, max_length=32)
+    timeout_s: float | None = Field(None, gt=0, le=90 * 24 * 3600,
+                                    description="After this many seconds the node takes on_timeout.")
+    on_timeout: str | None = Field(None, description="The choice taken when timeout_s passes (one of choices).")
+
+
+class WorkflowConfig(_Strict):
+    """Runs a saved workflow as a child run (contract section 6)."""
+
+    workflow: Identifier = Field(description="Id of a saved workflow.")
+    version: int | None = Field(None, ge=1, description="A pinned version; the latest when omitted.")
+    input: str = Field("{user_input}", description="Template: the child's user_input.")
+    metadata: dict[str, str] = Field(default_factory=dict, description="Templates: the child's metadata.")
+    output_key: StateKey = "workflow_result"
+
+
+class MapConfig(_Strict):
+    """One child run per element of a list (contract section 6)."""
+
+    over: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z0-9_]+)*$",
+                      description="Dotted GraphState field holding a list, e.g. 'db_result.rows'.")
+    workflow: Identifier = Field(description="Id of a saved workflow run for each item.")
+    version: int | None = Field(None, ge=1)
+    input: str = Field("{item}", description="Template over `item`, e.g. '{item.text}'.")
+    output_key: StateKey = "map_result"
+    max_items: int = Field(1000, ge=1, le=10_000)
+
+
+class ToolConfig(_CallConfig):
+    """Calls one tool of an MCP server (contract section 8)."""
+
+    tool: str = Field(min_length=1, max_length=256, description="The tool's name on the server.")
+    arguments: dict[str, Any] = Field(default_factory=dict, description="Strings inside are templates.")
+    output_key: StateKey = "tool_result"
+
+
+class RetryPolicy(_Strict):
+    max_attempts: int = Field(3, ge=1, le=20, description="Attempts in all, the first included.")
+    backoff_s: float = Field(1.0, ge=0, le=3600, description="Wait before the second attempt; doubles after.")
+
+
 # ---------------------------------------------------------------- nodes
 
 
@@ -119,6 +170,7 @@ class _NodeBase(_Strict):
     sub_queue: str | None = Field(None, description="Sub-queue of that queue (else metadata.sub_queue).")
     label: str | None = Field(None, description="Display name in Studio.")
     position: dict[str, float] | None = Field(None, description="Canvas position {x, y}, kept by Studio.")
+    retry: RetryPolicy | None = Field(None, description="Overrides the default retry policy.")
 
 
 class InputNode(_NodeBase):
@@ -156,8 +208,29 @@ class APINode(_NodeBase):
     config: APIConfig = Field(default_factory=APIConfig)
 
 
+class HumanNode(_NodeBase):
+    type: Literal["human"]
+    config: HumanConfig
+
+
+class WorkflowNode(_NodeBase):
+    type: Literal["workflow"]
+    config: WorkflowConfig
+
+
+class MapNode(_NodeBase):
+    type: Literal["map"]
+    config: MapConfig
+
+
+class ToolNode(_NodeBase):
+    type: Literal["tool"]
+    config: ToolConfig
+
+
 Node = Annotated[
-    Union[InputNode, RouterNode, LLMNode, ImageNode, DBNode, AggregatorNode, APINode],
+    Union[InputNode, RouterNode, LLMNode, ImageNode, DBNode, AggregatorNode, APINode,
+          HumanNode, WorkflowNode, MapNode, ToolNode],
     Field(discriminator="type"),
 ]
 
@@ -168,6 +241,8 @@ class Edge(_Strict):
     from_: Identifier = Field(alias="from")
     to: Identifier | list[Identifier]
     condition: str | None = Field(None, description="Safe expression over GraphState.")
+    on_error: bool = Field(False, description="Taken only when `from` fails after its retries; "
+                                              "the state then holds error = {node, message}.")
 
     @field_validator("to")
     @classmethod
@@ -193,6 +268,10 @@ class Queue(_Strict):
     max_tokens_per_minute: int | None = Field(None, gt=0)
     burst_size: int | None = Field(None, ge=1)
     sub_queues: list[SubQueue] = Field(default_factory=list)
+    max_concurrency: int | None = Field(None, ge=1, le=100_000,
+                                        description="At most this many steps of the queue in flight, fleet-wide.")
+    concurrency_key: str | None = Field(None, max_length=256,
+                                        description="Template, e.g. '{metadata.customer}': the cap holds per key.")
 
 
 # ---------------------------------------------------------------- sources
@@ -249,8 +328,22 @@ class APISource(_SourceBase):
         return value
 
 
+class MCPSource(_SourceBase):
+    """An MCP server (contract section 8): stdio (a command) or streamable HTTP (a url)."""
+
+    kind: Literal["mcp"]
+    transport: Literal["stdio", "http"]
+    command: str | None = Field(None, description="stdio: the server's executable.")
+    args: list[str] = Field(default_factory=list, description="stdio: its arguments.")
+    env: dict[EnvName, EnvName] = Field(default_factory=dict,
+                                        description="stdio: server variable -> name of our variable holding its value.")
+    url: str | None = Field(None, pattern=r"^https?://", description="http: the server's endpoint.")
+    auth_env: EnvName | None = None
+    allow_private: bool = Field(False, description="Allow loopback/private targets (http).")
+
+
 Source = Annotated[
-    Union[LLMSource, ImageSource, DBSource, APISource], Field(discriminator="kind")
+    Union[LLMSource, ImageSource, DBSource, APISource, MCPSource], Field(discriminator="kind")
 ]
 
 # ---------------------------------------------------------------- workflow

@@ -31,6 +31,7 @@ class GraphState(TypedDict, total=False):
     db_result: Annotated[Any, last_value]
     api_result: Annotated[Any, last_value]
     final_output: Annotated[Any, last_value]
+    error: Annotated[Any, last_value]  # {node, message} after an on_error edge was taken
     tokens_used: Annotated[int, operator.add]
     cost: Annotated[float, operator.add]
     metadata: Annotated[dict, merge_dicts]

@@ -45,6 +45,8 @@ function blankSource(kind: SourceKind, id: string): SourceSpec {
       return { id, kind, model: "dall-e-3", api_key_env: "OPENAI_API_KEY" };
     case "db":
       return { id, kind, driver: "postgresql", dsn_env: "DATABASE_DSN" };
+    case "mcp":
+      return { id, kind, transport: "http", url: "http://127.0.0.1:9000/mcp" };
     default:
       return { id, kind: "api", base_url: "https://api.example.com" };
   }

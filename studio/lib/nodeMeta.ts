@@ -18,6 +18,10 @@ export const NODE_META: Record<NodeType, NodeMeta> = {
   db: { label: "Database", description: "Run a read-only SQL query", accent: "bg-sky-100 text-sky-700", color: "#0ea5e9" },
   aggregator: { label: "Aggregator", description: "Combine state fields into the final output", accent: "bg-slate-200 text-slate-700", color: "#64748b" },
   api: { label: "HTTP API", description: "Call an external HTTP API", accent: "bg-teal-100 text-teal-700", color: "#14b8a6" },
+  human: { label: "Human", description: "Wait for a person to approve or answer", accent: "bg-orange-100 text-orange-700", color: "#f97316" },
+  workflow: { label: "Sub-workflow", description: "Run a saved workflow as a child run", accent: "bg-indigo-100 text-indigo-700", color: "#6366f1" },
+  map: { label: "Map", description: "Run a workflow for each item of a list", accent: "bg-lime-100 text-lime-700", color: "#84cc16" },
+  tool: { label: "MCP tool", description: "Call a tool of an MCP server", accent: "bg-cyan-100 text-cyan-700", color: "#06b6d4" },
 };
 
 export const metaOf = (type: string): NodeMeta =>

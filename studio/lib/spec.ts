@@ -47,6 +47,14 @@ export function defaultConfig(type: NodeType): Record<string, unknown> | undefin
       return { fields: ["text_result"] };
     case "router":
       return { mode: "rules" };
+    case "human":
+      return { prompt: "Approve this? {user_input}" };
+    case "workflow":
+      return { workflow: "" };
+    case "map":
+      return { over: "db_result", workflow: "" };
+    case "tool":
+      return { tool: "" };
     default:
       return undefined;
   }

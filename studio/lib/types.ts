@@ -10,10 +10,10 @@
 
 // ------------------------------------------------------------------ spec
 
-export const NODE_TYPES = ["input", "router", "llm", "image", "db", "aggregator", "api"] as const;
+export const NODE_TYPES = ["input", "router", "llm", "image", "db", "aggregator", "api", "human", "workflow", "map", "tool"] as const;
 export type NodeType = (typeof NODE_TYPES)[number];
 
-export const SOURCE_KINDS = ["llm", "image", "db", "api"] as const;
+export const SOURCE_KINDS = ["llm", "image", "db", "api", "mcp"] as const;
 export type SourceKind = (typeof SOURCE_KINDS)[number];
 
 /** Which source kind each node type may use; null = the node takes no source. */
@@ -25,6 +25,10 @@ export const NODE_SOURCE_KIND: Record<NodeType, SourceKind | null> = {
   db: "db",
   aggregator: null,
   api: "api",
+  human: null,
+  workflow: null,
+  map: null,
+  tool: "mcp",
 };
 
 export interface Position {
@@ -63,6 +67,8 @@ export interface LLMConfig extends CallConfig {
   max_tokens?: number | null;
   temperature?: number | null;
   stream?: boolean;
+  tools?: string[];
+  max_tool_calls?: number;
 }
 
 export interface ImageConfig extends CallConfig {
@@ -95,6 +101,42 @@ export interface APIConfig extends CallConfig {
   output_key?: string;
 }
 
+export interface HumanConfig {
+  prompt: string;
+  output_key?: string;
+  choices?: string[];
+  timeout_s?: number | null;
+  on_timeout?: string | null;
+}
+
+export interface WorkflowConfig {
+  workflow: string;
+  version?: number | null;
+  input?: string;
+  metadata?: Record<string, string>;
+  output_key?: string;
+}
+
+export interface MapConfig {
+  over: string;
+  workflow: string;
+  version?: number | null;
+  input?: string;
+  output_key?: string;
+  max_items?: number;
+}
+
+export interface ToolConfig extends CallConfig {
+  tool: string;
+  arguments?: Record<string, unknown>;
+  output_key?: string;
+}
+
+export interface RetryPolicy {
+  max_attempts?: number;
+  backoff_s?: number;
+}
+
 export interface NodeConfigByType {
   input: InputConfig;
   router: RouterConfig;
@@ -103,6 +145,10 @@ export interface NodeConfigByType {
   db: DBConfig;
   aggregator: AggregatorConfig;
   api: APIConfig;
+  human: HumanConfig;
+  workflow: WorkflowConfig;
+  map: MapConfig;
+  tool: ToolConfig;
 }
 
 interface NodeBase {
@@ -112,6 +158,7 @@ interface NodeBase {
   sub_queue?: string | null;
   label?: string | null;
   position?: Position | null;
+  retry?: RetryPolicy | null;
 }
 
 export type SpecNodeOf<T extends NodeType> = NodeBase & { type: T; config?: NodeConfigByType[T] };
@@ -121,6 +168,7 @@ export interface SpecEdge {
   from: string;
   to: string | string[];
   condition?: string | null;
+  on_error?: boolean;
 }
 
 export interface SubQueue {
@@ -135,6 +183,8 @@ export interface QueueSpec {
   max_tokens_per_minute?: number | null;
   burst_size?: number | null;
   sub_queues?: SubQueue[];
+  max_concurrency?: number | null;
+  concurrency_key?: string | null;
 }
 
 interface SourceBase {
@@ -179,7 +229,18 @@ export interface APISource extends SourceBase {
   allow_private?: boolean;
 }
 
-export type SourceSpec = LLMSource | ImageSource | DBSource | APISource;
+export interface MCPSource extends SourceBase {
+  kind: "mcp";
+  transport: "stdio" | "http";
+  command?: string | null;
+  args?: string[];
+  env?: Record<string, string>;
+  url?: string | null;
+  auth_env?: string | null;
+  allow_private?: boolean;
+}
+
+export type SourceSpec = LLMSource | ImageSource | DBSource | APISource | MCPSource;
 
 export interface WorkflowSpec {
   id: string;
@@ -205,7 +266,7 @@ export const NODE_CONFIG_KEYS: { [T in NodeType]: Keys<NodeConfigByType[T]> } = 
   },
   llm: {
     ...CALL_KEYS, prompt: true, system: true, output_key: true, max_tokens: true,
-    temperature: true, stream: true,
+    temperature: true, stream: true, tools: true, max_tool_calls: true,
   },
   image: { ...CALL_KEYS, prompt: true, size: true, n: true, quality: true, output_key: true },
   db: { ...CALL_KEYS, query: true, params: true, output_key: true, max_rows: true },
@@ -214,16 +275,21 @@ export const NODE_CONFIG_KEYS: { [T in NodeType]: Keys<NodeConfigByType[T]> } = 
     ...CALL_KEYS, method: true, path: true, query: true, headers: true, body: true,
     output_key: true,
   },
+  human: { prompt: true, output_key: true, choices: true, timeout_s: true, on_timeout: true },
+  workflow: { workflow: true, version: true, input: true, metadata: true, output_key: true },
+  map: { over: true, workflow: true, version: true, input: true, output_key: true, max_items: true },
+  tool: { ...CALL_KEYS, tool: true, arguments: true, output_key: true },
 };
 
 export const NODE_KEYS: Keys<SpecNodeOf<"llm">> = {
   id: true, type: true, source: true, queue: true, sub_queue: true, label: true,
-  position: true, config: true,
+  position: true, config: true, retry: true,
 };
-export const EDGE_KEYS: Keys<SpecEdge> = { from: true, to: true, condition: true };
+export const EDGE_KEYS: Keys<SpecEdge> = { from: true, to: true, condition: true, on_error: true };
 export const QUEUE_KEYS: Keys<QueueSpec> = {
   id: true, max_messages_per_second: true, max_requests_per_minute: true,
-  max_tokens_per_minute: true, burst_size: true, sub_queues: true,
+  max_tokens_per_minute: true, burst_size: true, sub_queues: true, max_concurrency: true,
+  concurrency_key: true,
 };
 export const SUB_QUEUE_KEYS: Keys<SubQueue> = { id: true, weight: true };
 const SOURCE_BASE_KEYS: Keys<SourceBase> = {
@@ -231,6 +297,7 @@ const SOURCE_BASE_KEYS: Keys<SourceBase> = {
 };
 export const SOURCE_KEYS: {
   llm: Keys<LLMSource>; image: Keys<ImageSource>; db: Keys<DBSource>; api: Keys<APISource>;
+  mcp: Keys<MCPSource>;
 } = {
   llm: {
     ...SOURCE_BASE_KEYS, kind: true, provider: true, model: true, api_key_env: true,
@@ -244,6 +311,10 @@ export const SOURCE_KEYS: {
   api: {
     ...SOURCE_BASE_KEYS, kind: true, base_url: true, auth_env: true, auth_header: true,
     auth_scheme: true, allow_private: true,
+  },
+  mcp: {
+    ...SOURCE_BASE_KEYS, kind: true, transport: true, command: true, args: true, env: true,
+    url: true, auth_env: true, allow_private: true,
   },
 };
 export const WORKFLOW_KEYS: Keys<WorkflowSpec> = {

@@ -6,6 +6,7 @@ import { renderToStaticMarkup } from "react-dom/server";
 import { afterEach, describe, expect, it } from "vitest";
 import { SchemaForm } from "@/components/SchemaForm";
 import { bundledSchema, checkObject, fieldKind, nodeConfigSchema, rootSchema, schemaNodeTypes, setRootSchema, type JsonSchema } from "@/lib/schema";
+import { NODE_TYPES } from "@/lib/types";
 
 const render = (schema: JsonSchema, value: Record<string, unknown>) =>
   renderToStaticMarkup(<SchemaForm schema={schema} value={value} onChange={() => {}} testPrefix="prop-config" />);
@@ -41,7 +42,7 @@ describe("forms generated from the schema", () => {
     schema.properties!.nodes.items!.discriminator!.mapping.echo = "#/$defs/EchoNode";
     schema.properties!.nodes.items!.oneOf!.push({ $ref: "#/$defs/EchoNode" });
     setRootSchema(schema);
-    expect(schemaNodeTypes()).toEqual(["input", "router", "llm", "image", "db", "aggregator", "api", "echo"]);
+    expect(schemaNodeTypes()).toEqual([...NODE_TYPES, "echo"]);
   });
 
   it("rejects something that is not a WorkflowSpec schema", () => {

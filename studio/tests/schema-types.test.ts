@@ -51,7 +51,8 @@ describe("lib/types.ts matches the backend JSON Schema", () => {
 
   it("required fields of node configs are required in the TS types", () => {
     // The TS config types mark exactly these as non-optional.
-    const requiredInTs: Record<string, string[]> = { input: [], router: [], llm: ["prompt"], image: ["prompt"], db: ["query"], aggregator: ["fields"], api: [] };
+    const requiredInTs: Record<string, string[]> = { input: [], router: [], llm: ["prompt"], image: ["prompt"], db: ["query"], aggregator: ["fields"], api: [],
+      human: ["prompt"], workflow: ["workflow"], map: ["over", "workflow"], tool: ["tool"] };
     for (const t of NODE_TYPES) expect(sorted(nodeConfigSchema(t)?.required ?? [])).toEqual(sorted(requiredInTs[t]));
   });
 
