@@ -62,7 +62,30 @@ class RunContext:
     tenant_id: str | None = None
     # How long a node may wait for a rate-limit grant before failing (embedded mode).
     max_limit_wait: float = 300.0
+    # Starts child runs for `workflow` and `map` nodes (see ChildRuns); None = not available.
+    children: "ChildRuns | None" = None
     extra: dict = field(default_factory=dict)
+
+    def wait(self, reason: dict) -> None:
+        """Pause the run here until what `reason` names (a person, child runs, a remote step)
+        is done: raises LangGraph's interrupt, so the run's checkpoint is kept and no worker
+        is held. When the run resumes, the node function runs again from its start and must
+        find its result by its step key (graph/runtime.py is the one place that interrupts)."""
+        from langgraph.types import interrupt
+
+        interrupt(reason)
+
+
+class ChildRuns(Protocol):
+    """Runs saved workflows as child runs of a run (`workflow` and `map` nodes).
+
+    `run` is idempotent by (`step_key`, index): calling it again for the same step finds
+    the children it started. It returns one ChildResult a child, in the order of `inputs`,
+    once every child has ended; None while some still run (distributed mode: the node then
+    calls ctx.wait and the last child's end resumes the parent)."""
+
+    def run(self, parent_run_id: str, step_key: str, workflow_id: str, version: int | None,
+            inputs: list[dict]) -> "list[dict] | None": ...
 
 
 def context_from(config: Mapping[str, Any] | None) -> RunContext:
