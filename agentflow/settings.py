@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import Mapping
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -14,6 +16,11 @@ class Settings(BaseSettings):
 
     database_url: str | None = Field(None, alias="DATABASE_URL")
     redis_url: str | None = Field(None, alias="REDIS_URL")
+    # Redis through Sentinel (contract section 10): these replace REDIS_URL for every use
+    redis_sentinels: str | None = Field(None, alias="REDIS_SENTINELS")          # host:port,host:port
+    redis_sentinel_master: str | None = Field(None, alias="REDIS_SENTINEL_MASTER")
+    redis_db: int = Field(0, alias="REDIS_DB")                                  # with Sentinel
+    redis_password: str | None = Field(None, alias="REDIS_PASSWORD")            # with Sentinel
     home: Path = Field(Path.home() / ".agentflow", alias="AGENTFLOW_HOME")
     port: int = Field(8000, alias="AGENTFLOW_PORT")
     host: str = Field("127.0.0.1", alias="AGENTFLOW_HOST")
@@ -38,9 +45,23 @@ class Settings(BaseSettings):
     rate_ip_per_minute: float = Field(600, alias="AGENTFLOW_RATE_IP_PER_MINUTE")
     rate_ip_burst: int = Field(200, alias="AGENTFLOW_RATE_IP_BURST")
 
+    # A pooler (PgBouncer in transaction mode) in front of Postgres: no server-side prepared
+    # statements and no session state. Also detected from `?pooler=pgbouncer` in DATABASE_URL.
+    db_pooler: str | None = Field(None, alias="AGENTFLOW_DB_POOLER")
+    # Behind a reverse proxy (deploy/nginx): trust X-Forwarded-For / X-Forwarded-Proto from
+    # these addresses (comma-separated IPs or CIDRs; "*" = any). Empty: headers ignored.
+    trusted_proxies: str = Field("", alias="AGENTFLOW_TRUSTED_PROXIES")
+
+    @property
+    def redis(self) -> "RedisConfig | None":
+        """Where Redis is (one URL, or Sentinel); None in embedded mode."""
+        return RedisConfig.from_env({"REDIS_URL": self.redis_url, "REDIS_SENTINELS": self.redis_sentinels,
+                                     "REDIS_SENTINEL_MASTER": self.redis_sentinel_master,
+                                     "REDIS_DB": str(self.redis_db), "REDIS_PASSWORD": self.redis_password})
+
     @property
     def distributed(self) -> bool:
-        return bool(self.redis_url)
+        return self.redis is not None
 
     @property
     def auth_mode(self) -> str:
@@ -61,6 +82,50 @@ class Settings(BaseSettings):
             return self.database_url
         self.home.mkdir(parents=True, exist_ok=True)
         return f"sqlite:///{self.home / 'agentflow.db'}"
+
+
+@dataclass(frozen=True)
+class RedisConfig:
+    """One Redis (`url`) or a master found through Sentinel (`sentinels`, `master`, `db`,
+    `password`). Hashable: processes cache one client per config. Made into clients by
+    `agentflow.redisconn` only."""
+
+    url: str | None = None
+    sentinels: tuple[tuple[str, int], ...] = ()
+    master: str | None = None
+    db: int = 0
+    password: str | None = None
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str | None]) -> "RedisConfig | None":
+        """From REDIS_SENTINELS + REDIS_SENTINEL_MASTER (+ REDIS_DB, REDIS_PASSWORD), else
+        REDIS_URL; None when neither is set. Takes any mapping: the limiter factory and
+        the worker launcher read the environment they are handed, not this process's."""
+        sentinels = (env.get("REDIS_SENTINELS") or "").strip()
+        if sentinels:
+            master = (env.get("REDIS_SENTINEL_MASTER") or "").strip()
+            if not master:
+                raise ValueError("REDIS_SENTINELS is set but REDIS_SENTINEL_MASTER (the master's name) is not")
+            hosts = []
+            for item in sentinels.split(","):
+                host, sep, port = item.strip().rpartition(":")
+                if not sep or not host or not port.isdigit():
+                    raise ValueError(f"REDIS_SENTINELS wants host:port,host:port,... not {item.strip()!r}")
+                hosts.append((host.strip("[]"), int(port)))
+            return cls(sentinels=tuple(hosts), master=master, db=int(env.get("REDIS_DB") or 0),
+                       password=env.get("REDIS_PASSWORD") or None)
+        url = (env.get("REDIS_URL") or "").strip()
+        return cls(url=url) if url else None
+
+    def describe(self) -> str:
+        """Where Redis is, without secrets (for errors and logs)."""
+        if self.sentinels:
+            hosts = ",".join(f"{h}:{p}" for h, p in self.sentinels)
+            return f"Sentinel master {self.master!r} (sentinels {hosts}, db {self.db})"
+        from urllib.parse import urlsplit
+
+        u = urlsplit(self.url or "")
+        return f"{u.scheme}://{u.hostname}:{u.port or 6379}{u.path}"
 
 
 @lru_cache

@@ -55,10 +55,9 @@ class ApiRateLimits:
         self.ip_burst = max(1, int(settings.rate_ip_burst or 1))
         if limiter is None:
             if settings.distributed:
-                from ..ratelimit.factory import limiter_from_env
+                from ..ratelimit.factory import redis_limiter
 
-                prefix = os.environ.get("AGENTFLOW_RATELIMIT_PREFIX", "")
-                limiter = limiter_from_env({"REDIS_URL": settings.redis_url, "AGENTFLOW_RATELIMIT_PREFIX": prefix})
+                limiter = redis_limiter(settings.redis, os.environ.get("AGENTFLOW_RATELIMIT_PREFIX"))
             else:
                 from ..ratelimit.memory import MemoryLimiter
 

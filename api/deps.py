@@ -151,7 +151,7 @@ def build_dispatcher(settings: Settings, store: RunStore) -> Dispatcher:
                 "distributed mode (REDIS_URL is set) needs agentflow.workers.dispatch.CeleryDispatcher, "
                 f"which cannot be imported: {exc}. Unset REDIS_URL to serve in embedded mode."
             ) from exc
-        return RemoteDispatcher(CeleryDispatcher(settings.redis_url), store)
+        return RemoteDispatcher(CeleryDispatcher(settings.redis), store)
 
     from ..runs.embedded import EmbeddedExecutor
     from ..runs.events import MemoryEventBus

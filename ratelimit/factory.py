@@ -1,4 +1,5 @@
-"""Pick the limiter for the running mode: Redis when `REDIS_URL` is set, else in-process."""
+"""Pick the limiter for the running mode: Redis when `REDIS_URL` (or `REDIS_SENTINELS`) is
+set, else in-process."""
 
 from __future__ import annotations
 
@@ -6,12 +7,14 @@ import os
 import threading
 from typing import Mapping
 
+from ..settings import RedisConfig
 from .base import LimiterBase
 from .memory import MemoryLimiter
 
+DEFAULT_PREFIX = "af:rl"
 _lock = threading.Lock()
 _memory: MemoryLimiter | None = None
-_redis: dict[tuple[str, str], LimiterBase] = {}
+_redis: dict[tuple[RedisConfig, str], LimiterBase] = {}
 
 
 def memory_limiter() -> MemoryLimiter:
@@ -24,19 +27,25 @@ def memory_limiter() -> MemoryLimiter:
 
 
 def limiter_from_env(env: Mapping[str, str] | None = None) -> LimiterBase:
-    """RedisLimiter on `REDIS_URL` (distributed mode), else the process-wide MemoryLimiter.
-
-    `AGENTFLOW_RATELIMIT_PREFIX` changes the Redis key prefix (default `af:rl`). The same
-    limiter object is returned for the same URL and prefix.
-    """
+    """RedisLimiter on `REDIS_URL` or `REDIS_SENTINELS` (distributed mode), else the
+    process-wide MemoryLimiter. `AGENTFLOW_RATELIMIT_PREFIX` changes the Redis key prefix."""
     env = os.environ if env is None else env
-    url = env.get("REDIS_URL")
-    if not url:
+    config = RedisConfig.from_env(env)
+    if config is None:
         return memory_limiter()
-    prefix = env.get("AGENTFLOW_RATELIMIT_PREFIX") or "af:rl"
+    return redis_limiter(config, env.get("AGENTFLOW_RATELIMIT_PREFIX"))
+
+
+def redis_limiter(config: RedisConfig, prefix: str | None = None) -> LimiterBase:
+    """The process's RedisLimiter on `config` (one object per Redis and key prefix;
+    default prefix `af:rl`)."""
+    from ..redisconn import redis_client
     from .redis import RedisLimiter
+
+    prefix = prefix or DEFAULT_PREFIX
     with _lock:
-        lim = _redis.get((url, prefix))
+        lim = _redis.get((config, prefix))
         if lim is None:
-            lim = _redis[(url, prefix)] = RedisLimiter(url, key_prefix=prefix)
+            client = redis_client(config, socket_timeout=2.0, socket_connect_timeout=2.0)
+            lim = _redis[(config, prefix)] = RedisLimiter(client, key_prefix=prefix, where=config.describe())
         return lim

@@ -279,15 +279,18 @@ class RedisLimiter(LimiterBase):
 
     def __init__(self, client: "redis_lib.Redis | str", key_prefix: str = "af:rl", *,
                  waiter_ttl: float = 10.0, fair_grace: float | None = None,
-                 clock: Callable[[], float] | None = None, socket_timeout: float = 2.0):
+                 clock: Callable[[], float] | None = None, socket_timeout: float = 2.0,
+                 where: str | None = None):
         if isinstance(client, str):
+            from ..redisconn import redis_client
+
             self._url = client
-            client = redis_lib.Redis.from_url(client, socket_timeout=socket_timeout,
-                                              socket_connect_timeout=socket_timeout)
+            client = redis_client(client, socket_timeout=socket_timeout, socket_connect_timeout=socket_timeout)
         else:
             kw = getattr(client, "connection_pool", None)
             kw = kw.connection_kwargs if kw is not None else {}
             self._url = f"redis://{kw.get('host', '?')}:{kw.get('port', '?')}/{kw.get('db', 0)}"
+        self._url = where or self._url
         self.redis = client
         self.key_prefix = key_prefix
         self.waiter_ttl = waiter_ttl
@@ -335,7 +338,7 @@ class RedisLimiter(LimiterBase):
         return plan
 
     def _unavailable(self, e: Exception) -> LimiterUnavailable:
-        return LimiterUnavailable(f"rate limiter cannot reach Redis at {self._url}: {e}; "
+        return LimiterUnavailable(f"rate limiter cannot reach Redis ({self._url}): {e}; "
                                   f"nothing was granted, retry later", retryable=True)
 
     def _call(self, script, keys, args):

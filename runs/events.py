@@ -91,9 +91,11 @@ class _RedisSubscription:
 
 class RedisEventBus:
     def __init__(self, url_or_client):
-        import redis
+        if isinstance(url_or_client, str):
+            from ..redisconn import redis_client
 
-        self.client = redis.Redis.from_url(url_or_client) if isinstance(url_or_client, str) else url_or_client
+            url_or_client = redis_client(url_or_client)
+        self.client = url_or_client
 
     @staticmethod
     def channel(run_id: str) -> str:

@@ -15,6 +15,7 @@ from celery import Celery
 from celery.signals import worker_process_init, worker_ready
 from kombu import Exchange, Queue
 
+from ..settings import RedisConfig
 from .compat import guard_dead_channels
 
 RUN_QUEUE = "runs"
@@ -24,9 +25,13 @@ ALL_QUEUES = [RUN_QUEUE, "agentflow.llm", "agentflow.image", "agentflow.db", "ag
 CONTROL_QUEUE = "agentflow.control"  # schedule ticks and the orphan reaper
 
 
-def make_celery(redis_url: str | None = None) -> Celery:
-    redis_url = redis_url or os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
-    app = Celery("agentflow", broker=redis_url, backend=redis_url,
+def make_celery(redis: "RedisConfig | str | None" = None) -> Celery:
+    """`redis`: a URL or a RedisConfig (default: the settings', else the local Redis)."""
+    from ..redisconn import celery_url
+    from ..settings import get_settings
+
+    url, sentinel = celery_url(redis or get_settings().redis or "redis://127.0.0.1:6379/0")
+    app = Celery("agentflow", broker=url, backend=url,
                  include=["agentflow.workers.run_task", "agentflow.workers.node_task",
                           "agentflow.workers.schedule_task", "agentflow.workers.noop_task",
                           "agentflow.workers.webhook_task"])
@@ -47,8 +52,8 @@ def make_celery(redis_url: str | None = None) -> Celery:
         task_routes={"agentflow.run": {"queue": RUN_QUEUE},
                      "agentflow.schedules.tick": {"queue": CONTROL_QUEUE},
                      "agentflow.runs.reap": {"queue": CONTROL_QUEUE}},
-        broker_transport_options=transport,
-        result_backend_transport_options={"visibility_timeout": visibility},
+        broker_transport_options={**transport, **sentinel},
+        result_backend_transport_options={"visibility_timeout": visibility, **sentinel},
         result_expires=24 * 3600,
         task_track_started=True,
         broker_connection_retry_on_startup=True,

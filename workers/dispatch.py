@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
+from ..redisconn import redis_client
 from ..runs.events import RedisEventBus
+from ..settings import RedisConfig
 from .app import RUN_QUEUE, celery_app
 
 
 class CeleryDispatcher:
-    def __init__(self, redis_url: str):
-        import redis
-
-        self.redis = redis.Redis.from_url(redis_url)
+    def __init__(self, redis: RedisConfig | str | None = None):
+        self.redis = redis_client(redis)
         self.bus = RedisEventBus(self.redis)
 
     def submit(self, run_id: str) -> None:

@@ -33,7 +33,11 @@ class WorkerProcesses:
         """Until every named worker answers a Celery ping."""
         from celery import Celery
 
-        app = Celery(broker=self.env["REDIS_URL"])
+        from ..redisconn import celery_url
+        from ..settings import RedisConfig
+
+        url, sentinel = celery_url(RedisConfig.from_env(self.env))
+        app = Celery(broker=url, broker_transport_options=sentinel)
         deadline = time.time() + timeout
         want = set(names)
         while time.time() < deadline:

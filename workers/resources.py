@@ -6,9 +6,8 @@ import threading
 import time
 from functools import lru_cache
 
-import redis
-
 from ..graph.secrets import install_log_redaction
+from ..redisconn import redis_client as make_redis_client
 from ..runs.events import RedisEventBus
 from ..settings import get_settings
 from ..store.db import IdleCheck, session_factory
@@ -20,9 +19,9 @@ _checkpointer = None
 
 
 @lru_cache
-def redis_client() -> redis.Redis:
+def redis_client():
     install_log_redaction()
-    return redis.Redis.from_url(get_settings().redis_url or "redis://127.0.0.1:6379/0")
+    return make_redis_client(get_settings().redis or "redis://127.0.0.1:6379/0")
 
 
 @lru_cache

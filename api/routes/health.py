@@ -39,10 +39,10 @@ def _check_broker(svc: Services) -> str:
         if ping is not None:
             ping()
         else:
-            import redis
+            from ...redisconn import redis_client
 
-            redis.Redis.from_url(svc.settings.redis_url, socket_timeout=CHECK_TIMEOUT,
-                                 socket_connect_timeout=CHECK_TIMEOUT).ping()
+            redis_client(svc.settings.redis, socket_timeout=CHECK_TIMEOUT,
+                         socket_connect_timeout=CHECK_TIMEOUT).ping()
     except Exception as exc:
         return f"broker unavailable: {scrub(str(exc) or type(exc).__name__)[:200]}"
     return "ok"

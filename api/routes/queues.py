@@ -86,10 +86,10 @@ def queue_limiter(svc: Services):
     limiter = svc.extra.get("queue_limiter")
     if limiter is None:
         if svc.settings.distributed:
-            from ...ratelimit.factory import limiter_from_env
+            from ...ratelimit.factory import redis_limiter
 
-            # the workers' limiter: same REDIS_URL and key prefix (AGENTFLOW_RATELIMIT_PREFIX)
-            limiter = limiter_from_env({**os.environ, "REDIS_URL": svc.settings.redis_url or ""})
+            # the workers' limiter: same Redis and key prefix (AGENTFLOW_RATELIMIT_PREFIX)
+            limiter = redis_limiter(svc.settings.redis, os.environ.get("AGENTFLOW_RATELIMIT_PREFIX"))
         else:
             executor = getattr(svc.dispatcher, "executor", None)
             limiter = getattr(executor, "limiter", None)

@@ -1,0 +1,241 @@
+"""Processes the scale-out tests start themselves: Redis with Sentinel, PgBouncer, nginx,
+`agentflow serve` and `agentflow beat`, a fresh Postgres database. Every one listens on a
+free port of 127.0.0.1 and keeps its files in a temp directory; none needs root.
+
+A missing binary or service fails the test (it never skips): these tests are the proof
+that AgentFlow runs on more than one machine.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Callable
+from urllib.parse import urlsplit
+
+import httpx
+
+from tests.fixtures_servers import pg_base_url
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def binary(name: str, *candidates: str) -> str:
+    for path in (shutil.which(name), *candidates):
+        if path and os.access(path, os.X_OK):
+            return path
+    raise RuntimeError(f"{name} is not installed (apt-get install {name}); the scale-out tests need it")
+
+
+def wait_until(check: Callable[[], bool], timeout: float, what: str, interval: float = 0.1) -> None:
+    deadline = time.monotonic() + timeout
+    last: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            if check():
+                return
+        except Exception as exc:  # not up yet
+            last = exc
+        time.sleep(interval)
+    raise TimeoutError(f"{what} within {timeout:g} s" + (f" (last error: {last})" if last else ""))
+
+
+class Proc:
+    """One process in its own session, its output in `log`."""
+
+    def __init__(self, name: str, argv: list[str], log: Path, env: dict | None = None, cwd: Path | None = None):
+        self.name, self.log = name, log
+        self._out = open(log, "ab")
+        self.popen = subprocess.Popen(argv, env=env, cwd=cwd, stdout=self._out, stderr=subprocess.STDOUT,
+                                      start_new_session=True)
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        try:
+            os.killpg(self.popen.pid, sig)
+        except ProcessLookupError:
+            pass
+        try:
+            self.popen.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.popen.pid, signal.SIGKILL)
+            self.popen.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.alive():
+            self.kill(signal.SIGTERM)
+        self._out.close()
+
+    def tail(self, n: int = 3000) -> str:
+        return self.log.read_text(errors="replace")[-n:]
+
+
+# ---------------------------------------------------------------- Postgres
+
+
+class FreshDatabase:
+    """A new database on the local Postgres (dropped by `drop`)."""
+
+    def __init__(self):
+        base = pg_base_url()
+        if base is None:
+            raise RuntimeError("PostgreSQL is not reachable at 127.0.0.1:5432; the scale-out tests need it")
+        import psycopg
+
+        self.base = base
+        self.name = "af_scale_" + uuid.uuid4().hex[:10]
+        with psycopg.connect(base, autocommit=True) as admin:
+            admin.execute(f'CREATE DATABASE "{self.name}"')
+        self.url = base.rsplit("/", 1)[0] + "/" + self.name
+        u = urlsplit(base)
+        self.user, self.host, self.port = u.username or "postgres", u.hostname or "127.0.0.1", u.port or 5432
+
+    def drop(self) -> None:
+        import psycopg
+
+        with psycopg.connect(self.base, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')
+
+
+# ---------------------------------------------------------------- Redis + Sentinel
+
+
+class SentinelRedis:
+    """A master, a replica and three sentinels (quorum 2), failover in about 2 s."""
+
+    MASTER = "afmaster"
+
+    def __init__(self, root: Path, down_after_ms: int = 1000, failover_timeout_ms: int = 4000):
+        self.root = root
+        self.server = binary("redis-server", "/usr/bin/redis-server")
+        self.master_port, self.replica_port = free_port(), free_port()
+        self.sentinel_ports = [free_port() for _ in range(3)]
+        self.procs: dict[str, Proc] = {}
+        self._redis("master", self.master_port)
+        self._redis("replica", self.replica_port, "--replicaof", "127.0.0.1", str(self.master_port))
+        for i, port in enumerate(self.sentinel_ports):
+            d = root / f"sentinel{i}"
+            d.mkdir()
+            conf = d / "sentinel.conf"  # sentinel rewrites its config: it must be its own, writable
+            conf.write_text(f"port {port}\nbind 127.0.0.1\ndir {d}\n"
+                            f"sentinel monitor {self.MASTER} 127.0.0.1 {self.master_port} 2\n"
+                            f"sentinel down-after-milliseconds {self.MASTER} {down_after_ms}\n"
+                            f"sentinel failover-timeout {self.MASTER} {failover_timeout_ms}\n"
+                            f"sentinel parallel-syncs {self.MASTER} 1\n")
+            self.procs[f"sentinel{i}"] = Proc(f"sentinel{i}", [self.server, str(conf), "--sentinel"],
+                                              d / "out.log")
+        self.wait_ready()
+
+    def _redis(self, name: str, port: int, *extra: str) -> None:
+        d = self.root / name
+        d.mkdir()
+        self.procs[name] = Proc(name, [self.server, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(d),
+                                       "--save", "", "--appendonly", "no", *extra], d / "out.log")
+
+    @property
+    def sentinels(self) -> str:
+        return ",".join(f"127.0.0.1:{p}" for p in self.sentinel_ports)
+
+    def env(self) -> dict[str, str]:
+        return {"REDIS_SENTINELS": self.sentinels, "REDIS_SENTINEL_MASTER": self.MASTER}
+
+    def sentinel_client(self, i: int = 0):
+        import redis
+
+        return redis.Redis(port=self.sentinel_ports[i], socket_timeout=2, decode_responses=True)
+
+    def master_address(self) -> tuple[str, int]:
+        host, port = self.sentinel_client().execute_command("SENTINEL", "get-master-addr-by-name", self.MASTER)
+        return host, int(port)
+
+    def wait_ready(self, timeout: float = 30) -> None:
+        """Until the replica is in sync and every sentinel knows the replica and the other
+        two sentinels (without that, no failover can be agreed)."""
+        import redis
+
+        def ready() -> bool:
+            for name, proc in self.procs.items():
+                if not proc.alive():
+                    raise RuntimeError(f"{name} exited: {proc.tail()}")
+            info = redis.Redis(port=self.replica_port, socket_timeout=1).info("replication")
+            if info.get("master_link_status") != "up":
+                return False
+            for i in range(3):
+                s = self.sentinel_client(i)
+                if len(s.execute_command("SENTINEL", "replicas", self.MASTER)) < 1:
+                    return False
+                if len(s.execute_command("SENTINEL", "sentinels", self.MASTER)) < 2:
+                    return False
+            return True
+
+        wait_until(ready, timeout, "Redis master, replica and three sentinels ready")
+
+    def kill_master(self) -> None:
+        self.procs["master"].kill(signal.SIGKILL)
+
+    def stop(self) -> None:
+        for proc in self.procs.values():
+            proc.stop()
+
+
+# ---------------------------------------------------------------- AgentFlow processes
+
+
+def agentflow(*args: str) -> list[str]:
+    return [sys.executable, "-m", "agentflow.cli", *args]
+
+
+class Api(Proc):
+    """`agentflow serve` on a free port."""
+
+    def __init__(self, name: str, env: dict, logdir: Path, port: int | None = None):
+        self.port = port or free_port()
+        super().__init__(name, agentflow("serve", "--port", str(self.port)), logdir / f"{name}.log", env=env)
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def wait_healthy(self, timeout: float = 60) -> "Api":
+        def up() -> bool:
+            if not self.alive():
+                raise RuntimeError(f"{self.name} exited: {self.tail()}")
+            return httpx.get(self.url + "/health", timeout=2).status_code == 200
+
+        wait_until(up, timeout, f"{self.name} answering /health", interval=0.3)
+        return self
+
+
+def beat(env: dict, logdir: Path) -> Proc:
+    return Proc("beat", agentflow("beat", "--log-level", "warning"), logdir / "beat.log", env=env)
+
+
+def token(env: dict, tenant: str = "default", role: str = "admin") -> str:
+    return subprocess.run(agentflow("token", "create", "--tenant", tenant, "--role", role, "--ttl", "3600"),
+                          env=env, capture_output=True, text=True, check=True).stdout.strip()
+
+
+def base_env(home: Path, **extra: str) -> dict[str, str]:
+    """This environment without any Redis or database settings of the caller's, plus `extra`."""
+    drop = ("REDIS_URL", "REDIS_SENTINELS", "REDIS_SENTINEL_MASTER", "REDIS_DB", "REDIS_PASSWORD", "DATABASE_URL",
+            "AGENTFLOW_DB_POOLER", "AGENTFLOW_TRUSTED_PROXIES")
+    env = {k: v for k, v in os.environ.items() if k not in drop}
+    env.update(AGENTFLOW_HOME=str(home), PYTHONUNBUFFERED="1", AGENTFLOW_JWT_SECRET="scale-test-" + "s" * 32)
+    env.update(extra)
+    return env

@@ -1,0 +1,173 @@
+"""Redis behind Sentinel: the master dies under load and AgentFlow carries on (contract 10).
+
+Started here, on free ports: a Redis master, its replica and three sentinels
+(`redis-server --sentinel`, down-after 1 s), a fresh Postgres database, the stand-in OpenAI
+server, `agentflow serve`, `agentflow beat` and real `agentflow worker` processes (a driver
+pool and an LLM pool), all given REDIS_SENTINELS + REDIS_SENTINEL_MASTER and no REDIS_URL.
+
+A client submits runs of `input -> writer -> reviewer` (two LLM steps on one queue limited
+to RATE msg/s with burst BURST) through the API, retrying what the API refuses (503 while
+the broker fails over: such a run is marked failed and never calls the model). Some
+seconds in, the master is SIGKILLed. Then:
+
+- Sentinel promotes the replica;
+- every run the API accepted (202) succeeds: none is lost, even one whose queue message
+  the dead master acknowledged but never replicated (the recovery sweep re-sends a run
+  still `queued` in Postgres after AGENTFLOW_ORPHAN_AFTER);
+- the stand-in server saw each step of each run exactly once (nothing paid twice);
+- no 1 s window at the server holds more than RATE + BURST calls, across the failover.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+
+import httpx
+import pytest
+
+from agentflow.ratelimit.loadtest import worst_window
+from agentflow.workers.launch import WorkerProcesses
+from tests.scale.harness import Api, FreshDatabase, SentinelRedis, base_env, beat, token, wait_until
+from tests.servers.openai_server import OpenAIServer, last_user_message
+
+pytestmark = [pytest.mark.distributed, pytest.mark.timeout(420)]
+
+RATE, BURST = 4, 2
+RUNS = 48
+SUBMIT_EVERY = 0.4      # s between submissions: 5 LLM calls/s wanted, 4 allowed: the queue stays busy
+KILL_AFTER = 16         # accepted runs before the master is killed
+TAG = re.compile(r"^run=(\d+) step=(\w+)")
+
+
+def spec() -> dict:
+    llm = {"source": "gpt", "queue": "q"}
+    return {
+        "id": "failover", "name": "Sentinel failover", "start_node": "input",
+        "nodes": [
+            {"id": "input", "type": "input"},
+            {"id": "writer", "type": "llm", **llm,
+             "config": {"prompt": "run={metadata.n} step=writer {user_input}", "output_key": "draft", "max_tokens": 20}},
+            {"id": "reviewer", "type": "llm", **llm,
+             "config": {"prompt": "run={metadata.n} step=reviewer {draft}", "output_key": "text_result",
+                        "max_tokens": 20}},
+        ],
+        "edges": [{"from": "input", "to": "writer"}, {"from": "writer", "to": "reviewer"}],
+        "queues": [{"id": "q", "max_messages_per_second": RATE, "burst_size": BURST}],
+        "sources": [{"id": "gpt", "kind": "llm", "provider": "openai", "model": "gpt-4o-mini",
+                     "api_key_env": "OPENAI_API_KEY", "base_url_env": "OPENAI_BASE_URL"}],
+    }
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    root = tmp_path_factory.mktemp("sentinel")
+    redis = SentinelRedis(root)
+    db = FreshDatabase()
+    llm = OpenAIServer().start()
+    procs = []
+    workers = None
+    try:
+        env = base_env(root / "home", DATABASE_URL=db.url, **redis.env(),
+                       OPENAI_API_KEY="sk-test-sentinel-0000", OPENAI_BASE_URL=llm.base_url,
+                       AGENTFLOW_VISIBILITY_TIMEOUT="10", AGENTFLOW_ORPHAN_AFTER="12", AGENTFLOW_REAP_EVERY="2")
+        from agentflow.store.db import dispose_all, migrate
+
+        migrate(db.url)
+        dispose_all()
+        workers = WorkerProcesses(env, root)
+        workers.start("driver", "runs,agentflow.control", concurrency=16, pool="threads")
+        workers.start("llm", "agentflow.llm", concurrency=2)
+        procs.append(beat(env, root))
+        api = Api("api", env, root)
+        procs.append(api)
+        workers.wait_ready(["driver", "llm"])
+        api.wait_healthy()
+        yield redis, env, api, llm, workers
+    finally:
+        if workers is not None:
+            workers.stop_all()
+        for p in procs:
+            p.stop()
+        llm.stop()
+        redis.stop()
+        db.drop()
+
+
+def test_master_killed_under_load_loses_no_run_pays_nothing_twice_and_keeps_the_rate(stack):
+    redis, env, api, llm, workers = stack
+    client = httpx.Client(base_url=api.url, headers={"Authorization": f"Bearer {token(env)}"}, timeout=30)
+    assert client.post("/workflows", json=spec()).status_code == 201
+
+    accepted: dict[int, str] = {}   # n -> run id
+    refused = 0
+    killed = threading.Event()
+
+    def submit(n: int) -> None:
+        nonlocal refused
+        while True:
+            try:
+                r = client.post("/workflows/failover/runs",
+                                json={"input": {"user_input": "go", "metadata": {"n": n}}})
+            except httpx.TransportError:
+                refused += 1
+                time.sleep(0.5)
+                continue
+            if r.status_code == 202:
+                accepted[n] = r.json()["run_id"]
+                return
+            assert r.status_code == 503, r.text   # broker failing over: the run was marked failed
+            refused += 1
+            time.sleep(0.5)
+
+    t_kill = None
+    for n in range(RUNS):
+        submit(n)
+        if n + 1 == KILL_AFTER:
+            redis.kill_master()
+            t_kill = time.time()
+            killed.set()
+        time.sleep(SUBMIT_EVERY)
+
+    # Sentinel promoted the replica
+    wait_until(lambda: redis.master_address()[1] == redis.replica_port, 30, "the replica promoted")
+
+    deadline = time.time() + 180
+    pending = dict(accepted)
+    records = {}
+    while pending and time.time() < deadline:
+        for n, run_id in list(pending.items()):
+            r = client.get(f"/runs/{run_id}")
+            if r.status_code == 200 and r.json()["status"] in ("succeeded", "failed", "cancelled"):
+                records[n] = r.json()
+                del pending[n]
+        time.sleep(1)
+    assert not pending, (f"runs never ended: {sorted(pending)}\ndriver: {workers.log('driver')[-3000:]}\n"
+                         f"llm: {workers.log('llm')[-2000:]}")
+    failed = {n: rec["error"] for n, rec in records.items() if rec["status"] != "succeeded"}
+    assert not failed, f"accepted runs that did not succeed: {failed}"
+
+    # every step of every accepted run reached the model exactly once
+    calls: dict[tuple[int, str], int] = {}
+    times = []
+    for call in llm.calls_to("/v1/chat/completions"):
+        m = TAG.match(last_user_message(call.json or {}))
+        assert m, f"untagged call: {call.json}"
+        key = (int(m.group(1)), m.group(2))
+        calls[key] = calls.get(key, 0) + 1
+        times.append(call.time)
+    twice = {k: c for k, c in calls.items() if c > 1}
+    assert not twice, f"steps paid more than once: {twice}"
+    missing = [(n, s) for n in accepted for s in ("writer", "reviewer") if (n, s) not in calls]
+    assert not missing, f"accepted runs whose steps never reached the model: {missing}"
+    strays = {k for k in calls if k[0] not in accepted}
+    assert not strays, f"calls for runs the API refused: {strays}"
+
+    # the queue's rate held across the failover, counted where the calls land
+    worst = worst_window(times, 1.0)
+    assert worst <= RATE + BURST, f"{worst} calls in one second, limit {RATE}/s + burst {BURST}"
+    after = [t for t in times if t > t_kill]
+    assert len(after) >= RUNS, "most of the work must happen after the failover for this test to mean anything"
+    print(f"sentinel failover: {len(accepted)} runs accepted, {refused} submissions refused/retried, "
+          f"{len(times)} calls, {len(after)} after the kill, worst 1 s window {worst}")
