@@ -45,12 +45,20 @@ class Settings(BaseSettings):
     rate_ip_per_minute: float = Field(600, alias="AGENTFLOW_RATE_IP_PER_MINUTE")
     rate_ip_burst: int = Field(200, alias="AGENTFLOW_RATE_IP_BURST")
 
-    # A pooler (PgBouncer in transaction mode) in front of Postgres: no server-side prepared
-    # statements and no session state. Also detected from `?pooler=pgbouncer` in DATABASE_URL.
+    # `pgbouncer`: DATABASE_URL reaches Postgres through a pooler in transaction mode, so no
+    # server-side prepared statements (a statement prepared on one server connection is
+    # unknown on the next). Session state (session advisory locks) is never relied on.
     db_pooler: str | None = Field(None, alias="AGENTFLOW_DB_POOLER")
     # Behind a reverse proxy (deploy/nginx): trust X-Forwarded-For / X-Forwarded-Proto from
     # these addresses (comma-separated IPs or CIDRs; "*" = any). Empty: headers ignored.
     trusted_proxies: str = Field("", alias="AGENTFLOW_TRUSTED_PROXIES")
+
+    @property
+    def transaction_pooler(self) -> bool:
+        pooler = (self.db_pooler or "").strip().lower()
+        if pooler not in ("", "none", "pgbouncer"):
+            raise ValueError(f"AGENTFLOW_DB_POOLER must be pgbouncer or unset, not {self.db_pooler!r}")
+        return pooler == "pgbouncer"
 
     @property
     def redis(self) -> "RedisConfig | None":

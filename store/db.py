@@ -49,11 +49,19 @@ def get_engine(url: str) -> Engine:
                 engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
                 event.listen(engine, "connect", _sqlite_pragmas)
             else:
-                engine = create_engine(url, pool_size=10, max_overflow=20,
-                                       pool_recycle=300, connect_args={"connect_timeout": 5})
+                engine = create_engine(url, pool_size=10, max_overflow=20, pool_recycle=300,
+                                       connect_args={"connect_timeout": 5, **psycopg_pooler_args()})
                 ping_when_idle(engine)
             _engines[url] = engine
     return engine
+
+
+def psycopg_pooler_args() -> dict[str, Any]:
+    """psycopg connection options for the configured pooler: behind PgBouncer in transaction
+    mode, never prepare statements server-side (AGENTFLOW_DB_POOLER=pgbouncer)."""
+    from ..settings import get_settings
+
+    return {"prepare_threshold": None} if get_settings().transaction_pooler else {}
 
 
 # A pooled connection idle this long, or one the server has written to since (it does

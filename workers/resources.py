@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import threading
-import time
 from functools import lru_cache
 
 from ..graph.secrets import install_log_redaction
 from ..redisconn import redis_client as make_redis_client
 from ..runs.events import RedisEventBus
 from ..settings import get_settings
-from ..store.db import IdleCheck, session_factory
+from ..store.db import IdleCheck, psycopg_pooler_args, session_factory
 from .checkpoints import HoldingPostgresSaver
 from ..store.runs import RunStore
 
@@ -63,17 +62,28 @@ def checkpointer():
                 if idle.stale(conn):
                     ConnectionPool.check_connection(conn)
 
+            # prepare_threshold 0: every statement prepared at once (a checkpoint write is a
+            # handful of statements on each step), unless a pooler forbids it
+            kwargs = {"autocommit": True, "prepare_threshold": 0, "row_factory": dict_row, **psycopg_pooler_args()}
             pool = ConnectionPool(url, min_size=1, max_size=16, open=True, check=check, reset=idle.used,
-                                  kwargs={"autocommit": True, "prepare_threshold": 0, "row_factory": dict_row})
+                                  kwargs=kwargs)
             saver = HoldingPostgresSaver(pool)
-            with pool.connection() as conn:  # workers start together: one creates the tables
-                # try-lock and sleep: a session blocked inside pg_advisory_lock holds a
-                # snapshot, and the saver's CREATE INDEX CONCURRENTLY would wait on it forever.
-                while not conn.execute("SELECT pg_try_advisory_lock(4242002) AS ok").fetchone()["ok"]:
-                    time.sleep(0.1)
-                try:
-                    saver.setup()
-                finally:
-                    conn.execute("SELECT pg_advisory_unlock(4242002)")
+            setup_checkpoint_tables(pool, saver)
             _checkpointer = saver
     return _checkpointer
+
+
+def setup_checkpoint_tables(pool, saver) -> None:
+    """Create or upgrade LangGraph's checkpoint tables (`saver.MIGRATIONS`, as its `setup()`
+    does) once, however many workers start together: one transaction under a
+    transaction-level advisory lock. A session-level lock would not survive PgBouncer's
+    transaction pooling (it stays on whichever server connection took it). LangGraph builds
+    its indexes CONCURRENTLY, which cannot run in a transaction: here they are built plainly
+    (on tables that are new or, on an upgrade, briefly blocking writes to the one indexed)."""
+    with pool.connection() as conn, conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(4242002)")
+        conn.execute(saver.MIGRATIONS[0])
+        row = conn.execute("SELECT v FROM checkpoint_migrations ORDER BY v DESC LIMIT 1").fetchone()
+        for v in range((-1 if row is None else row["v"]) + 1, len(saver.MIGRATIONS)):
+            conn.execute(saver.MIGRATIONS[v].replace(" CONCURRENTLY ", " "))
+            conn.execute("INSERT INTO checkpoint_migrations (v) VALUES (%s)", (v,))

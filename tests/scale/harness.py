@@ -239,3 +239,83 @@ def base_env(home: Path, **extra: str) -> dict[str, str]:
     env.update(AGENTFLOW_HOME=str(home), PYTHONUNBUFFERED="1", AGENTFLOW_JWT_SECRET="scale-test-" + "s" * 32)
     env.update(extra)
     return env
+
+
+def plain_redis(root: Path) -> tuple[Proc, str]:
+    """A private redis-server on a free port: (process, REDIS_URL)."""
+    port = free_port()
+    d = root / "redis"
+    d.mkdir()
+    proc = Proc("redis", [binary("redis-server", "/usr/bin/redis-server"), "--port", str(port), "--bind", "127.0.0.1",
+                          "--dir", str(d), "--save", "", "--appendonly", "no"], d / "out.log")
+    import redis
+
+    wait_until(lambda: redis.Redis(port=port, socket_timeout=1).ping(), 20, "redis-server answering")
+    return proc, f"redis://127.0.0.1:{port}/0"
+
+
+class PgBouncer(Proc):
+    """PgBouncer in transaction pooling mode in front of the local Postgres: few server
+    connections shared by every client, one transaction at a time."""
+
+    def __init__(self, root: Path, db: FreshDatabase, pool_size: int = 6):
+        self.port = free_port()
+        argv = [binary("pgbouncer", "/usr/sbin/pgbouncer")]
+        if os.geteuid() == 0:
+            # PgBouncer refuses to run as root: it drops to `nobody` (-u), so its files live
+            # in a directory of nobody's own, outside root's private temp tree
+            import pwd
+            import tempfile
+
+            nobody = pwd.getpwnam("nobody")
+            d = Path(tempfile.mkdtemp(prefix="af-pgbouncer-"))
+            os.chown(d, nobody.pw_uid, nobody.pw_gid)
+            argv += ["-u", "nobody"]
+        else:
+            d = root / "pgbouncer"
+            d.mkdir()
+        self.dir = d
+        users = {db.user, "postgres"}
+        (d / "userlist.txt").write_text("".join(f'"{u}" ""\n' for u in sorted(users)))
+        ini = d / "pgbouncer.ini"
+        ini.write_text(f"""[databases]
+{db.name} = host={db.host} port={db.port} dbname={db.name}
+
+[pgbouncer]
+listen_addr = 127.0.0.1
+listen_port = {self.port}
+unix_socket_dir =
+auth_type = trust
+auth_file = {d / 'userlist.txt'}
+admin_users = {db.user}
+pool_mode = transaction
+default_pool_size = {pool_size}
+max_client_conn = 1000
+ignore_startup_parameters = extra_float_digits
+logfile = {d / 'pgbouncer.log'}
+pidfile = {d / 'pgbouncer.pid'}
+""")
+        super().__init__("pgbouncer", [*argv, str(ini)], root / "pgbouncer.out.log")
+        self.url = f"postgresql://{db.user}@127.0.0.1:{self.port}/{db.name}"
+        self.admin_url = f"postgresql://{db.user}@127.0.0.1:{self.port}/pgbouncer"
+        import psycopg
+
+        def up() -> bool:
+            if not self.alive():
+                raise RuntimeError(f"pgbouncer exited: {self.tail()}")
+            with psycopg.connect(self.url, connect_timeout=2, prepare_threshold=None) as conn:
+                return conn.execute("SELECT 1").fetchone() == (1,)
+
+        wait_until(up, 20, "pgbouncer passing a query through")
+
+    def stop(self) -> None:
+        super().stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def show(self, what: str) -> list[dict]:
+        """The admin console's SHOW <what> (POOLS, STATS, SERVERS...) as dicts."""
+        import psycopg
+        from psycopg.rows import dict_row
+
+        with psycopg.connect(self.admin_url, autocommit=True, prepare_threshold=None, row_factory=dict_row) as conn:
+            return conn.execute(f"SHOW {what}").fetchall()
