@@ -148,8 +148,10 @@ def cmd_serve(args) -> int:
     host = args.host or settings.host
     mode = "distributed (Redis + Celery)" if settings.distributed else "embedded (in-process, no Redis)"
     print(f"AgentFlow {mode} on http://{host}:{port}  (API docs at /docs)", file=sys.stderr)
+    # proxy_headers off: uvicorn would trust X-Forwarded-For from 127.0.0.1 by default; the
+    # app trusts exactly AGENTFLOW_TRUSTED_PROXIES (api/main.py)
     uvicorn.run("agentflow.api.main:create_app", factory=True, host=host, port=port,
-                log_level=args.log_level, access_log=args.access_log)
+                log_level=args.log_level, access_log=args.access_log, proxy_headers=False)
     return 0
 
 

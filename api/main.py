@@ -116,7 +116,13 @@ def create_app(settings: Settings | None = None, dispatcher: Dispatcher | None =
         app.add_middleware(CORSMiddleware, allow_origins=origins, allow_methods=["*"], allow_headers=["*"],
                            expose_headers=["Retry-After", "Location"])
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
-    app.add_middleware(MetricsMiddleware)  # outermost: counts 413s too
+    app.add_middleware(MetricsMiddleware)  # counts 413s too
+    if settings.trusted_proxy_list:
+        # outermost: the per-IP limit, the audit log and the loopback checks all see the
+        # client the trusted proxy (deploy/nginx) names in X-Forwarded-For, not the proxy
+        from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
+
+        app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=settings.trusted_proxy_list)
 
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     security.document(app)  # bearer auth, 401/403/429 in the document

@@ -319,3 +319,51 @@ pidfile = {d / 'pgbouncer.pid'}
 
         with psycopg.connect(self.admin_url, autocommit=True, prepare_threshold=None, row_factory=dict_row) as conn:
             return conn.execute(f"SHOW {what}").fetchall()
+
+
+class Nginx(Proc):
+    """nginx with the shipped deploy/nginx/agentflow.conf, its upstream servers and listen
+    port replaced, everything else as shipped; its files in `root` (no root needed)."""
+
+    SHIPPED = REPO / "deploy" / "nginx" / "agentflow.conf"
+
+    def __init__(self, root: Path, upstreams: list[int]):
+        import re
+
+        self.port = free_port()
+        d = root / "nginx"
+        d.mkdir()
+        conf = self.SHIPPED.read_text()
+        servers = "".join(f"    server 127.0.0.1:{p} max_fails=1 fail_timeout=5s;\n" for p in upstreams)
+        conf, n = re.subn(r"(?m)^    server \S+:\d+ [^\n]*\n(?:    server \S+:\d+ [^\n]*\n)*", servers, conf, count=1)
+        assert n == 1, "the shipped config has no upstream server lines to replace"
+        conf, n = re.subn(r"(?m)^    listen \d+;", f"    listen 127.0.0.1:{self.port};", conf)
+        assert n == 1, "the shipped config has no `listen <port>;` line to replace"
+        (d / "agentflow.conf").write_text(conf)
+        temp = "".join(f"    {k}_temp_path {d / k};\n" for k in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
+        (d / "nginx.conf").write_text(
+            ("user root;\n" if os.geteuid() == 0 else "")
+            + f"worker_processes 1;\npid {d / 'nginx.pid'};\nerror_log {d / 'error.log'} info;\n"
+            "events { worker_connections 1024; }\n"
+            "http {\n"
+            "    log_format upstream '$request_method $request_uri $status $upstream_addr $upstream_status';\n"
+            f"    access_log {d / 'access.log'} upstream;\n{temp}"
+            f"    include {d / 'agentflow.conf'};\n}}\n")
+        self.access_log = d / "access.log"
+        nginx = binary("nginx", "/usr/sbin/nginx")
+        check = subprocess.run([nginx, "-t", "-p", str(d), "-c", str(d / "nginx.conf")], capture_output=True, text=True)
+        assert check.returncode == 0, check.stderr
+        super().__init__("nginx", [nginx, "-p", str(d), "-c", str(d / "nginx.conf"), "-g", "daemon off;"],
+                         d / "out.log")
+        self.url = f"http://127.0.0.1:{self.port}"
+
+        def up() -> bool:
+            if not self.alive():
+                raise RuntimeError(f"nginx exited: {self.tail()} {(d / 'error.log').read_text()[-2000:]}")
+            return httpx.get(self.url + "/health", timeout=2).status_code == 200
+
+        wait_until(up, 20, "nginx proxying /health")
+
+    def upstreams_seen(self) -> list[str]:
+        """The upstream address of each logged request (first try), in order."""
+        return [line.split()[3].split(",")[0] for line in self.access_log.read_text().splitlines() if len(line.split()) > 3]
