@@ -76,5 +76,6 @@ def celery_url(config: RedisConfig | str | None = None) -> tuple[str, dict[str, 
     from urllib.parse import quote
 
     auth = f":{quote(config.password, safe='')}@" if config.password else ""
-    url = ";".join(f"sentinel://{auth}{host}:{port}/{config.db}" for host, port in config.sentinels)
+    hosts = [(f"[{h}]" if ":" in h else h, p) for h, p in config.sentinels]  # IPv6 in brackets
+    url = ";".join(f"sentinel://{auth}{host}:{port}/{config.db}" for host, port in hosts)
     return url, {"master_name": config.master, "sentinel_kwargs": _sentinel_kwargs()}

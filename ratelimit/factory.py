@@ -39,13 +39,17 @@ def limiter_from_env(env: Mapping[str, str] | None = None) -> LimiterBase:
 def redis_limiter(config: RedisConfig, prefix: str | None = None) -> LimiterBase:
     """The process's RedisLimiter on `config` (one object per Redis and key prefix;
     default prefix `af:rl`)."""
-    from ..redisconn import redis_client
+    from ..redisconn import async_redis_client, redis_client
     from .redis import RedisLimiter
 
     prefix = prefix or DEFAULT_PREFIX
+    timeouts = {"socket_timeout": 2.0, "socket_connect_timeout": 2.0}
     with _lock:
         lim = _redis.get((config, prefix))
         if lim is None:
-            client = redis_client(config, socket_timeout=2.0, socket_connect_timeout=2.0)
-            lim = _redis[(config, prefix)] = RedisLimiter(client, key_prefix=prefix, where=config.describe())
+            # plain TCP: the limiter's own multiplexed connection serves async callers;
+            # Sentinel: redis-py's async Sentinel client does
+            aclient = (lambda: async_redis_client(config, **timeouts)) if config.sentinels else None
+            lim = _redis[(config, prefix)] = RedisLimiter(redis_client(config, **timeouts), key_prefix=prefix,
+                                                          where=config.describe(), async_client=aclient)
         return lim

@@ -280,7 +280,7 @@ class RedisLimiter(LimiterBase):
     def __init__(self, client: "redis_lib.Redis | str", key_prefix: str = "af:rl", *,
                  waiter_ttl: float = 10.0, fair_grace: float | None = None,
                  clock: Callable[[], float] | None = None, socket_timeout: float = 2.0,
-                 where: str | None = None):
+                 where: str | None = None, async_client: Callable[[], Any] | None = None):
         if isinstance(client, str):
             from ..redisconn import redis_client
 
@@ -296,6 +296,9 @@ class RedisLimiter(LimiterBase):
         self.waiter_ttl = waiter_ttl
         self.fair_grace = fair_grace
         self._clock = clock
+        # makes a redis.asyncio client on the same Redis, for the async checks when the sync
+        # client is not plain TCP (Sentinel): redis-py's async Sentinel finds the master
+        self._async_client_factory = async_client
         self._acquire = client.register_script(ACQUIRE_LUA)
         self._settle = client.register_script(SETTLE_LUA)
         self._stats = client.register_script(STATS_LUA)
@@ -410,6 +413,9 @@ class RedisLimiter(LimiterBase):
 
         conn = self._async_connection()
         if conn is None:
+            client = self._async_client()
+            if client is not None:
+                return await self._acquire_each_asyncio(client, queues)
             return [await anyio.to_thread.run_sync(self.try_acquire, q) for q in queues]
         requests = [self._request(q, None, 0, None) for q in queues]
         packed = [plan.head + _bulk(dyn) + plan.tail for plan, dyn, _ in requests]
@@ -432,10 +438,51 @@ class RedisLimiter(LimiterBase):
             await anyio.to_thread.run_sync(self.redis.script_load, ACQUIRE_LUA)
         raise self._unavailable(RuntimeError("script could not be loaded"))
 
+    async def _acquire_each_asyncio(self, client, queues: list[QueueLimits]) -> list[Decision]:
+        """try_acquire_each_async on a redis.asyncio client: one pipeline, one round trip."""
+        import anyio
+
+        requests = [self._request(q, None, 0, None) for q in queues]
+        for attempt in range(3):
+            pipe = client.pipeline(transaction=False)
+            for plan, dyn, _ in requests:
+                pipe.evalsha(self._acquire.sha, len(plan.keys), *plan.keys, *dyn, *plan.args)
+            try:
+                replies = await pipe.execute(raise_on_error=False)
+            except RedisConnectionError as e:  # e.g. the master failing over: again, then give up
+                if attempt == 2:
+                    raise self._unavailable(e) from e
+                await anyio.sleep(0.01 * (attempt + 1))
+                continue
+            except RedisTimeoutError as e:  # not retried: the scripts may have run
+                raise self._unavailable(e) from e
+            errors = [r for r in replies if isinstance(r, Exception)]
+            if not errors:
+                return [self._decision(q, req[2], r) for q, req, r in zip(queues, requests, replies)]
+            if not all(isinstance(e, NoScriptError) for e in errors):
+                raise self._unavailable(errors[0])
+            await client.script_load(ACQUIRE_LUA)  # a promoted replica may not have it
+        raise self._unavailable(RuntimeError("script could not be loaded"))
+
+    def _async_client(self):
+        """The event loop's redis.asyncio client from `async_client`, or None."""
+        import asyncio
+
+        if self._async_client_factory is None:
+            return None
+        loop = asyncio.get_running_loop()
+        cached = getattr(self, "_aclient", None)
+        if cached is not None and cached[0] is loop:
+            return cached[1]
+        client = self._async_client_factory()
+        self._aclient = (loop, client)
+        return client
+
     def _async_connection(self):
         """The event loop's multiplexed connection (`resp.MultiplexedConnection`), or None
-        when the client is not plain TCP (unix socket, TLS, sentinel...) or was given
-        without its fast path: the sync client then runs on a thread."""
+        when the client is not plain TCP (unix socket, TLS, Sentinel...) or was given
+        without its fast path: `async_client` (Sentinel) then serves, else the sync client
+        runs on a thread."""
         import asyncio
 
         loop = asyncio.get_running_loop()

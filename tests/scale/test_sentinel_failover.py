@@ -95,6 +95,48 @@ def stack(tmp_path_factory):
         db.drop()
 
 
+def test_limiter_and_clients_find_the_master_through_sentinel(stack):
+    """The one client factory, sync and asyncio, and the limiter's async checks (the API's
+    per-request path) on Sentinel: they reach the master, and the limiter's keys carry
+    the queue's hash tag (one Redis Cluster slot per queue)."""
+    import asyncio
+
+    import redis as redis_lib
+
+    from agentflow.ratelimit import QueueLimits
+    from agentflow.ratelimit.factory import redis_limiter
+    from agentflow.redisconn import async_redis_client, redis_client
+    from agentflow.settings import RedisConfig
+
+    cluster = stack[0]
+    config = RedisConfig.from_env(cluster.env())
+    sync = redis_client(config)
+    sync.set("af:probe", "1")
+    master = redis_lib.Redis(port=cluster.master_port)
+    assert master.get("af:probe") == b"1" and master.info("replication")["role"] == "master"
+
+    async def via_asyncio():
+        client = async_redis_client(config)
+        try:
+            return await client.get("af:probe")
+        finally:
+            await client.aclose()
+
+    assert asyncio.run(via_asyncio()) == b"1"
+
+    limiter = redis_limiter(config, "af:rl-probe")
+    queues = [QueueLimits(f"probe-{i}", max_requests_per_minute=6, burst_size=3) for i in range(2)]
+
+    async def checks(n):
+        return [await limiter.try_acquire_each_async(queues) for _ in range(n)]
+
+    rounds = asyncio.run(checks(5))
+    assert [[d.allowed for d in r] for r in rounds] == [[True, True]] * 3 + [[False, False]] * 2
+    keys = {k.decode() for k in master.keys("af:rl-probe:*")}
+    assert keys and all("{probe-0}" in k or "{probe-1}" in k for k in keys), keys
+    limiter.clear()
+
+
 def test_master_killed_under_load_loses_no_run_pays_nothing_twice_and_keeps_the_rate(stack):
     redis, env, api, llm, workers = stack
     client = httpx.Client(base_url=api.url, headers={"Authorization": f"Bearer {token(env)}"}, timeout=30)
@@ -166,7 +208,11 @@ def test_master_killed_under_load_loses_no_run_pays_nothing_twice_and_keeps_the_
 
     # the queue's rate held across the failover, counted where the calls land
     worst = worst_window(times, 1.0)
-    assert worst <= RATE + BURST, f"{worst} calls in one second, limit {RATE}/s + burst {BURST}"
+    ts = sorted(times)
+    crowded = [[round(t - t_kill, 3) for t in ts if ts[i] <= t < ts[i] + 1] for i in range(len(ts))]
+    crowded = [w for w in crowded if len(w) > RATE + BURST]
+    assert worst <= RATE + BURST, (f"{worst} calls in one second, limit {RATE}/s + burst {BURST}; windows "
+                                   f"(s after the kill): {crowded[:3]}")
     after = [t for t in times if t > t_kill]
     assert len(after) >= RUNS, "most of the work must happen after the failover for this test to mean anything"
     print(f"sentinel failover: {len(accepted)} runs accepted, {refused} submissions refused/retried, "
