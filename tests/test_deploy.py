@@ -291,6 +291,15 @@ def test_k8s_manifests():
                     assert "value" not in env and env["valueFrom"]["secretKeyRef"], env
 
 
+def test_k8s_disruption_budgets_select_the_api_and_every_worker_group():
+    docs = k8s_docs()
+    selectors = {d["metadata"]["name"]: d["spec"]["selector"] for d in docs if d["kind"] == "Deployment"}
+    pdbs = {d["metadata"]["name"]: d["spec"] for d in docs if d["kind"] == "PodDisruptionBudget"}
+    assert set(pdbs) == {n for n in selectors if n == "api" or n.startswith("worker-")}
+    for name, spec in pdbs.items():
+        assert spec["selector"] == selectors[name] and spec["maxUnavailable"] == 1, name
+
+
 def test_k8s_extras_secret_template_and_keda():
     (secret,) = load_docs(K8S / "extras" / "secret.template.yaml")
     assert secret["kind"] == "Secret" and secret["metadata"]["name"] == "agentflow-secrets"
@@ -570,6 +579,23 @@ def test_helm_chart_values_switch_parts():
     assert deployments["af-beat"]["spec"]["template"]["spec"]["containers"][0]["image"] == "agentflow:1.2.3"
     (config,) = [d for d in docs if d["kind"] == "ConfigMap"]
     assert config["data"]["REDIS_URL"] == "redis://elsewhere:6379/3"
+
+
+def test_helm_chart_sentinel_and_disruption_budgets():
+    docs = render_chart({"redis.enabled": False, "redis.sentinels": "s0:26379,s1:26379,s2:26379",
+                         "redis.sentinelMaster": "mymaster"})
+    (config,) = [d for d in docs if d["kind"] == "ConfigMap"]
+    assert "REDIS_URL" not in config["data"]
+    assert config["data"]["REDIS_SENTINELS"] == "s0:26379,s1:26379,s2:26379"
+    assert config["data"]["REDIS_SENTINEL_MASTER"] == "mymaster"
+    # one budget per Deployment that serves (API, each worker group), selecting exactly its pods
+    deployments = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Deployment"}
+    pdbs = {d["metadata"]["name"]: d for d in docs if d["kind"] == "PodDisruptionBudget"}
+    assert set(pdbs) == {n for n in deployments if n.startswith(("af-api", "af-worker-"))}
+    for name, pdb in pdbs.items():
+        assert pdb["spec"]["maxUnavailable"] == 1
+        assert pdb["spec"]["selector"] == deployments[name]["spec"]["selector"], name
+    assert not [d for d in render_chart({"disruption.enabled": False}) if d["kind"] == "PodDisruptionBudget"]
 
 
 # ---------------------------------------------------------------- scripts

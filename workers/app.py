@@ -42,6 +42,12 @@ def make_celery(redis: "RedisConfig | str | None" = None) -> Celery:
     transport = {"visibility_timeout": visibility,
                  "unacked_restore_interval": max(1.0, min(30.0, visibility / 4)),
                  "unacked_restore_throttle": 1}
+    if sentinel:
+        # A Sentinel failover is an outage of a few seconds (down-after + election) with a
+        # known end: a publish (the API's submit, a task's retry) waits it out instead of
+        # failing after Celery's default 0.6 s
+        app.conf.task_publish_retry_policy = {"max_retries": 30, "interval_start": 0, "interval_step": 0.5,
+                                              "interval_max": 0.5}
     app.conf.update(
         task_serializer="json", result_serializer="json", accept_content=["json"],
         task_acks_late=True, task_reject_on_worker_lost=True,

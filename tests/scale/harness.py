@@ -231,6 +231,17 @@ def token(env: dict, tenant: str = "default", role: str = "admin") -> str:
                           env=env, capture_output=True, text=True, check=True).stdout.strip()
 
 
+def stop_everything(workers, procs: list, *others) -> None:
+    """Tear a test stack down: workers first (they hold runs), then the processes in reverse
+    order of start, then `others` (objects with stop(), or a FreshDatabase: dropped)."""
+    if workers is not None:
+        workers.stop_all()
+    for proc in reversed(procs):
+        proc.stop()
+    for other in others:
+        other.drop() if isinstance(other, FreshDatabase) else other.stop()
+
+
 def base_env(home: Path, **extra: str) -> dict[str, str]:
     """This environment without any Redis or database settings of the caller's, plus `extra`."""
     drop = ("REDIS_URL", "REDIS_SENTINELS", "REDIS_SENTINEL_MASTER", "REDIS_DB", "REDIS_PASSWORD", "DATABASE_URL",

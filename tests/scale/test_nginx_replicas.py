@@ -21,7 +21,7 @@ import httpx
 import pytest
 
 from agentflow.workers.launch import WorkerProcesses
-from tests.scale.harness import Api, FreshDatabase, Nginx, base_env, plain_redis
+from tests.scale.harness import stop_everything, Api, FreshDatabase, Nginx, base_env, plain_redis
 
 pytestmark = [pytest.mark.distributed, pytest.mark.timeout(400)]
 
@@ -85,12 +85,7 @@ def stack(tmp_path_factory):
         procs.append(nginx)
         yield apis, nginx, llm, workers
     finally:
-        if workers is not None:
-            workers.stop_all()
-        for p in reversed(procs):
-            p.stop()
-        llm.stop()
-        db.drop()
+        stop_everything(workers, procs, llm, db)
 
 
 def sse_events(c: httpx.Client, run_id: str, timeout: float = 60) -> list[tuple[float, str, dict]]:
@@ -134,10 +129,13 @@ def test_run_events_reach_a_stream_on_the_other_replica_and_through_nginx(stack)
             assert events[-1][0] - first_live >= 0.2, "the stream was buffered: every event came at the end"
 
 
-def _hammer(c: httpx.Client, n: int) -> tuple[int, list[str], float]:
-    """n GET /workflows in a row: (granted, refusal messages, seconds taken)."""
+def _round_robin(clients: list[httpx.Client], n: int, forge: bool = False) -> tuple[int, list[str], float]:
+    """n GET /workflows, one client after the other (then closed): (granted, refusal
+    messages, seconds taken). `forge`: each request names another X-Forwarded-For."""
     t0, ok, refused = time.monotonic(), 0, []
-    for _ in range(n):
+    for i, c in enumerate(itertools.islice(itertools.cycle(clients), n)):
+        if forge:
+            c.headers["X-Forwarded-For"] = f"10.9.{i // 250}.{i % 250 + 1}"
         r = c.get("/workflows")
         if r.status_code == 200:
             ok += 1
@@ -145,7 +143,10 @@ def _hammer(c: httpx.Client, n: int) -> tuple[int, list[str], float]:
             assert r.status_code == 429, r.text
             assert int(r.headers["Retry-After"]) >= 1
             refused.append(r.json()["detail"])
-    return ok, refused, time.monotonic() - t0
+    took = time.monotonic() - t0
+    for c in clients:
+        c.close()
+    return ok, refused, took
 
 
 def _granted_at_most(seconds: float) -> float:
@@ -155,16 +156,9 @@ def _granted_at_most(seconds: float) -> float:
 def test_tenant_limit_holds_across_replicas_and_addresses(stack):
     _, nginx, _, _ = stack
     tenant = "lim-" + uuid.uuid4().hex[:6]
-    # one tenant from 6 addresses (10 requests each: no address reaches its own burst)
-    clients = [client(nginx.url, tenant, f"127.0.2.{i}") for i in range(1, 7)]
     seen_before = len(nginx.upstreams_seen())
-    t0, ok, refused = time.monotonic(), 0, []
-    for c in itertools.islice(itertools.cycle(clients), 60):
-        got, msgs, _ = _hammer(c, 1)
-        ok, refused = ok + got, refused + msgs
-    took = time.monotonic() - t0
-    for c in clients:
-        c.close()
+    # one tenant from 6 addresses (10 requests each: no address reaches its own burst)
+    ok, refused, took = _round_robin([client(nginx.url, tenant, f"127.0.2.{i}") for i in range(1, 7)], 60)
     assert BURST <= ok <= _granted_at_most(took), (ok, took)
     assert refused and all("this tenant" in m for m in refused), refused[:3]
     assert len(set(nginx.upstreams_seen()[seen_before:])) == 2, "nginx must have used both replicas"
@@ -175,14 +169,7 @@ def test_address_limit_holds_across_replicas_and_ignores_a_forged_forwarded_for(
     # one address, 4 tenants (15 requests each), and a different forged X-Forwarded-For on
     # each request: nginx replaces the header with the address it saw
     clients = [client(nginx.url, "ip-" + uuid.uuid4().hex[:6], "127.0.3.1") for _ in range(4)]
-    t0, ok, refused = time.monotonic(), 0, []
-    for i, c in enumerate(itertools.islice(itertools.cycle(clients), 60)):
-        c.headers["X-Forwarded-For"] = f"10.9.{i // 250}.{i % 250 + 1}"
-        got, msgs, _ = _hammer(c, 1)
-        ok, refused = ok + got, refused + msgs
-    took = time.monotonic() - t0
-    for c in clients:
-        c.close()
+    ok, refused, took = _round_robin(clients, 60, forge=True)
     assert BURST <= ok <= _granted_at_most(took), (ok, took)
     assert refused and all("this address" in m for m in refused), refused[:3]
 

@@ -22,7 +22,7 @@ import httpx
 import pytest
 
 from agentflow.workers.launch import WorkerProcesses
-from tests.scale.harness import Api, FreshDatabase, PgBouncer, agentflow, base_env, beat, plain_redis, token
+from tests.scale.harness import stop_everything, Api, FreshDatabase, PgBouncer, agentflow, base_env, beat, plain_redis, token
 
 pytestmark = [pytest.mark.distributed, pytest.mark.timeout(300)]
 
@@ -80,12 +80,7 @@ def stack(tmp_path_factory):
         api.wait_healthy()
         yield bouncer, env, api, llm, workers
     finally:
-        if workers is not None:
-            workers.stop_all()
-        for p in reversed(procs):
-            p.stop()
-        llm.stop()
-        db.drop()
+        stop_everything(workers, procs, llm, db)
 
 
 def test_api_workers_and_checkpoints_run_through_transaction_pooling(stack):

@@ -29,7 +29,7 @@ import pytest
 
 from agentflow.ratelimit.loadtest import worst_window
 from agentflow.workers.launch import WorkerProcesses
-from tests.scale.harness import Api, FreshDatabase, SentinelRedis, base_env, beat, token, wait_until
+from tests.scale.harness import stop_everything, Api, FreshDatabase, SentinelRedis, base_env, beat, token, wait_until
 from tests.servers.openai_server import OpenAIServer, last_user_message
 
 pytestmark = [pytest.mark.distributed, pytest.mark.timeout(420)]
@@ -86,13 +86,7 @@ def stack(tmp_path_factory):
         api.wait_healthy()
         yield redis, env, api, llm, workers
     finally:
-        if workers is not None:
-            workers.stop_all()
-        for p in procs:
-            p.stop()
-        llm.stop()
-        redis.stop()
-        db.drop()
+        stop_everything(workers, procs, llm, redis, db)
 
 
 def test_limiter_and_clients_find_the_master_through_sentinel(stack):
