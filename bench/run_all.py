@@ -41,6 +41,7 @@ BENCHES = {
              {"seconds": 20.0, "clients": 16, "anchor_seconds": 8.0}),
     "scale": ("Scale: 100,000 workflows, 1,000,000 steps", {"workflows": 100_000, "steps": 1_000_000, "samples": 200},
               {"workflows": 10_000, "steps": 100_000, "samples": 50}),
+    "capacity": ("Capacity: what one run costs each component", {"runs": 300}, {"runs": 60, "warmup": 8}),
 }
 
 
@@ -297,8 +298,36 @@ def section_scale(r: dict) -> list[str]:
     return out
 
 
+def section_capacity(r: dict) -> list[str]:
+    cpu = r["cpu_ms_per_run"]
+    steps = r["steps_per_run"]
+    head = "| figure | per run | per step |\n| --- | --- | --- |"
+    lines = [
+        f"A {steps}-step workflow ({r['llm_calls_per_run']} LLM calls to the stand-in server, answered at once) "
+        f"through the API: {r['clients']} closed-loop clients, each submits a run and polls it every "
+        f"{r['poll_s']:g} s ({r['api_requests_per_run']:.1f} API requests a run); {r['runs']} runs measured after a "
+        f"warm-up: {r['runs_per_s']:.1f} runs/s, submit-to-end p50 {r['p50_s'] * 1000:.0f} ms, "
+        f"p99 {r['p99_s'] * 1000:.0f} ms. No anchor: these are the costs docs/scaling.md sizes fleets with.", "",
+        head]
+    for name in ("api", "driver", "llm", "postgres"):
+        lines.append(f"| CPU, {name} | {cpu[name]:.1f} ms | {cpu[name] / steps:.1f} ms |")
+    lines += [f"| CPU, all AgentFlow processes + Postgres | {sum(cpu.values()):.1f} ms | "
+              f"{sum(cpu.values()) / steps:.1f} ms |",
+              f"| Redis commands | {r['redis_ops_per_run']:.0f} | {r['redis_ops_per_run'] / steps:.1f} |",
+              f"| Redis network bytes (in + out) | {r['redis_bytes_per_run'] / 1024:.1f} KiB | "
+              f"{r['redis_bytes_per_run'] / steps / 1024:.1f} KiB |",
+              f"| Postgres transactions | {r['pg_commits_per_run']:.1f} | {r['pg_commits_per_run'] / steps:.1f} |",
+              f"| Postgres rows written | {r['pg_rows_per_run']:.1f} | {r['pg_rows_per_run'] / steps:.1f} |",
+              f"| Postgres bytes stored (tables + indexes) | {r['pg_bytes_per_run'] / 1024:.1f} KiB | "
+              f"{r['pg_bytes_per_run'] / steps / 1024:.1f} KiB |", "",
+              "Redis commands per run, by command: " + ", ".join(
+                  f"{k} {v:.1f}" for k, v in list(r["redis_ops_by_command"].items())[:12])]
+    return lines
+
+
 SECTIONS = {"engine_overhead": section_engine, "throughput": section_throughput, "api_submit": section_submit,
-            "ratelimit": section_ratelimit, "load": section_load, "scale": section_scale}
+            "ratelimit": section_ratelimit, "load": section_load, "scale": section_scale,
+            "capacity": section_capacity}
 
 
 def section_studio() -> list[str]:
@@ -318,6 +347,26 @@ def section_studio() -> list[str]:
             f"{d['longest_frame_ms_during_drag']:.1f} ms | 16.7 ms (60 fps) | - | - | - |", ""]
 
 
+def kept_sections(path: Path) -> dict[str, tuple[list[str], str]]:
+    """bench name -> (its section's lines, its summary outcome) in an existing RESULTS.md."""
+    if not path.exists():
+        return {}
+    text = path.read_text().splitlines()
+    outcomes = {m.group(1): m.group(2) for m in (re.match(r"^\| (.+?) \| (.+?) \|$", ln) for ln in text) if m}
+    sections: dict[str, tuple[list[str], str]] = {}
+    name, body = None, []
+    for line in text + ["## end"]:
+        if line.startswith("## "):
+            if name is not None:
+                title = BENCHES[name][0] if name in BENCHES else ""
+                sections[name] = (body, outcomes.get(title, "kept from the previous run"))
+            m = re.match(r"^## .+ \(`bench/(\w+)\.py`\)$", line)
+            name, body = (m.group(1), [line]) if m else (None, [])
+        elif name is not None:
+            body.append(line)
+    return sections
+
+
 def write_results(outcomes: dict, info: dict, quick: bool, started: float, path: Path = RESULTS) -> None:
     when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     lines = ["# Benchmark results", "",
@@ -328,8 +377,14 @@ def write_results(outcomes: dict, info: dict, quick: bool, started: float, path:
              f"- machine: {info['cpus']} CPUs ({info['cpu']}), {info['memory']} RAM, {info['arch']}, {info['os']}",
              f"- software: Python {info['python']}, {info['postgres']}, {info['redis']}; commit {info['commit']}", ""]
     summary = []
+    kept, reused = kept_sections(path), []
     for name, (title, *_rest) in BENCHES.items():
         if name not in outcomes:
+            if name in kept:  # --only: the other benches' last figures stay
+                body, outcome = kept[name]
+                lines += body
+                summary.append((title, outcome))
+                reused.append(name)
             continue
         res = outcomes[name]
         lines += [f"## {title} (`bench/{name}.py`)", ""]
@@ -346,6 +401,8 @@ def write_results(outcomes: dict, info: dict, quick: bool, started: float, path:
         missed = [ln for ln in body if ln.endswith("| **no** |")]
         summary.append((title, f"{len(missed)} target(s) missed" if missed else "all targets met"))
     lines += section_studio()
+    if reused:
+        lines[4] += f"; only {', '.join(n for n in outcomes)} run now, the other sections kept from the previous run"
     lines[8:8] = ["## Summary", "", "| bench | outcome |", "| --- | --- |"] + \
                  [f"| {t} | {o} |" for t, o in summary] + [""]
     path.write_text("\n".join(lines).rstrip() + "\n")
