@@ -120,6 +120,9 @@ class RemoteDispatcher:
             return bool(ping())
         return bool(self.bus.client.ping())
 
+    def queue_depths(self) -> dict[str, int]:
+        return self.inner.queue_depths()
+
     def ping_workers(self) -> Any:
         ping = getattr(self.inner, "ping_workers", None)
         if ping is None:

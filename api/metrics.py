@@ -8,6 +8,7 @@ time, so they are right whichever process (API thread or Celery worker) ran the 
 from __future__ import annotations
 
 import logging
+from typing import Callable
 
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Gauge, Histogram, generate_latest
 from sqlalchemy import func, select
@@ -31,6 +32,9 @@ RUNS_FINISHED_SEEN = Counter("agentflow_runs_execute_finished_total",
 RUNS_BY_STATUS = Gauge("agentflow_runs", "Runs in the database by status (all tenants), read at scrape time.",
                        ["status"])
 DB_UP = Gauge("agentflow_database_up", "1 when the last scrape could read the database.")
+BROKER_QUEUE = Gauge("agentflow_broker_queue_messages",
+                     "Messages waiting in each Celery queue (distributed mode), read at scrape time: "
+                     "what a HorizontalPodAutoscaler on queue depth reads.", ["queue"])
 
 STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
 
@@ -85,7 +89,15 @@ def run_counts(factory: sessionmaker[Session]) -> dict[str, int]:
     return {status: int(n) for status, n in rows}
 
 
-def render(factory: sessionmaker[Session]) -> tuple[bytes, str]:
+def render(factory: sessionmaker[Session], queue_depths: Callable[[], dict[str, int]] | None = None
+           ) -> tuple[bytes, str]:
+    """`queue_depths`: the broker's messages waiting per queue (distributed mode)."""
+    if queue_depths is not None:
+        try:
+            for queue, n in queue_depths().items():
+                BROKER_QUEUE.labels(queue).set(n)
+        except Exception as exc:  # the broker is down: the scrape still answers
+            log.warning("metrics: cannot read the broker's queues: %s", type(exc).__name__)
     try:
         counts = run_counts(factory)
     except Exception as exc:  # the scrape still answers; the gauge says the DB is down

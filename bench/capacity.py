@@ -4,12 +4,13 @@ A distributed stack of real processes: `agentflow serve` (auth off, limits off),
 worker (threads), an LLM worker (prefork 2), the stand-in OpenAI server (in this process, not
 counted), this bench's Redis db and a fresh Postgres database. A workflow of 4 steps:
 input -> writer (llm) -> reviewer (llm) -> final (aggregator), the LLM steps on a queue with a
-rate limit far above what the bench reaches (each pays the limiter's check, never a wait). CLIENTS clients each submit a run
-through the API and poll GET /runs/{id} every POLL s until it ends, then submit the next.
+rate limit far above what the bench reaches (each pays the limiter's check, never a wait).
+CLIENTS clients each submit a run through the API and poll GET /runs/{id} every POLL s until
+it ends, then submit the next.
 
 Measured over the measured runs (after a warm-up), divided by their number:
 - CPU ms of each process group (/proc: user + system of the process and its pool children),
-  and of the Postgres backends serving this database;
+  of the redis-server and of the Postgres backends serving this database;
 - Redis commands (INFO commandstats) and network bytes in + out;
 - Postgres transactions committed, rows written (inserted + updated + deleted) and the growth
   of the database's tables and indexes (bytes stored).
@@ -33,6 +34,17 @@ CLIENTS = 8
 POLL = 0.25
 STEPS = 4
 TICKS = os.sysconf("SC_CLK_TCK")
+
+# The fleet model's assumptions (docs/scaling.md): HLD 11.2's phases in concurrent users; each
+# starts one run of this workflow every USER_RUN_EVERY s and follows it; a real model call
+# takes LLM_SECONDS; pods run at TARGET_CPU of CORES_PER_POD; an LLM worker pod (threads pool)
+# and a driver pod hold SLOTS_PER_POD tasks at once.
+PHASES = {"Phase 1": 100, "Phase 2": 1_000, "Phase 3": 10_000}
+USER_RUN_EVERY = 60.0
+LLM_SECONDS = 2.0
+TARGET_CPU = 0.7
+CORES_PER_POD = 1.0
+SLOTS_PER_POD = 32
 
 
 def spec() -> dict:
@@ -75,6 +87,22 @@ def pid_cpu_ms(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) * 1000 / TICKS
 
 
+def redis_pid(url: str) -> int | None:
+    """The redis-server listening on the URL's port (its title names the port)."""
+    from urllib.parse import urlsplit
+
+    port = f":{urlsplit(url).port or 6379}"
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                cmd = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+            except OSError:
+                continue
+            if cmd.startswith("redis-server") and port in cmd:
+                return int(entry)
+    return None
+
+
 class Meters:
     """Counters of every component, read before and after the measured runs."""
 
@@ -86,9 +114,11 @@ class Meters:
         self.redis = redis.Redis.from_url(env["REDIS_URL"])
         self.pg = psycopg.connect(env["DATABASE_URL"], autocommit=True)
         self.dbname = self.pg.info.dbname
+        self.redis_pid = redis_pid(env["REDIS_URL"])
 
     def read(self) -> dict:
         cpu = {name: group_cpu_ms(pgid) for name, pgid in self.groups.items()}
+        cpu["redis"] = pid_cpu_ms(self.redis_pid) if self.redis_pid else float("nan")
         backends = [r[0] for r in self.pg.execute(
             "SELECT pid FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()", (self.dbname,))]
         commands = self.redis.info("commandstats")
@@ -206,8 +236,41 @@ def main(runs: int = 300, warmup: int = 20) -> dict:
         "pg_rows_per_run": (after["pg_rows"] - before["pg_rows"]) / runs,
         "pg_bytes_per_run": (after["pg_bytes"] - before["pg_bytes"]) / runs,
     }
+    result["fleet"] = fleet(result)
+    result["assumptions"] = {"user_run_every_s": USER_RUN_EVERY, "llm_seconds": LLM_SECONDS, "target_cpu": TARGET_CPU,
+                             "cores_per_pod": CORES_PER_POD, "slots_per_pod": SLOTS_PER_POD}
     print(result)
     return result
+
+
+def fleet(r: dict) -> dict:
+    """Per HLD phase: load, then what serves it, from the measured per-run costs."""
+    import math
+
+    cpu = r["cpu_ms_per_run"]
+    out = {}
+    for phase, users in PHASES.items():
+        runs_s = users / USER_RUN_EVERY
+        calls_s = runs_s * r["llm_calls_per_run"]
+        # a run is in flight for its model calls (one after the other here) plus the measured
+        # overhead of an instant-model run
+        in_flight = runs_s * (r["llm_calls_per_run"] * LLM_SECONDS + r["p50_s"])
+        cores = {k: cpu[k] * runs_s / 1000 for k in cpu}
+
+        def pods(k: str, slots: float = 0.0) -> int:
+            return max(2, math.ceil(cores[k] / (CORES_PER_POD * TARGET_CPU)), math.ceil(slots / SLOTS_PER_POD))
+
+        out[phase] = {
+            "users": users, "runs_per_s": runs_s, "llm_calls_per_s": calls_s, "runs_in_flight": in_flight,
+            "api_pods": pods("api"), "driver_pods": pods("driver", in_flight),
+            "llm_pods": pods("llm", calls_s * LLM_SECONDS),
+            "redis_ops_per_s": r["redis_ops_per_run"] * runs_s, "redis_cores": cores.get("redis", float("nan")),
+            "redis_mib_per_s": r["redis_bytes_per_run"] * runs_s / 2**20,
+            "pg_tx_per_s": r["pg_commits_per_run"] * runs_s, "pg_rows_per_s": r["pg_rows_per_run"] * runs_s,
+            "pg_cores": cores["postgres"], "pg_gib_per_day": r["pg_bytes_per_run"] * runs_s * 86400 / 2**30,
+            "pg_connections": max(20, math.ceil(in_flight / 4)),
+        }
+    return out
 
 
 if __name__ == "__main__":

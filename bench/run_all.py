@@ -309,7 +309,7 @@ def section_capacity(r: dict) -> list[str]:
         f"warm-up: {r['runs_per_s']:.1f} runs/s, submit-to-end p50 {r['p50_s'] * 1000:.0f} ms, "
         f"p99 {r['p99_s'] * 1000:.0f} ms. No anchor: these are the costs docs/scaling.md sizes fleets with.", "",
         head]
-    for name in ("api", "driver", "llm", "postgres"):
+    for name in ("api", "driver", "llm", "redis", "postgres"):
         lines.append(f"| CPU, {name} | {cpu[name]:.1f} ms | {cpu[name] / steps:.1f} ms |")
     lines += [f"| CPU, all AgentFlow processes + Postgres | {sum(cpu.values()):.1f} ms | "
               f"{sum(cpu.values()) / steps:.1f} ms |",
@@ -321,7 +321,21 @@ def section_capacity(r: dict) -> list[str]:
               f"| Postgres bytes stored (tables + indexes) | {r['pg_bytes_per_run'] / 1024:.1f} KiB | "
               f"{r['pg_bytes_per_run'] / steps / 1024:.1f} KiB |", "",
               "Redis commands per run, by command: " + ", ".join(
-                  f"{k} {v:.1f}" for k, v in list(r["redis_ops_by_command"].items())[:12])]
+                  f"{k} {v:.1f}" for k, v in list(r["redis_ops_by_command"].items())[:12]), ""]
+    if "fleet" in r:
+        a = r["assumptions"]
+        lines += [f"Fleet per HLD phase from these costs (docs/scaling.md): each concurrent user starts a run every "
+                  f"{a['user_run_every_s']:g} s, a model call takes {a['llm_seconds']:g} s, pods of "
+                  f"{a['cores_per_pod']:g} CPU at {a['target_cpu']:.0%}, {a['slots_per_pod']} tasks in hand per "
+                  f"driver or LLM worker pod (threads); at least 2 pods of each.", "",
+                  "| phase | users | runs/s | runs in flight | API pods | driver pods | LLM worker pods | "
+                  "Redis ops/s | Redis CPU | Postgres tx/s | Postgres CPU | Postgres growth |",
+                  "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+        for phase, f in r["fleet"].items():
+            lines.append(f"| {phase} | {f['users']:,} | {f['runs_per_s']:.1f} | {f['runs_in_flight']:.0f} | "
+                         f"{f['api_pods']} | {f['driver_pods']} | {f['llm_pods']} | {f['redis_ops_per_s']:,.0f} | "
+                         f"{f['redis_cores']:.2f} cores | {f['pg_tx_per_s']:,.0f} | {f['pg_cores']:.2f} cores | "
+                         f"{f['pg_gib_per_day']:.1f} GiB/day |")
     return lines
 
 

@@ -494,7 +494,7 @@ class _Tpl:
         simple = {"quote": lambda v: json.dumps(self._str(v)), "not": lambda v: not v,
                   "trunc": lambda n, v: v[:n], "trimSuffix": lambda s, v: v[: -len(s)] if v.endswith(s) else v,
                   "dict": lambda *kv: dict(zip(kv[::2], kv[1::2])),
-                  "default": lambda d, v=None: v if v else d}
+                  "default": lambda d, v=None: v if v else d, "splitList": lambda sep, v: v.split(sep)}
         return simple[fn](*args)
 
     @staticmethod
@@ -596,6 +596,18 @@ def test_helm_chart_sentinel_and_disruption_budgets():
         assert pdb["spec"]["maxUnavailable"] == 1
         assert pdb["spec"]["selector"] == deployments[name]["spec"]["selector"], name
     assert not [d for d in render_chart({"disruption.enabled": False}) if d["kind"] == "PodDisruptionBudget"]
+
+
+def test_helm_chart_scales_a_worker_group_on_queue_depth():
+    docs = render_chart({"workers.io.autoscaling.queueDepth": 8})
+    hpas = {d["spec"]["scaleTargetRef"]["name"]: d["spec"] for d in docs if d["kind"] == "HorizontalPodAutoscaler"}
+    (metric,) = hpas["af-worker-io"]["metrics"]
+    assert metric["type"] == "External"
+    assert metric["external"]["metric"]["name"] == "agentflow_broker_queue_messages"
+    (expr,) = metric["external"]["metric"]["selector"]["matchExpressions"]
+    assert expr == {"key": "queue", "operator": "In", "values": ["agentflow.db", "agentflow.api"]}
+    assert metric["external"]["target"] == {"type": "AverageValue", "averageValue": "8"}
+    assert hpas["af-worker-llm"]["metrics"][0]["resource"]["name"] == "cpu"  # the others stay on CPU
 
 
 # ---------------------------------------------------------------- scripts

@@ -5,7 +5,7 @@ from __future__ import annotations
 from ..redisconn import redis_client
 from ..runs.events import RedisEventBus
 from ..settings import RedisConfig
-from .app import RUN_QUEUE, celery_app
+from .app import ALL_QUEUES, CONTROL_QUEUE, RUN_QUEUE, celery_app
 
 
 class CeleryDispatcher:
@@ -23,6 +23,15 @@ class CeleryDispatcher:
 
     def ping_broker(self) -> bool:
         return bool(self.redis.ping())
+
+    def queue_depths(self) -> dict[str, int]:
+        """Messages waiting per Celery queue: with the Redis broker each queue is a list named
+        after it (messages sent with a priority would sit in sibling lists; AgentFlow sends none)."""
+        pipe = self.redis.pipeline(transaction=False)
+        queues = [*ALL_QUEUES, CONTROL_QUEUE]
+        for q in queues:
+            pipe.llen(q)
+        return dict(zip(queues, pipe.execute()))
 
     def ping_workers(self, timeout: float = 1.0) -> list[str]:
         replies = celery_app.control.ping(timeout=timeout) or []

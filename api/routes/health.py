@@ -87,7 +87,8 @@ async def ready(svc: ServicesDep) -> Any:
 async def prometheus_metrics(svc: ServicesDep, tenant: TenantDep) -> Response:
     from .queues import metrics_text
 
-    body, content_type = await anyio.to_thread.run_sync(metrics.render, svc.factory)
+    depths = getattr(svc.dispatcher, "queue_depths", None)  # distributed mode: the broker's queues
+    body, content_type = await anyio.to_thread.run_sync(metrics.render, svc.factory, depths)
     # the limiter's per-queue gauges of the caller's tenant (routes/queues.py)
     body += await anyio.to_thread.run_sync(metrics_text, svc, tenant)
     return Response(body, media_type=content_type)

@@ -377,4 +377,5 @@ class Nginx(Proc):
 
     def upstreams_seen(self) -> list[str]:
         """The upstream address of each logged request (first try), in order."""
-        return [line.split()[3].split(",")[0] for line in self.access_log.read_text().splitlines() if len(line.split()) > 3]
+        rows = [line.split() for line in self.access_log.read_text().splitlines()]
+        return [row[3].split(",")[0] for row in rows if len(row) > 3]

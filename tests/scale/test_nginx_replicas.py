@@ -21,7 +21,7 @@ import httpx
 import pytest
 
 from agentflow.workers.launch import WorkerProcesses
-from tests.scale.harness import stop_everything, Api, FreshDatabase, Nginx, base_env, plain_redis
+from tests.scale.harness import Api, FreshDatabase, Nginx, base_env, plain_redis, stop_everything, wait_until
 
 pytestmark = [pytest.mark.distributed, pytest.mark.timeout(400)]
 
@@ -172,6 +172,36 @@ def test_address_limit_holds_across_replicas_and_ignores_a_forged_forwarded_for(
     ok, refused, took = _round_robin(clients, 60, forge=True)
     assert BURST <= ok <= _granted_at_most(took), (ok, took)
     assert refused and all("this address" in m for m in refused), refused[:3]
+
+
+def test_metrics_show_the_broker_queue_depth_an_autoscaler_reads(stack):
+    """No worker here consumes agentflow.image: a run's image step waits in that queue, and
+    every replica's /metrics says so (the gauge an HPA on queue depth scales with)."""
+    _, nginx, _, _ = stack
+    tenant = "depth-" + uuid.uuid4().hex[:6]
+    painting = {"id": "paint", "name": "paint", "start_node": "input",
+                "nodes": [{"id": "input", "type": "input"},
+                          {"id": "painter", "type": "image", "source": "dalle",
+                           "config": {"prompt": "{user_input}", "size": "1024x1024", "output_key": "image_result"}}],
+                "edges": [{"from": "input", "to": "painter"}],
+                "sources": [{"id": "dalle", "kind": "image", "provider": "openai", "model": "dall-e-3",
+                             "api_key_env": "OPENAI_API_KEY", "base_url_env": "OPENAI_BASE_URL"}]}
+    line = 'agentflow_broker_queue_messages{queue="agentflow.image"}'
+
+    def depth(c: httpx.Client) -> float:
+        text = c.get("/metrics").text
+        return float(next(ln.split()[-1] for ln in text.splitlines() if ln.startswith(line)))
+
+    with client(nginx.url, tenant) as c:
+        assert c.post("/workflows", json=painting).status_code == 201
+        before = depth(c)
+        run_id = c.post("/workflows/paint/runs", json={"input": {"user_input": "a cat"}}).json()["run_id"]
+        try:
+            wait_until(lambda: depth(c) >= before + 1, 30, "the image step waiting in agentflow.image")
+            assert depth(c) >= before + 1  # and so says the other replica (round robin)
+            assert 'agentflow_broker_queue_messages{queue="runs"}' in c.get("/metrics").text
+        finally:
+            c.post(f"/runs/{run_id}/cancel")
 
 
 def test_a_replica_killed_mid_load_costs_only_the_requests_in_flight(stack):

@@ -22,7 +22,8 @@ import httpx
 import pytest
 
 from agentflow.workers.launch import WorkerProcesses
-from tests.scale.harness import stop_everything, Api, FreshDatabase, PgBouncer, agentflow, base_env, beat, plain_redis, token
+from tests.scale.harness import (Api, FreshDatabase, PgBouncer, agentflow, base_env, beat, plain_redis,
+                                  stop_everything, token)
 
 pytestmark = [pytest.mark.distributed, pytest.mark.timeout(300)]
 
@@ -39,7 +40,8 @@ def spec() -> dict:
             {"id": "orders", "type": "db", "source": "shop",
              "config": {"query": "SELECT count(*) AS n FROM runs WHERE workflow_id = :wf", "params": {"wf": "pooled"},
                         "output_key": "db_result"}},
-            {"id": "final", "type": "aggregator", "config": {"fields": ["draft", "db_result"], "output_key": "final_output"}},
+            {"id": "final", "type": "aggregator",
+             "config": {"fields": ["draft", "db_result"], "output_key": "final_output"}},
         ],
         "edges": [{"from": "input", "to": "writer"}, {"from": "input", "to": "orders"},
                   {"from": "writer", "to": "final"}, {"from": "orders", "to": "final"}],
