@@ -268,7 +268,6 @@ def fleet(r: dict) -> dict:
             "redis_mib_per_s": r["redis_bytes_per_run"] * runs_s / 2**20,
             "pg_tx_per_s": r["pg_commits_per_run"] * runs_s, "pg_rows_per_s": r["pg_rows_per_run"] * runs_s,
             "pg_cores": cores["postgres"], "pg_gib_per_day": r["pg_bytes_per_run"] * runs_s * 86400 / 2**30,
-            "pg_connections": max(20, math.ceil(in_flight / 4)),
         }
     return out
 
