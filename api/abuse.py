@@ -1,7 +1,7 @@
 """API abuse limits: requests a minute per client IP and per tenant, on the project's limiter.
 
 Embedded mode counts in this process (a MemoryLimiter of its own); distributed mode in
-Redis (`ratelimit.limiter_from_env`), so the limits hold across every API replica. Each
+Redis (`ratelimit.factory.redis_limiter`), so the limits hold across every API replica. Each
 limit is a GCRA of `per_minute` with `burst` requests allowed at once. Over the limit the
 answer is 429 with `Retry-After`.
 

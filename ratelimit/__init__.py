@@ -1,6 +1,6 @@
 """Queue limits that hold across every worker (Redis) or inside one process (memory).
 
-    limiter = limiter_from_env()              # RedisLimiter if REDIS_URL, else MemoryLimiter
+    limiter = limiter_from_env()              # RedisLimiter if REDIS_URL/REDIS_SENTINELS, else MemoryLimiter
     d = limiter.try_acquire(limits, sub_queue="paid", tokens=estimate, waiter=task_id)
     if not d.allowed: retry with countdown=d.retry_after
     ... call ...
