@@ -154,9 +154,9 @@ def cmd_serve(args) -> int:
 
 
 def cmd_worker(args) -> int:
-    from .workers.app import run_worker
+    from .workers.app import DEFAULT_QUEUES, run_worker
 
-    return run_worker(queues=args.queues, concurrency=args.concurrency, pool=args.pool,
+    return run_worker(queues=args.queues or DEFAULT_QUEUES, concurrency=args.concurrency, pool=args.pool,
                       loglevel=args.log_level, hostname=args.hostname)
 
 
@@ -209,8 +209,8 @@ def build_parser() -> argparse.ArgumentParser:
     sv.set_defaults(func=cmd_serve)
 
     w = sub.add_parser("worker", help="a Celery worker (distributed mode)")
-    w.add_argument("--queues", default="runs,agentflow.llm,agentflow.image,agentflow.db,agentflow.api",
-                   help="comma-separated queues to consume")
+    w.add_argument("--queues", default=None,
+                   help="comma-separated queues to consume (default: every queue; any layout finishes every run)")
     w.add_argument("--concurrency", type=int, default=2)
     w.add_argument("--pool", default="prefork", help="prefork, threads or solo")
     w.add_argument("--hostname", default=None)

@@ -72,6 +72,9 @@ def _startup(services: Services) -> None:
         # resumed when they never started, and closed with a reason when they were cut off.
         for run_id in services.runs.recover_interrupted():
             services.dispatcher.submit(run_id)
+        rearm = getattr(getattr(services.dispatcher, "executor", None), "rearm", None)
+        if rearm is not None:
+            rearm()  # runs waiting for a person keep their deadlines across a restart
 
 
 def create_app(settings: Settings | None = None, dispatcher: Dispatcher | None = None) -> FastAPI:

@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from ..store.db import session_scope
 from ..store.models import Run
+from ..store.runs import RUN_STATUSES
 
 log = logging.getLogger("agentflow.api")
 
@@ -32,7 +33,7 @@ RUNS_BY_STATUS = Gauge("agentflow_runs", "Runs in the database by status (all te
                        ["status"])
 DB_UP = Gauge("agentflow_database_up", "1 when the last scrape could read the database.")
 
-STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
+STATUSES = RUN_STATUSES
 
 # Runs and steps executed by this process (embedded mode: the API process runs them all;
 # distributed mode: each worker process counts its own, and GET /metrics/summary reads

@@ -32,6 +32,12 @@ def describe(exc: BaseException) -> str:
     return redact(f"{exc.__class__.__name__}: {text}")
 
 
+def step_key(run_id: str, node_id: str, superstep: int) -> str:
+    """A step's identity across redeliveries and resumes: a finished step is read back by it,
+    never paid twice (LangGraph's superstep number is stable across resumes)."""
+    return f"{run_id}:{node_id}:{superstep}"
+
+
 DEFAULT_TENANT = "default"  # = store.models.DEFAULT_TENANT (graph/ may not import the store)
 
 
