@@ -48,6 +48,10 @@ class AsyncAgentFlow:
         run = await self.runs.submit(workflow_id, input, metadata=metadata)
         return await run.result(timeout)
 
+    async def resume(self, run_id: str, node: str, choice: str, values: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Answer a run that waits for a person (a `human` node); it then advances."""
+        return await self.runs.resume(run_id, node, choice, values)
+
     async def aclose(self) -> None:
         await self._http.aclose()
 
@@ -127,11 +131,11 @@ class AsyncRun:
     async def status(self) -> str:
         return (await self.refresh()).status
 
-    async def wait(self, timeout: float = 300.0) -> RunRecord:
+    async def wait(self, timeout: float = 300.0, *, until: tuple[str, ...] = TERMINAL) -> RunRecord:
         deadline = time.monotonic() + timeout
         for delay in _core.poll_delays():
             record = await self.refresh()
-            if record.status in TERMINAL:
+            if record.status in until or record.status in TERMINAL:
                 return record
             left = deadline - time.monotonic()
             if left <= 0:
@@ -148,6 +152,9 @@ class AsyncRun:
     async def cancel(self) -> str:
         self.last_status = (await self._client.request("POST", f"/runs/{self.id}/cancel"))["status"]
         return self.last_status
+
+    async def resume(self, node: str, choice: str, values: dict[str, Any] | None = None) -> dict[str, Any]:
+        return await self._client.runs.resume(self.id, node, choice, values)
 
     async def stream(self, timeout: float | None = None) -> AsyncIterator[Event]:
         parser = _core.SSEParser()
@@ -187,6 +194,10 @@ class AsyncRuns(_Part):
 
     def attach(self, run_id: str) -> AsyncRun:
         return AsyncRun(self._client, run_id)
+
+    async def resume(self, run_id: str, node: str, choice: str, values: dict[str, Any] | None = None) -> dict[str, Any]:
+        return await self._client.request("POST", f"/runs/{run_id}/resume",
+                                          json={"node": node, "choice": choice, "values": values or {}})
 
     async def get(self, run_id: str) -> RunRecord:
         return RunRecord.model_validate(await self._req("GET", f"/runs/{run_id}"))

@@ -53,6 +53,10 @@ class AgentFlow:
         Raises RunFailed (failed or cancelled, with the run's error) or RunTimeout."""
         return self.runs.submit(workflow_id, input, metadata=metadata).result(timeout)
 
+    def resume(self, run_id: str, node: str, choice: str, values: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Answer a run that waits for a person (a `human` node); it then advances."""
+        return self.runs.resume(run_id, node, choice, values)
+
     def close(self) -> None:
         self._http.close()
 
@@ -138,12 +142,13 @@ class Run:
     def status(self) -> str:
         return self.refresh().status
 
-    def wait(self, timeout: float = 300.0) -> RunRecord:
-        """Poll until the run ends; the record (whatever the outcome), or RunTimeout."""
+    def wait(self, timeout: float = 300.0, *, until: tuple[str, ...] = TERMINAL) -> RunRecord:
+        """Poll until the run ends (or reaches a status of `until`, e.g. ("waiting",) for a
+        run that waits for a person); the record, or RunTimeout."""
         deadline = time.monotonic() + timeout
         for delay in _core.poll_delays():
             record = self.refresh()
-            if record.status in TERMINAL:
+            if record.status in until or record.status in TERMINAL:
                 return record
             left = deadline - time.monotonic()
             if left <= 0:
@@ -162,6 +167,10 @@ class Run:
         """Cancel if queued or running; the status after the call."""
         self.last_status = self._client.request("POST", f"/runs/{self.id}/cancel")["status"]
         return self.last_status
+
+    def resume(self, node: str, choice: str, values: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Answer the person's question of a waiting run (see `record.waiting_for`)."""
+        return self._client.runs.resume(self.id, node, choice, values)
 
     def stream(self, timeout: float | None = None) -> Iterator[Event]:
         """Live events as typed objects: StepEvent, TokenEvent, ..., then one EndEvent.
@@ -204,6 +213,11 @@ class Runs(_Part):
         body = self._req("POST", f"/workflows/{workflow_id}/runs",
                          json={"input": _core.run_input(input, metadata), "stream": stream})
         return Run(self._client, body["run_id"], body["status"])
+
+    def resume(self, run_id: str, node: str, choice: str, values: dict[str, Any] | None = None) -> dict[str, Any]:
+        """POST /runs/{id}/resume: 409 (Conflict) when the run is not waiting, 422 for a wrong node or choice."""
+        return self._client.request("POST", f"/runs/{run_id}/resume",
+                                    json={"node": node, "choice": choice, "values": values or {}})
 
     def attach(self, run_id: str) -> Run:
         return Run(self._client, run_id)
