@@ -222,6 +222,9 @@ async def _stream(svc: Services, sub, run_id: str, record: dict,
         if record.get("status") in TERMINAL:
             yield _event("end", record)
             return
+        told_waiting = record.get("status") == "waiting"  # it paused before this stream began
+        if told_waiting:
+            yield _event("waiting", {"run_id": run_id, "status": "waiting", "waiting_for": record.get("waiting_for")})
         last_check = time.monotonic()
         while True:
             event = await anyio.to_thread.run_sync(sub.get, POLL_SECONDS, limiter=threads,
@@ -235,12 +238,19 @@ async def _stream(svc: Services, sub, run_id: str, record: dict,
                             yield _event("step", step)
                     yield _event("end", final)
                     return
+                told_waiting = kind == "waiting" or (told_waiting and kind != "step")
                 if kind != "step" or dedup.admit(data):
                     yield _event(kind, data)
             if time.monotonic() - last_check < STATUS_CHECK_SECONDS:
                 continue
             last_check = time.monotonic()
             status = await anyio.to_thread.run_sync(svc.runs.status, run_id, limiter=threads)
+            if status == "waiting" and not told_waiting:  # its "waiting" was missed (another replica)
+                told_waiting = True
+                current = await anyio.to_thread.run_sync(partial(svc.runs.get, run_id, with_steps=False),
+                                                         limiter=threads) or {}
+                yield _event("waiting", {"run_id": run_id, "status": "waiting",
+                                         "waiting_for": current.get("waiting_for")})
             if status is not None and status not in TERMINAL:
                 continue
             # The run ended but its "end" was missed (or it never started: cancelled
