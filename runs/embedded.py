@@ -41,7 +41,7 @@ def invoke(spec, state: dict, ctx: RunContext, checkpointer=None, thread_id: str
 def run_ended(record: dict, listeners=()) -> None:
     """Count the run and tell the listeners; a failing listener never fails the run."""
     try:
-        from ..api.metrics import observe_run
+        from .metrics import observe_run
 
         observe_run(record)
     except Exception:

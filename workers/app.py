@@ -90,8 +90,8 @@ def _freeze_startup_heap() -> None:
     import gc
 
     from ..graph import build  # noqa: F401 - LangGraph and the node implementations
-    from . import node_task, run_task  # noqa: F401
 
+    celery_app.loader.import_default_modules()  # the task modules (`include`), which import this one
     gc.collect()
     gc.freeze()
 

@@ -106,6 +106,6 @@ def _run_ended(record: dict) -> None:
     """Metrics and outbound webhooks (agentflow.webhooks.deliver tasks); never fails the run.
     The record carries the run's tenant, so the webhooks are found without reading it again."""
     from ..runs.embedded import run_ended
-    from ..runs.webhooks import celery_notifier
+    from .webhook_task import celery_notifier
 
     run_ended(record, [celery_notifier(resources.store().factory)])
