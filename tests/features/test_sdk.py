@@ -142,6 +142,17 @@ def test_async_client(server, openai_server):
             assert len((await run.trace()).steps) == 3
             with pytest.raises(NotFound):
                 await client.runs.get("ghost")
+            # the endpoints are the sync client's (sdk/resources.py), awaited
+            assert [v.version for v in await client.workflows.versions("sdk-async")] == [1]
+            assert (await client.workflows.validate({**llm_spec(), "start_node": "ghost"})).valid is False
+            with pytest.raises(ValidationFailed):
+                await client.workflows.save({**llm_spec(), "start_node": "ghost"})
+            assert await run.status() == "succeeded" and (await client.runs.get(run.id)).status == "succeeded"
+            again = await run.rerun("final", {"text_result": "edited"})
+            assert (await again.result(timeout=30))["final_output"] == {"text_result": "edited"}
+            assert {r.run_id async for r in client.runs.list(workflow_id="sdk-async", page_size=1)} >= {run.id, again.id}
+            assert await client.webhooks.list() == [] and await client.hooks.list() == []
+            assert (await client.health())["mode"] == "embedded"
 
     run_coroutine(main)
 
