@@ -44,26 +44,22 @@ def limit_namespace(workflow_id: str, tenant_id: str | None = None) -> str:
     return workflow_id if tenant_id in (None, DEFAULT_TENANT) else f"{tenant_id}/{workflow_id}"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class QueueCharge:
-    """What a node's calls are charged to: its queue's limits, named as the spec names them,
-    the id scoped by `limit_namespace`. Plain data on purpose: the limiter
-    (agentflow.ratelimit, which graph/ does not import) takes it as its QueueLimits
-    (`QueueLimits.of`)."""
+    """What a node's calls are charged to: its spec queue, under an id scoped by
+    `limit_namespace`. The limiter (agentflow.ratelimit, which graph/ does not import)
+    reads it as its QueueLimits (`QueueLimits.of`)."""
 
     id: str
-    max_messages_per_second: float | None = None
-    max_requests_per_minute: float | None = None
-    max_tokens_per_minute: int | None = None
-    burst_size: int | None = None
-    sub_queues: tuple[tuple[str, float], ...] = ()  # (id, weight)
+    queue: Any  # graph.spec.Queue
 
     @classmethod
     def of(cls, queue, namespace: str = "") -> "QueueCharge":
-        """A spec Queue's limits; `namespace` (e.g. limit_namespace(...)) scopes the id."""
-        return cls(f"{namespace}:{queue.id}" if namespace else queue.id, queue.max_messages_per_second,
-                   queue.max_requests_per_minute, queue.max_tokens_per_minute, queue.burst_size,
-                   tuple((sq.id, float(sq.weight)) for sq in queue.sub_queues))
+        return cls(f"{namespace}:{queue.id}" if namespace else queue.id, queue)
+
+    @property
+    def max_tokens_per_minute(self) -> int | None:
+        return self.queue.max_tokens_per_minute
 
 
 def queue_plan(spec, node, state: dict, tenant_id: str | None = None) -> tuple[QueueCharge, str | None] | None:

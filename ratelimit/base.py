@@ -42,7 +42,6 @@ import math
 import time
 import uuid
 from dataclasses import dataclass, field
-from functools import lru_cache
 from typing import Protocol
 
 __all__ = [
@@ -106,9 +105,14 @@ class QueueLimits:
 
     @classmethod
     def of(cls, limits) -> "QueueLimits":
-        """`limits` itself, or the QueueLimits of any hashable object with the same fields:
-        the engine describes a node's queue as plain data (graph/step.py QueueCharge)."""
-        return limits if type(limits) is cls else _limits_of(limits)
+        """`limits` itself, or the QueueLimits of what the engine charges a node to
+        (graph/step.py QueueCharge): an `id` and a spec `queue` (the fields above, its
+        sub_queues with `id` and `weight`). Read by name: ratelimit/ imports no graph/."""
+        if type(limits) is cls:
+            return limits
+        q = limits.queue
+        return cls(limits.id, q.max_messages_per_second, q.max_requests_per_minute, q.max_tokens_per_minute,
+                   q.burst_size, tuple((s.id, float(s.weight)) for s in q.sub_queues))
 
     # ---- derived figures the backends share
     @property
@@ -176,13 +180,6 @@ class QueueLimits:
                 f"allows at most max_tokens_per_minute={cap}; lower the prompt or max_tokens, "
                 f"or raise the queue's limit", retryable=False)
         return int(tokens)
-
-
-@lru_cache(maxsize=4096)  # a queue's limits are asked for again and again
-def _limits_of(plain) -> QueueLimits:
-    return QueueLimits(plain.id, plain.max_messages_per_second, plain.max_requests_per_minute,
-                       plain.max_tokens_per_minute, plain.burst_size,
-                       tuple((sid, float(w)) for sid, w in plain.sub_queues))
 
 
 @dataclass
