@@ -145,25 +145,36 @@ class Metrics(_Part):
         return self._call("GET", "/metrics/summary", MetricsSummary.model_validate, params=params)
 
 
-class Hooks(_Part):
-    """Inbound triggers (POST /hooks/{id} signed with the key in `secret_env`)."""
+class _Records(_Part):
+    """Records kept by id under one path: list, get, delete."""
+
+    path = ""
+    model: Any = None
+
+    def list(self) -> list:
+        return self._call("GET", self.path, _items(self.model))
+
+    def get(self, record_id: str):
+        return self._call("GET", f"{self.path}/{record_id}", self.model.model_validate)
+
+    def delete(self, record_id: str) -> None:
+        return self._call("DELETE", f"{self.path}/{record_id}", lambda _: None)
+
+
+class Hooks(_Records):
+    """Inbound triggers (POST /hooks/{id} signed with the key in `secret_env`): HookRecords."""
+
+    path, model = "/hooks", HookRecord
 
     def create(self, workflow_id: str, secret_env: str) -> HookRecord:
         return self._call("POST", "/hooks", HookRecord.model_validate,
                           json={"workflow_id": workflow_id, "secret_env": secret_env})
 
-    def list(self) -> list[HookRecord]:
-        return self._call("GET", "/hooks", _items(HookRecord))
 
-    def get(self, hook_id: str) -> HookRecord:
-        return self._call("GET", f"/hooks/{hook_id}", HookRecord.model_validate)
+class Webhooks(_Records):
+    """Outbound notifications when runs end: WebhookRecords."""
 
-    def delete(self, hook_id: str) -> None:
-        return self._call("DELETE", f"/hooks/{hook_id}", lambda _: None)
-
-
-class Webhooks(_Part):
-    """Outbound notifications when runs end."""
+    path, model = "/webhooks", WebhookRecord
 
     def create(self, url: str, events: list[str] | None = None, *, workflow_id: str | None = None,
                secret_env: str | None = None) -> WebhookRecord:
@@ -171,15 +182,6 @@ class Webhooks(_Part):
         if events is not None:
             body["events"] = events
         return self._call("POST", "/webhooks", WebhookRecord.model_validate, json=body)
-
-    def list(self) -> list[WebhookRecord]:
-        return self._call("GET", "/webhooks", _items(WebhookRecord))
-
-    def get(self, webhook_id: str) -> WebhookRecord:
-        return self._call("GET", f"/webhooks/{webhook_id}", WebhookRecord.model_validate)
-
-    def delete(self, webhook_id: str) -> None:
-        return self._call("DELETE", f"/webhooks/{webhook_id}", lambda _: None)
 
     def deliveries(self, webhook_id: str) -> list[DeliveryRecord]:
         return self._call("GET", f"/webhooks/{webhook_id}/deliveries", _items(DeliveryRecord))

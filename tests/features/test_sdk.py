@@ -152,6 +152,18 @@ def test_async_client(server, openai_server):
             assert (await again.result(timeout=30))["final_output"] == {"text_result": "edited"}
             assert {r.run_id async for r in client.runs.list(workflow_id="sdk-async", page_size=1)} >= {run.id, again.id}
             assert await client.webhooks.list() == [] and await client.hooks.list() == []
+            hook = await client.hooks.create("sdk-async", "SDK_TEST_HOOK_KEY")
+            webhook = await client.webhooks.create("https://hooks.example.test/af", ["run.failed"],
+                                                   workflow_id="sdk-async")
+            assert (await client.hooks.get(hook.id)).workflow_id == "sdk-async"
+            assert [w.id for w in await client.webhooks.list()] == [webhook.id]
+            assert (await client.webhooks.get(webhook.id)).events == ["run.failed"]
+            assert await client.webhooks.deliveries(webhook.id) == []
+            await client.hooks.delete(hook.id)
+            await client.webhooks.delete(webhook.id)
+            assert await client.webhooks.list() == [] and await client.hooks.list() == []
+            with pytest.raises(NotFound):
+                await client.hooks.get(hook.id)
             assert (await client.health())["mode"] == "embedded"
 
     run_coroutine(main)
