@@ -4,6 +4,7 @@ over the installed package tree (scripts/import_contracts.py):
 - graph/ imports none of the other folders;
 - ratelimit/ imports neither graph/ nor api/ (nor anything else of AgentFlow);
 - the embedded executor (runs/) never imports Celery (nor workers/);
+- the layers: cli | client > api > workers > runs > store > graph | ratelimit | examples > settings;
 - no import cycles: between the folders, or between the modules of any package.
 
 And the check can fail: the same contracts over a copy of the tree with one forbidden
@@ -50,6 +51,7 @@ def test_a_forbidden_import_or_a_cycle_breaks_them(tmp_path):
     (root / "graph" / "probe_upward.py").write_text("from agentflow.workers import lease\n")
     (root / "ratelimit" / "probe_engine.py").write_text("from agentflow.graph import errors\n")
     (root / "runs" / "probe_celery.py").write_text("import celery\n")
+    (root / "store" / "probe_up.py").write_text("from agentflow.runs import events\n")
     (root / "api" / "probe_a.py").write_text("from agentflow.api import probe_b\n")
     (root / "api" / "probe_b.py").write_text("from agentflow.api import probe_a\n")
     done = contracts.lint(tree)
@@ -59,4 +61,5 @@ def test_a_forbidden_import_or_a_cycle_breaks_them(tmp_path):
     assert "agentflow.graph.probe_upward -> agentflow.workers.lease" in out
     assert "agentflow.ratelimit.probe_engine -> agentflow.graph.errors" in out
     assert "agentflow.runs.probe_celery -> celery" in out
+    assert "agentflow.store.probe_up -> agentflow.runs.events" in out
     assert re.search(r"No cycles are allowed in agentflow\.api\.\s+.*\n+- \.probe_[ab] -> \.probe_[ab]", out), out
