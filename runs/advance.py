@@ -29,7 +29,7 @@ def state_from_input(run_input: dict[str, Any]) -> dict[str, Any]:
 def run_ended(record: dict, listeners=()) -> None:
     """Count the run and tell the listeners; a failing listener never fails the run."""
     try:
-        from ..api.metrics import observe_run
+        from .metrics import observe_run
 
         observe_run(record)
     except Exception:

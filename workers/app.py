@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 
 from celery import Celery
-from celery.signals import worker_process_init, worker_ready, worker_shutdown
+from celery.signals import worker_process_init, worker_ready
 from kombu import Exchange, Queue
 
 from .compat import guard_dead_channels
@@ -32,7 +32,7 @@ def make_celery(redis_url: str | None = None) -> Celery:
     app = Celery("agentflow", broker=redis_url, backend=redis_url,
                  include=["agentflow.workers.run_task", "agentflow.workers.node_task",
                           "agentflow.workers.schedule_task", "agentflow.workers.noop_task",
-                          "agentflow.workers.webhook_task"])
+                          "agentflow.workers.webhook_task", "agentflow.workers.recovery"])
     # A message whose worker died is redelivered after the visibility timeout. Leases
     # (workers/lease.py) make an early redelivery of a still-running task harmless (it is
     # dropped while the step's lease lives), so it is short: a killed fleet's steps run
@@ -82,30 +82,9 @@ def _fresh_connections_after_fork(**_kwargs) -> None:
     _freeze_startup_heap()
 
 
-_background = None
-
-
 @worker_ready.connect
 def _freeze_after_start(**_kwargs) -> None:
     _freeze_startup_heap()  # the main process: the threads and solo pools run tasks here
-    _start_background()
-
-
-def _start_background() -> None:
-    """The delayed-message pump and the recovery sweep, in the worker's main process."""
-    global _background
-    from .recovery import Background
-
-    if _background is None:
-        _background = Background(celery_app, float(os.environ.get("AGENTFLOW_SWEEP_EVERY", "5")),
-                                 float(os.environ.get("AGENTFLOW_SCHEDULE_TICK", "1.0")))
-        _background.start()
-
-
-@worker_shutdown.connect
-def _stop_background(**_kwargs) -> None:
-    if _background is not None:
-        _background.stop.set()
 
 
 def _freeze_startup_heap() -> None:
@@ -115,8 +94,8 @@ def _freeze_startup_heap() -> None:
     import gc
 
     from ..graph import build  # noqa: F401 - LangGraph and the node implementations
-    from . import node_task, run_task  # noqa: F401
 
+    celery_app.loader.import_default_modules()  # the task modules (`include`), which import this one
     gc.collect()
     gc.freeze()
 

@@ -18,12 +18,11 @@ from functools import lru_cache
 
 from celery.exceptions import Retry
 
-from ..graph.errors import RateLimitExceeded
 from ..graph.nodes import make_node
 from ..graph.runtime import RunContext
 from ..graph.step import StepFailed, describe, queue_plan, run_step
 from ..graph.validate import parse_valid
-from ..ratelimit.base import LimiterUnavailable
+from ..ratelimit.base import LimiterUnavailable, RateLimitExceeded
 from ..runs.observer import RecordingObserver, RunCancelled
 from . import keys, resources
 from .app import celery_app

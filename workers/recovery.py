@@ -17,11 +17,15 @@ How a lost worker is noticed, from the fastest to the slowest:
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from datetime import timedelta
 
+from celery.signals import worker_ready, worker_shutdown
+
 from . import keys, resources
+from .app import celery_app
 from .delayed import next_due, pump
 from .lease import Lease
 from .wake import wake
@@ -98,3 +102,22 @@ class Background(threading.Thread):
             self._pump_lease = lease
             return True
         return False
+
+
+_background: Background | None = None
+
+
+@worker_ready.connect
+def _start_background(**_kwargs) -> None:
+    """In the worker's main process (this module is one of the app's task modules)."""
+    global _background
+    if _background is None:
+        _background = Background(celery_app, float(os.environ.get("AGENTFLOW_SWEEP_EVERY", "5")),
+                                 float(os.environ.get("AGENTFLOW_SCHEDULE_TICK", "1.0")))
+        _background.start()
+
+
+@worker_shutdown.connect
+def _stop_background(**_kwargs) -> None:
+    if _background is not None:
+        _background.stop.set()

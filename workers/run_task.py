@@ -103,6 +103,6 @@ def _wake_at(run_id: str, when: float) -> None:
 
 def _listeners() -> list:
     """Outbound webhooks (agentflow.webhooks.deliver tasks); never fail the run."""
-    from ..runs.webhooks import celery_notifier
+    from .webhook_task import celery_notifier
 
     return [celery_notifier(resources.store().factory)]

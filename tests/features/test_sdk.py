@@ -142,6 +142,29 @@ def test_async_client(server, openai_server):
             assert len((await run.trace()).steps) == 3
             with pytest.raises(NotFound):
                 await client.runs.get("ghost")
+            # the endpoints are the sync client's (sdk/resources.py), awaited
+            assert [v.version for v in await client.workflows.versions("sdk-async")] == [1]
+            assert (await client.workflows.validate({**llm_spec(), "start_node": "ghost"})).valid is False
+            with pytest.raises(ValidationFailed):
+                await client.workflows.save({**llm_spec(), "start_node": "ghost"})
+            assert await run.status() == "succeeded" and (await client.runs.get(run.id)).status == "succeeded"
+            again = await run.rerun("final", {"text_result": "edited"})
+            assert (await again.result(timeout=30))["final_output"] == {"text_result": "edited"}
+            assert {r.run_id async for r in client.runs.list(workflow_id="sdk-async", page_size=1)} >= {run.id, again.id}
+            assert await client.webhooks.list() == [] and await client.hooks.list() == []
+            hook = await client.hooks.create("sdk-async", "SDK_TEST_HOOK_KEY")
+            webhook = await client.webhooks.create("https://hooks.example.test/af", ["run.failed"],
+                                                   workflow_id="sdk-async")
+            assert (await client.hooks.get(hook.id)).workflow_id == "sdk-async"
+            assert [w.id for w in await client.webhooks.list()] == [webhook.id]
+            assert (await client.webhooks.get(webhook.id)).events == ["run.failed"]
+            assert await client.webhooks.deliveries(webhook.id) == []
+            await client.hooks.delete(hook.id)
+            await client.webhooks.delete(webhook.id)
+            assert await client.webhooks.list() == [] and await client.hooks.list() == []
+            with pytest.raises(NotFound):
+                await client.hooks.get(hook.id)
+            assert (await client.health())["mode"] == "embedded"
 
     run_coroutine(main)
 
