@@ -112,18 +112,85 @@ def cmd_run(args) -> int:
     store = RunStore(session_factory(url))
     bus = MemoryEventBus()
     executor = EmbeddedExecutor(store, bus, limiter=memory_limiter(), workers=1,
-                                extra={"stream": True} if args.stream else None)
+                                extra={"stream": True} if args.stream else None,
+                                checkpoints=settings.home / "checkpoints.sqlite")
     run_id = store.create(data, {"user_input": args.input, "metadata": metadata}, workflow_id=data.get("id"))
     observer = RecordingObserver(store, bus)
     if sys.stderr.isatty() or args.stream or args.progress:
         print(f"run {run_id}", file=sys.stderr)
         observer = _Progress(observer, stream=args.stream)
     record = executor.execute(run_id, observer=observer)
+    return _print_outcome(run_id, record)
+
+
+def _print_outcome(run_id: str, record: dict) -> int:
+    if record.get("status") == "waiting":
+        for wait in record.get("waiting_for") or []:
+            print(f"run {run_id} waits for an answer at {wait['node']}: {wait['prompt']} "
+                  f"(choices: {', '.join(wait['choices'])})", file=sys.stderr)
+            print(f"  answer with: agentflow resume {run_id} --node {wait['node']} --choice {wait['choices'][0]}",
+                  file=sys.stderr)
+        print(json.dumps({"run_id": run_id, "status": "waiting", "waiting_for": record.get("waiting_for")}, indent=2))
+        return 0
     if record.get("status") != "succeeded":
         print(f"agentflow: run {run_id} {record.get('status')}: {record.get('error')}", file=sys.stderr)
         return 1
     print(json.dumps(record["state"], indent=2, ensure_ascii=False, default=str))
     return 0
+
+
+def cmd_resume(args) -> int:
+    """Answer a run waiting for a person, through the API (contract section 5)."""
+    from .api.auth import LOCAL_TOKEN_FILE
+    from .client import AgentFlow, APIError, TransportError
+    from .settings import get_settings
+
+    settings = get_settings()
+    url = args.url or settings.url or f"http://127.0.0.1:{settings.port}"
+    token = args.token or settings.token
+    local = settings.home / LOCAL_TOKEN_FILE
+    if token is None and local.is_file():  # the local admin token of an embedded server on this machine
+        token = local.read_text().strip() or None
+    try:
+        values = json.loads(args.values) if args.values else {}
+    except json.JSONDecodeError as exc:
+        raise SystemExit(f"agentflow: --values is not valid JSON: {exc.msg}")
+    try:
+        with AgentFlow(url, token=token) as client:
+            client.resume(args.run_id, args.node, args.choice, values)
+    except APIError as exc:
+        print(f"agentflow: {exc.detail}", file=sys.stderr)
+        return 1
+    except TransportError as exc:
+        if args.url or settings.url:
+            print(f"agentflow: cannot reach the API at {url} ({exc})", file=sys.stderr)
+            return 1
+        return _resume_here(args, values, settings)  # no server: the run of `agentflow run` lives here
+    print(f"run {args.run_id}: {args.node} answered {args.choice!r}; the run goes on")
+    return 0
+
+
+def _resume_here(args, values: dict, settings) -> int:
+    """Answer in this process against the local store, and advance the run to its next pause."""
+    import getpass
+
+    from .ratelimit.factory import memory_limiter
+    from .runs.embedded import EmbeddedExecutor
+    from .runs.events import MemoryEventBus
+    from .runs.resume import ResumeRefused, answer_run
+    from .store.db import migrate, session_factory
+    from .store.runs import RunStore
+
+    migrate(settings.db_url)
+    store = RunStore(session_factory(settings.db_url))
+    try:
+        answer_run(store, args.run_id, args.node, args.choice, values, by=f"cli:{getpass.getuser()}")
+    except ResumeRefused as exc:
+        print(f"agentflow: {exc}", file=sys.stderr)
+        return 1
+    executor = EmbeddedExecutor(store, MemoryEventBus(), limiter=memory_limiter(), workers=1,
+                                checkpoints=settings.home / "checkpoints.sqlite")
+    return _print_outcome(args.run_id, executor.execute(args.run_id))
 
 
 def cmd_migrate(args) -> int:
@@ -156,9 +223,9 @@ def cmd_serve(args) -> int:
 
 
 def cmd_worker(args) -> int:
-    from .workers.app import run_worker
+    from .workers.app import DEFAULT_QUEUES, run_worker
 
-    return run_worker(queues=args.queues, concurrency=args.concurrency, pool=args.pool,
+    return run_worker(queues=args.queues or DEFAULT_QUEUES, concurrency=args.concurrency, pool=args.pool,
                       loglevel=args.log_level, hostname=args.hostname)
 
 
@@ -210,9 +277,18 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--access-log", action="store_true")
     sv.set_defaults(func=cmd_serve)
 
+    rs = sub.add_parser("resume", help="answer a run that waits for a person (a human node)")
+    rs.add_argument("run_id")
+    rs.add_argument("--node", required=True, help="the waiting human node")
+    rs.add_argument("--choice", required=True, help="one of its choices, e.g. approve")
+    rs.add_argument("--values", default=None, help="optional JSON object of values the person gives")
+    rs.add_argument("--url", default=None, help="the API (default AGENTFLOW_URL, else http://127.0.0.1:AGENTFLOW_PORT)")
+    rs.add_argument("--token", default=None, help="an API token (default AGENTFLOW_TOKEN, else the local admin token)")
+    rs.set_defaults(func=cmd_resume)
+
     w = sub.add_parser("worker", help="a Celery worker (distributed mode)")
-    w.add_argument("--queues", default="runs,agentflow.llm,agentflow.image,agentflow.db,agentflow.api",
-                   help="comma-separated queues to consume")
+    w.add_argument("--queues", default=None,
+                   help="comma-separated queues to consume (default: every queue; any layout finishes every run)")
     w.add_argument("--concurrency", type=int, default=2)
     w.add_argument("--pool", default="prefork", help="prefork, threads or solo")
     w.add_argument("--hostname", default=None)

@@ -27,6 +27,9 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(2_000_000, alias="AGENTFLOW_MAX_BODY_BYTES")
     embedded_workers: int = Field(4, alias="AGENTFLOW_EMBEDDED_WORKERS")
     studio_dir: Path | None = Field(None, alias="AGENTFLOW_STUDIO_DIR")
+    # where `agentflow resume` (and other client commands) find the API, and with which token
+    url: str | None = Field(None, alias="AGENTFLOW_URL")
+    token: str | None = Field(None, alias="AGENTFLOW_TOKEN")
 
     # ---- security (api/auth.py, abuse.py; SECURITY.md)
     # required | local | off; unset: required in distributed mode, local in embedded mode

@@ -31,6 +31,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..ratelimit.base import LimiterUnavailable, QueueLimits
 from ..settings import Settings
+from .auth import PENDING_IP, client_is_loopback, take_pending_ip
 from .errors import ApiError, error_body
 
 log = logging.getLogger("agentflow.api.abuse")
@@ -74,8 +75,6 @@ class ApiRateLimits:
 
     @staticmethod
     def exempt(scope: Scope, auth_mode: str) -> bool:
-        from .auth import client_is_loopback
-
         return auth_mode == "local" and client_is_loopback(scope)
 
     def _acquire(self, key: str, rpm: float, burst: int) -> float:
@@ -135,17 +134,6 @@ class ApiRateLimits:
                     if k.startswith("api:") and (st.tat_r is None or st.tat_r <= now)]
             for k in idle:
                 del lim._queues[k]
-
-
-# scope key: a list holding the (address,) of an IP check not made yet. A list, because
-# routers hand copies of the scope down: whoever makes the check empties the shared list.
-PENDING_IP = "agentflow.ip_limit"
-
-
-def take_pending_ip(scope: Scope) -> tuple[str | None] | None:
-    """The address check `RateLimitMiddleware` left for `authorize`, now claimed by it."""
-    pending = scope.get(PENDING_IP)
-    return pending.pop() if pending else None
 
 
 class RateLimitMiddleware:

@@ -44,7 +44,6 @@ from ..graph.secrets import remember
 from ..settings import Settings, get_settings
 from ..store.models import DEFAULT_TENANT
 from . import roles
-from .abuse import take_pending_ip
 from .errors import ApiError
 
 log = logging.getLogger("agentflow.api.auth")
@@ -326,6 +325,19 @@ def client_host(scope) -> str | None:
 def client_is_loopback(scope) -> bool:
     host = client_host(scope)
     return host == TEST_CLIENT or _loopback_ip(host)
+
+
+# scope key: a list holding the (address,) of a per-IP limit check not made yet
+# (api/abuse.py's RateLimitMiddleware leaves it; `authorize` makes it with the tenant's,
+# in one round trip). A list, because routers hand copies of the scope down: whoever
+# makes the check empties the shared list.
+PENDING_IP = "agentflow.ip_limit"
+
+
+def take_pending_ip(scope) -> tuple[str | None] | None:
+    """The address check `RateLimitMiddleware` left for `authorize`, now claimed."""
+    pending = scope.get(PENDING_IP)
+    return pending.pop() if pending else None
 
 
 def _hostname(value: str) -> str | None:

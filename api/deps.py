@@ -160,7 +160,8 @@ def build_dispatcher(settings: Settings, store: RunStore) -> Dispatcher:
     from ..runs.events import MemoryEventBus
 
     executor = EmbeddedExecutor(store, MemoryEventBus(), limiter=_limiter(),
-                                workers=max(1, settings.embedded_workers))
+                                workers=max(1, settings.embedded_workers),
+                                checkpoints=settings.home / "checkpoints.sqlite")
     return EmbeddedDispatcher(executor)
 
 

@@ -72,6 +72,9 @@ def _startup(services: Services) -> None:
         # resumed when they never started, and closed with a reason when they were cut off.
         for run_id in services.runs.recover_interrupted():
             services.dispatcher.submit(run_id)
+        rearm = getattr(getattr(services.dispatcher, "executor", None), "rearm", None)
+        if rearm is not None:
+            rearm()  # runs waiting for a person keep their deadlines across a restart
 
 
 def create_app(settings: Settings | None = None, dispatcher: Dispatcher | None = None) -> FastAPI:
@@ -107,7 +110,12 @@ def create_app(settings: Settings | None = None, dispatcher: Dispatcher | None =
     queue_routes.install(app, services)  # GET /queues + the limiter's gauges on /metrics
     from ..runs.webhooks import install as install_webhooks
 
-    install_webhooks(services)  # outbound deliveries when runs end
+    notify = None  # embedded: deliveries on threads
+    if settings.distributed:  # one Celery task per delivery
+        from ..workers.webhook_task import CeleryNotifier
+
+        notify = CeleryNotifier(services.factory)
+    install_webhooks(services, notify)  # outbound deliveries when runs end
     mount_studio(app, settings)  # last: the mount at "/" takes what no API route matched
 
     security.add_middleware(app, services)  # audit + per-IP limit, inside CORS

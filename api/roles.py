@@ -73,6 +73,8 @@ PERMISSIONS: dict[tuple[str, str], Rule] = {
     ("GET", "/runs/{run_id}"): _r("viewer"),
     ("GET", "/runs/{run_id}/events"): _r("viewer"),
     ("POST", "/runs/{run_id}/cancel"): _w("operator", "run.cancel", "run", "path:run_id"),
+    # answering a person's question is an editor's act; the audit entry names who answered
+    ("POST", "/runs/{run_id}/resume"): _w("editor", "run.resume", "run", "path:run_id"),
     # ---- sources
     ("GET", "/sources"): _r("viewer"),
     ("POST", "/sources"): _w("editor", "source.create", "source", "body:id"),

@@ -20,7 +20,7 @@ SOURCE_REF = "#/components/schemas/Source"
 
 SpecJson = Annotated[dict[str, Any], WithJsonSchema({"allOf": [{"$ref": SPEC_REF}]})]
 SourceJson = Annotated[dict[str, Any], WithJsonSchema({"allOf": [{"$ref": SOURCE_REF}]})]
-RunStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+from ..store.runs import RunStatus  # noqa: E402 - the one definition of a run's statuses
 
 
 class _In(BaseModel):
@@ -145,6 +145,12 @@ class StepRecord(BaseModel):
     error: str | None = None
 
 
+class WaitingFor(BaseModel):
+    node: str
+    prompt: str
+    choices: list[str]
+
+
 class RunSummary(BaseModel):
     run_id: str
     workflow_id: str | None = None
@@ -159,6 +165,22 @@ class RunSummary(BaseModel):
     finished_at: str | None = None
     parent_run_id: str | None = Field(None, description="A re-run: the run it was re-run from.")
     rerun_from: str | None = Field(None, description="A re-run: the node it started at.")
+    waiting_for: list[WaitingFor] = Field(default_factory=list,
+                                            description="status `waiting`: the questions a person may answer.")
+
+
+class ResumeRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    node: str = Field(min_length=1, max_length=128, description="The waiting human node.")
+    choice: str = Field(min_length=1, max_length=128, description="One of its choices.")
+    values: dict[str, Any] = Field(default_factory=dict, description="Optional values the person filled in.")
+
+
+class ResumeResult(BaseModel):
+    run_id: str
+    status: Literal["resumed"]
+    node: str
+    choice: str
 
 
 class RunRecord(RunSummary):

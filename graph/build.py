@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections import OrderedDict
 from typing import Any, Callable
 
@@ -22,13 +23,35 @@ from .nodes import make_node
 from .runtime import context_from
 from .spec import WorkflowSpec
 from .state import state_type_for
-from .step import run_step
+from .step import StepFailed, run_step, step_key
 
 pool.install()  # one thread pool for every run, not one per invoke (graph/pool.py)
 
 _CACHE_SIZE = 256
 _cache: "OrderedDict[tuple, Any]" = OrderedDict()
 _cache_lock = threading.Lock()
+
+
+def ask_person(impl, state: dict, ctx, step: int) -> dict:
+    """A human node: the recorded answer, or the timeout's choice once its deadline passed,
+    or a pause until someone answers (the run holds no worker meanwhile)."""
+    node = impl.node
+    cfg = node.config
+    if ctx.people is None:
+        raise StepFailed(node.id, "this run cannot wait for a person (it has no run store)")
+    key = step_key(ctx.run_id, node.id, step)
+    answered = ctx.people.answer_of(key)
+    if answered is not None:
+        return answered
+    began = ctx.people.ask(ctx.run_id, node.id, key, state, cfg.timeout_s)
+    if cfg.timeout_s is not None and time.time() >= began + cfg.timeout_s:
+        if cfg.on_timeout is None:
+            raise StepFailed(node.id, f"nobody answered within {cfg.timeout_s:g} s")
+        ctx.people.answer(ctx.run_id, key, impl.answer(cfg.on_timeout, by="timeout"))
+        return ctx.people.answer_of(key) or impl.answer(cfg.on_timeout, by="timeout")
+    ctx.wait({"kind": "human", "node": node.id, "key": key, "prompt": impl.question(state),
+              "choices": list(cfg.choices), "deadline": began + cfg.timeout_s if cfg.timeout_s else None})
+    raise AssertionError("unreachable: ctx.wait pauses the run")
 
 
 def node_function(spec: WorkflowSpec, impl) -> Callable:
@@ -38,6 +61,8 @@ def node_function(spec: WorkflowSpec, impl) -> Callable:
         ctx = context_from(config)
         # The superstep number makes the step's key stable across a resumed run.
         step = ((config or {}).get("metadata") or {}).get("langgraph_step", 0)
+        if impl.asks_person:
+            return ask_person(impl, state, ctx, step)
         if ctx.dispatch is not None and impl.calls_outside:
             return ctx.dispatch(node_id, state, step)
         if ctx.resume is None:

@@ -35,7 +35,8 @@ class BlockedAddressError(StepError):
 
 
 class RateLimitExceeded(StepError):
-    """A request can never fit the queue's budget (e.g. bigger than tokens/minute)."""
+    """A node's queue gave no slot within the run's limit wait. (A call that can never fit
+    the budget, e.g. bigger than tokens/minute, is the limiter's own RateLimitExceeded.)"""
 
 
 class InvalidOutput(StepError):

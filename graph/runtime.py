@@ -64,6 +64,8 @@ class RunContext:
     max_limit_wait: float = 300.0
     # Starts child runs for `workflow` and `map` nodes (see ChildRuns); None = not available.
     children: "ChildRuns | None" = None
+    # Asks a person for `human` nodes (see People); None = this run cannot wait for one.
+    people: "People | None" = None
     extra: dict = field(default_factory=dict)
 
     def wait(self, reason: dict) -> None:
@@ -71,9 +73,29 @@ class RunContext:
         is done: raises LangGraph's interrupt, so the run's checkpoint is kept and no worker
         is held. When the run resumes, the node function runs again from its start and must
         find its result by its step key (graph/runtime.py is the one place that interrupts)."""
-        from langgraph.types import interrupt
+        wait_for(reason)
 
-        interrupt(reason)
+
+def wait_for(reason: dict) -> None:
+    """See RunContext.wait: the one place a run pauses."""
+    from langgraph.types import interrupt
+
+    interrupt(reason)
+
+
+class People(Protocol):
+    """Where a `human` node's question and answer live (the run store), shared by the embedded
+    executor and the distributed driver."""
+
+    def answer_of(self, step_key: str) -> dict | None:
+        """The recorded answer (the step's output), or None while nobody answered."""
+
+    def ask(self, run_id: str, node_id: str, step_key: str, state: dict, deadline_s: float | None) -> float:
+        """Record the question once (its step row, status `waiting`) and arrange to wake the
+        run at the deadline; returns when the wait began (epoch seconds)."""
+
+    def answer(self, run_id: str, step_key: str, output: dict) -> dict | None:
+        """Record an answer (the timeout's own included); None when one was recorded already."""
 
 
 class ChildRuns(Protocol):

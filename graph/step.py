@@ -7,9 +7,9 @@ node tasks of the distributed mode, so both record steps the same way.
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Any
 
-from ..ratelimit.base import Decision, QueueLimits
 from .errors import RateLimitExceeded, StepError
 from .runtime import RunContext
 from .secrets import redact
@@ -26,10 +26,18 @@ class StepFailed(RuntimeError):
 
 
 def describe(exc: BaseException) -> str:
-    if isinstance(exc, StepError):
+    # errors that say whether retrying helps are written for the reader: StepError, and
+    # the limiter's own (agentflow.ratelimit.LimitError, which graph/ does not import)
+    if isinstance(exc, StepError) or isinstance(getattr(type(exc), "retryable", None), bool):
         return redact(str(exc))
     text = str(exc) or exc.__class__.__name__
     return redact(f"{exc.__class__.__name__}: {text}")
+
+
+def step_key(run_id: str, node_id: str, superstep: int) -> str:
+    """A step's identity across redeliveries and resumes: a finished step is read back by it,
+    never paid twice (LangGraph's superstep number is stable across resumes)."""
+    return f"{run_id}:{node_id}:{superstep}"
 
 
 DEFAULT_TENANT = "default"  # = store.models.DEFAULT_TENANT (graph/ may not import the store)
@@ -42,7 +50,25 @@ def limit_namespace(workflow_id: str, tenant_id: str | None = None) -> str:
     return workflow_id if tenant_id in (None, DEFAULT_TENANT) else f"{tenant_id}/{workflow_id}"
 
 
-def queue_plan(spec, node, state: dict, tenant_id: str | None = None) -> tuple[QueueLimits, str | None] | None:
+@dataclass(frozen=True, eq=False)
+class QueueCharge:
+    """What a node's calls are charged to: its spec queue, under an id scoped by
+    `limit_namespace`. The limiter (agentflow.ratelimit, which graph/ does not import)
+    reads it as its QueueLimits (`QueueLimits.of`)."""
+
+    id: str
+    queue: Any  # graph.spec.Queue
+
+    @classmethod
+    def of(cls, queue, namespace: str = "") -> "QueueCharge":
+        return cls(f"{namespace}:{queue.id}" if namespace else queue.id, queue)
+
+    @property
+    def max_tokens_per_minute(self) -> int | None:
+        return self.queue.max_tokens_per_minute
+
+
+def queue_plan(spec, node, state: dict, tenant_id: str | None = None) -> tuple[QueueCharge, str | None] | None:
     """The queue limits and sub-queue a node's call is charged to, if any."""
     queue = spec.queue(node.queue)
     if queue is None:
@@ -52,7 +78,7 @@ def queue_plan(spec, node, state: dict, tenant_id: str | None = None) -> tuple[Q
     sub = wanted if wanted in subs else (queue.sub_queues[0].id if queue.sub_queues and wanted is None else None)
     if wanted is not None and wanted not in subs:
         sub = None  # unknown sub-queue in metadata: charge the queue, not a sub-queue
-    return QueueLimits.from_spec(queue, namespace=limit_namespace(spec.id, tenant_id)), sub
+    return QueueCharge.of(queue, namespace=limit_namespace(spec.id, tenant_id)), sub
 
 
 def run_step(spec, impl, state: dict, ctx: RunContext, attempt: int = 1,
@@ -67,7 +93,7 @@ def run_step(spec, impl, state: dict, ctx: RunContext, attempt: int = 1,
         ctx.observer.step_started(ctx.run_id, node.id, node.type, attempt, **extra)
     started = time.perf_counter()
     plan = queue_plan(spec, node, state, ctx.tenant_id) if ctx.limiter is not None else None
-    decision: Decision | None = None
+    decision = None  # the limiter's Decision
     try:
         if plan is not None:
             limits, sub = plan

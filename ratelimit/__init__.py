@@ -7,13 +7,13 @@
     limiter.settle(limits, d, usage.total_tokens)
 """
 
-from .base import (DEFAULT_SUB_QUEUE, Decision, Limiter, LimiterBase, LimiterUnavailable,
+from .base import (DEFAULT_SUB_QUEUE, Decision, LimitError, Limiter, LimiterBase, LimiterUnavailable,
                    QueueLimits, QueueStats, RateLimitExceeded)
 from .factory import limiter_from_env, memory_limiter
 from .memory import MemoryLimiter
 
 __all__ = [
-    "DEFAULT_SUB_QUEUE", "Decision", "Limiter", "LimiterBase", "LimiterUnavailable",
+    "DEFAULT_SUB_QUEUE", "Decision", "LimitError", "Limiter", "LimiterBase", "LimiterUnavailable",
     "MemoryLimiter", "QueueLimits", "QueueStats", "RateLimitExceeded", "limiter_from_env",
     "memory_limiter",
 ]

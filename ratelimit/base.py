@@ -44,10 +44,8 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from agentflow.graph.errors import RateLimitExceeded, StepError
-
 __all__ = [
-    "DEFAULT_SUB_QUEUE", "Decision", "Limiter", "LimiterBase", "LimiterUnavailable",
+    "DEFAULT_SUB_QUEUE", "Decision", "LimitError", "Limiter", "LimiterBase", "LimiterUnavailable",
     "QueueLimits", "QueueStats", "RateLimitExceeded",
 ]
 
@@ -58,10 +56,27 @@ GCRA_SLACK = 0.5
 DEFAULT_SUB_QUEUE = "default"
 
 
-class LimiterUnavailable(StepError):
+class LimitError(RuntimeError):
+    """An error of the limiter, worded for the person reading the run; `retryable` says
+    whether asking again later can help. (Not a graph StepError: ratelimit/ imports
+    nothing of the engine; graph/step.py reports any error that carries `retryable`.)"""
+
+    retryable = False
+
+    def __init__(self, message: str, *, retryable: bool | None = None):
+        super().__init__(message)
+        if retryable is not None:
+            self.retryable = retryable
+
+
+class LimiterUnavailable(LimitError):
     """The limiter's backend (Redis) cannot be reached; nothing was granted. Retry later."""
 
     retryable = True
+
+
+class RateLimitExceeded(LimitError):
+    """A call can never fit the queue's budget (e.g. bigger than tokens/minute)."""
 
 
 @dataclass(frozen=True)
@@ -89,12 +104,15 @@ class QueueLimits:
             seen.add(sid)
 
     @classmethod
-    def from_spec(cls, queue, namespace: str = "") -> "QueueLimits":
-        """Build from agentflow.graph.spec.Queue; namespace scopes ids (e.g. per tenant)."""
-        qid = f"{namespace}:{queue.id}" if namespace else queue.id
-        return cls(qid, queue.max_messages_per_second, queue.max_requests_per_minute,
-                   queue.max_tokens_per_minute, queue.burst_size,
-                   tuple((s.id, float(s.weight)) for s in queue.sub_queues))
+    def of(cls, limits) -> "QueueLimits":
+        """`limits` itself, or the QueueLimits of what the engine charges a node to
+        (graph/step.py QueueCharge): an `id` and a spec `queue` (the fields above, its
+        sub_queues with `id` and `weight`). Read by name: ratelimit/ imports no graph/."""
+        if type(limits) is cls:
+            return limits
+        q = limits.queue
+        return cls(limits.id, q.max_messages_per_second, q.max_requests_per_minute, q.max_tokens_per_minute,
+                   q.burst_size, tuple((s.id, float(s.weight)) for s in q.sub_queues))
 
     # ---- derived figures the backends share
     @property
@@ -188,6 +206,8 @@ class QueueStats:
 
 
 class Limiter(Protocol):
+    """`limits`: a QueueLimits, or plain data with its fields (`QueueLimits.of`)."""
+
     def try_acquire(self, limits: QueueLimits, sub_queue: str | None = None, tokens: int = 0,
                     waiter: str | None = None) -> Decision: ...
 
@@ -248,6 +268,7 @@ class LimiterBase:
 
         Returns the granted Decision, or the last denial when the timeout would be hit
         first (the waiter registration is then withdrawn)."""
+        limits = QueueLimits.of(limits)
         limits.check_tokens(tokens)
         waiter = waiter or uuid.uuid4().hex
         deadline = None if timeout is None else self._now() + timeout

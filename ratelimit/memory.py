@@ -78,6 +78,7 @@ class MemoryLimiter(LimiterBase):
     # ------------------------------------------------------------------ acquire
     def try_acquire(self, limits: QueueLimits, sub_queue: str | None = None, tokens: int = 0,
                     waiter: str | None = None) -> Decision:
+        limits = QueueLimits.of(limits)
         need = limits.check_tokens(tokens)
         x = limits.resolve_sub_queue(sub_queue)
         tol = limits.gcra_tolerance
@@ -193,6 +194,7 @@ class MemoryLimiter(LimiterBase):
 
     def forget(self, limits: QueueLimits, sub_queue: str | None, waiter: str) -> None:
         """Withdraw a waiter registration (the task gave up or went elsewhere)."""
+        limits = QueueLimits.of(limits)
         x = limits.resolve_sub_queue(sub_queue)
         with self._lock:
             st = self._queues.get(limits.id)
@@ -202,6 +204,7 @@ class MemoryLimiter(LimiterBase):
     # ------------------------------------------------------------------ settle
     def settle(self, limits: QueueLimits, decision: Decision, tokens_used: int) -> None:
         """Replace the reserved estimate by the real usage (idempotent per reservation)."""
+        limits = QueueLimits.of(limits)
         if tokens_used < 0:
             raise ValueError(f"tokens_used must be >= 0, got {tokens_used!r}")
         cap = limits.max_tokens_per_minute
@@ -228,6 +231,7 @@ class MemoryLimiter(LimiterBase):
 
     # ------------------------------------------------------------------ stats
     def stats(self, limits: QueueLimits) -> QueueStats:
+        limits = QueueLimits.of(limits)
         with self._lock:
             now = self._clock()
             st = self._queues.get(limits.id) or _QueueState()

@@ -33,6 +33,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .base import (BUCKET, BUCKETS, DEFAULT_SUB_QUEUE, Decision, LimiterBase, LimiterUnavailable, QueueLimits,
                    QueueStats, summarize)
+from .resp import MultiplexedConnection, bulk
 
 STATE_TTL = 86400          # seconds an idle queue's state is kept
 SETTLED_TTL = 600          # seconds a settled reservation is remembered (double settles)
@@ -246,10 +247,6 @@ def _s(v: Any) -> str:
     return v.decode() if isinstance(v, bytes) else str(v)
 
 
-def _bulk(items) -> bytes:
-    return b"".join(b"$%d\r\n%s\r\n" % (len(a), a) for a in items)
-
-
 class _Plan:
     """What never changes between two acquires of one queue: keys, config, the packed command."""
 
@@ -261,8 +258,8 @@ class _Plan:
         enc = [k.encode() for k in keys]
         # EVALSHA sha numkeys keys... now need sub waiter known static...
         self.head = (b"*%d\r\n" % (3 + len(enc) + 5 + len(args))
-                     + _bulk([b"EVALSHA", sha.encode(), str(len(enc)).encode(), *enc]))
-        self.tail = _bulk([a.encode() for a in args])
+                     + bulk([b"EVALSHA", sha.encode(), str(len(enc)).encode(), *enc]))
+        self.tail = bulk([a.encode() for a in args])
 
 
 class RedisLimiter(LimiterBase):
@@ -303,8 +300,11 @@ class RedisLimiter(LimiterBase):
         self._settle = client.register_script(SETTLE_LUA)
         self._stats = client.register_script(STATS_LUA)
         self._forget = client.register_script(FORGET_LUA)
-        # The hot path writes the EVALSHA command itself (redis-py's generic packing of ~20
-        # arguments costs as much as the round trip); any other client type uses Script.
+        # The hot path writes the EVALSHA command itself and sends it on a pooled connection:
+        # redis-py's Script call costs 2.5x the CPU (49 against 20 us a try_acquire,
+        # bench/redis_clients.py). It uses ConnectionPool.get_connection() with no command
+        # name, which redis-py >= 5.3 takes (pyproject pins redis; the floor is tested by
+        # tests/test_dependency_pins.py). Any other client type uses Script.
         self._fast = type(client) is redis_lib.Redis
         self._known: set[str] = set()     # queues whose state this process has seen in Redis
         self._plans: dict[QueueLimits, _Plan] = {}
@@ -353,7 +353,7 @@ class RedisLimiter(LimiterBase):
     def _call_acquire(self, plan: _Plan, dyn: list[bytes]):
         if not self._fast:
             return self._call(self._acquire, plan.keys, [*dyn, *plan.args])
-        packed = plan.head + _bulk(dyn) + plan.tail
+        packed = plan.head + bulk(dyn) + plan.tail
         pool = self.redis.connection_pool
         try:
             for attempt in range(3):
@@ -403,6 +403,7 @@ class RedisLimiter(LimiterBase):
 
     def try_acquire(self, limits: QueueLimits, sub_queue: str | None = None, tokens: int = 0,
                     waiter: str | None = None) -> Decision:
+        limits = QueueLimits.of(limits)
         plan, dyn, sub_queue = self._request(limits, sub_queue, tokens, waiter)
         return self._decision(limits, sub_queue, self._call_acquire(plan, dyn))
 
@@ -411,6 +412,7 @@ class RedisLimiter(LimiterBase):
         a caller's address and tenant at once). Each is decided on its own, in order."""
         import anyio
 
+        queues = [QueueLimits.of(q) for q in queues]
         conn = self._async_connection()
         if conn is None:
             client = self._async_client()
@@ -418,7 +420,7 @@ class RedisLimiter(LimiterBase):
                 return await self._acquire_each_asyncio(client, queues)
             return [await anyio.to_thread.run_sync(self.try_acquire, q) for q in queues]
         requests = [self._request(q, None, 0, None) for q in queues]
-        packed = [plan.head + _bulk(dyn) + plan.tail for plan, dyn, _ in requests]
+        packed = [plan.head + bulk(dyn) + plan.tail for plan, dyn, _ in requests]
         for attempt in range(3):
             try:
                 replies = await conn.execute(packed)
@@ -492,19 +494,19 @@ class RedisLimiter(LimiterBase):
         pool = self.redis.connection_pool
         if not self._fast or pool.connection_class is not redis_lib.Connection:
             return None
-        from .resp import MultiplexedConnection
-
         conn = MultiplexedConnection.from_kwargs(pool.connection_kwargs)
         self._aconn = (loop, conn)
         return conn
 
     def forget(self, limits: QueueLimits, sub_queue: str | None, waiter: str) -> None:
         """Withdraw a waiter registration (the task gave up or went elsewhere)."""
+        limits = QueueLimits.of(limits)
         wprefix = self.keys_for(limits.id)[2]
         self._call(self._forget, [wprefix + limits.resolve_sub_queue(sub_queue)], [waiter])
 
     def settle(self, limits: QueueLimits, decision: Decision, tokens_used: int) -> None:
         """Replace the reserved estimate by the real usage (idempotent per reservation)."""
+        limits = QueueLimits.of(limits)
         if tokens_used < 0:
             raise ValueError(f"tokens_used must be >= 0, got {tokens_used!r}")
         cap = limits.max_tokens_per_minute
@@ -517,6 +519,7 @@ class RedisLimiter(LimiterBase):
                     SETTLED_TTL, STATE_TTL])
 
     def stats(self, limits: QueueLimits) -> QueueStats:
+        limits = QueueLimits.of(limits)
         plan = self._plan(limits)
         subs = [s for s, _ in limits.sub_queue_weights]
         cap = limits.max_tokens_per_minute or 0
@@ -537,6 +540,7 @@ class RedisLimiter(LimiterBase):
 
     def clear(self, limits: QueueLimits | None = None) -> int:
         """Delete the limiter's keys (one queue, or every queue under the prefix)."""
+        limits = QueueLimits.of(limits) if limits is not None else None
         pattern = f"{self.key_prefix}:{{{limits.id}}}:*" if limits else f"{self.key_prefix}:*"
         n = 0
         try:

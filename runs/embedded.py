@@ -1,36 +1,36 @@
 """Embedded executor: runs a workflow in this process (no Redis, no Celery).
 
 The run row and its steps go to the store exactly as in distributed mode, so the API,
-Studio and `agentflow run` see the same records either way.
+Studio and `agentflow run` see the same records either way. A run that waits for a person
+(a `human` node) keeps a LangGraph checkpoint in SQLite under AGENTFLOW_HOME and holds no
+thread while it waits; an answer (or its timeout) advances it again.
 """
 
 from __future__ import annotations
 
 import logging
+import sqlite3
+import threading
+import time
 from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 from ..graph.build import compile_spec
 from ..graph.runtime import CONFIG_KEY, RunContext
-from ..graph.state import initial_state
-from ..graph.step import StepFailed, describe
 from ..graph.validate import parse_valid
 from ..store.runs import RunStore
+from .advance import RECURSION_LIMIT, advance, run_ended, state_from_input  # noqa: F401 - re-exported
 from .events import EventBus, MemoryEventBus
-from .observer import RecordingObserver, RunCancelled
+from .observer import RecordingObserver
+from .people import StorePeople
 
 log = logging.getLogger(__name__)
-RECURSION_LIMIT = 200
-
-
-def state_from_input(run_input: dict[str, Any]) -> dict[str, Any]:
-    """`{"user_input": ..., "metadata": {...}, <other state fields>}` -> the initial GraphState."""
-    run_input = dict(run_input or {})
-    return initial_state(run_input.pop("user_input", ""), run_input.pop("metadata", None), **run_input)
 
 
 def invoke(spec, state: dict, ctx: RunContext, checkpointer=None, thread_id: str | None = None,
            start: str | None = None) -> dict:
+    """Run a spec to its end in this thread, without a run record (tests, fuzzing)."""
     graph = compile_spec(spec, checkpointer, start=start)
     config: dict[str, Any] = {"configurable": {CONFIG_KEY: ctx}, "recursion_limit": RECURSION_LIMIT}
     if thread_id is not None:
@@ -38,24 +38,13 @@ def invoke(spec, state: dict, ctx: RunContext, checkpointer=None, thread_id: str
     return dict(graph.invoke(state, config=config))
 
 
-def run_ended(record: dict, listeners=()) -> None:
-    """Count the run and tell the listeners; a failing listener never fails the run."""
-    try:
-        from ..api.metrics import observe_run
-
-        observe_run(record)
-    except Exception:
-        log.debug("run metrics not recorded", exc_info=True)
-    for listener in listeners:
-        try:
-            listener(record)
-        except Exception:
-            log.exception("run-end listener failed for run %s", record.get("run_id"))
+def waits_for_people(spec) -> bool:
+    return any(n.type == "human" for n in spec.nodes)
 
 
 class EmbeddedExecutor:
     def __init__(self, store: RunStore, bus: EventBus | None = None, limiter=None, workers: int = 4,
-                 extra: dict | None = None):
+                 extra: dict | None = None, checkpoints: Path | None = None):
         self.store = store
         self.bus = bus or MemoryEventBus()
         self.limiter = limiter
@@ -63,12 +52,50 @@ class EmbeddedExecutor:
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="agentflow-run")
         # called with the run record when a run ends (outbound webhooks, metrics)
         self.listeners: list = []
+        self.checkpoints = checkpoints  # the SQLite file of paused runs' checkpoints (None: in memory)
+        self._saver = None
+        self._saver_lock = threading.Lock()
+        self._timers: dict[tuple[str, float], threading.Timer] = {}
 
     def submit(self, run_id: str) -> Future:
         return self.pool.submit(self.execute, run_id)
 
+    def checkpointer(self):
+        """LangGraph's SQLite saver, made on first use (only runs that may wait need one)."""
+        with self._saver_lock:
+            if self._saver is None:
+                from langgraph.checkpoint.sqlite import SqliteSaver
+
+                path = str(self.checkpoints) if self.checkpoints is not None else ":memory:"
+                if self.checkpoints is not None:
+                    self.checkpoints.parent.mkdir(parents=True, exist_ok=True)
+                self._saver = SqliteSaver(sqlite3.connect(path, check_same_thread=False))
+            return self._saver
+
+    def wake_at(self, run_id: str, when: float) -> None:
+        """Advance the run at `when` (a human node's deadline); once per run and time."""
+        key = (run_id, round(when, 3))
+        with self._saver_lock:
+            if key in self._timers:
+                return
+            timer = threading.Timer(max(0.0, when - time.time()), self.submit, args=(run_id,))
+            timer.daemon = True
+            self._timers[key] = timer
+        timer.start()
+
+    def rearm(self) -> int:
+        """At start: arm the deadlines of runs that wait for a person (a restart loses timers)."""
+        armed = 0
+        for run_id, waits in self.store.waiting_runs():
+            for wait in waits:
+                if wait.get("deadline"):
+                    self.wake_at(run_id, float(wait["deadline"]))
+                    armed += 1
+        return armed
+
     def execute(self, run_id: str, observer=None) -> dict:
-        """Run a stored run to its end; returns the run record (never raises for a failing run)."""
+        """Advance a stored run until it ends or waits; returns the run record (never raises
+        for a failing run)."""
         begun = self.store.begin(run_id)
         if begun is None:
             record = self.store.get(run_id)
@@ -76,30 +103,23 @@ class EmbeddedExecutor:
                 raise KeyError(run_id)
             return record
         spec = parse_valid(begun["spec"])
-        run_input, rerun_from = begun["input"], begun["rerun_from"]
         queue_of = {n.id: n.queue for n in spec.nodes}.get
         obs = observer or RecordingObserver(self.store, self.bus, queue_of=queue_of)
         extra = dict(self.extra)
         if begun["options"].get("stream"):
             extra["stream"] = True
         ctx = RunContext(run_id=run_id, observer=obs, limiter=self.limiter, extra=extra,
-                         tenant_id=begun["tenant_id"])
-        try:
-            # a re-run starts at its chosen node, its input being the state at that point
-            final = invoke(spec, state_from_input(run_input), ctx, start=rerun_from)
-        except RunCancelled:
-            self.store.finish(run_id, "cancelled", error="cancelled by request")
-        except StepFailed as exc:
-            self.store.finish(run_id, "failed", error=str(exc))
-        except Exception as exc:  # a bug or an unexpected library error: record it, keep serving
-            log.exception("run %s crashed", run_id)
-            self.store.finish(run_id, "failed", error=describe(exc))
-        else:
-            self.store.finish(run_id, "succeeded", state=final)
-        record = self.store.get(run_id) or {}
-        self.bus.publish(run_id, "end", record)
-        run_ended(record, self.listeners)
-        return record
+                         tenant_id=begun["tenant_id"], people=StorePeople(self.store, self.bus, self.wake_at))
+        saver = self.checkpointer() if waits_for_people(spec) else None
+        # the first advance starts from the input; a resumed one from its checkpoint
+        fresh = saver is None or saver.get_tuple({"configurable": {"thread_id": run_id}}) is None
+        # a re-run starts at its chosen node, its input being the state at that point
+        advance(self.store, self.bus, spec, run_id, ctx, run_input=begun["input"] if fresh else None,
+                tenant_id=begun["tenant_id"], checkpointer=saver, start=begun["rerun_from"],
+                listeners=self.listeners)
+        return self.store.get(run_id) or {}
 
     def shutdown(self) -> None:
+        for timer in list(self._timers.values()):
+            timer.cancel()
         self.pool.shutdown(wait=False, cancel_futures=True)

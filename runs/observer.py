@@ -5,14 +5,11 @@ from __future__ import annotations
 from ..graph.errors import StepError
 from ..graph.secrets import redact
 from ..store.runs import RunStore
+from .metrics import observe_step as observe
 
 
 def observe_step(step: dict) -> None:
-    """Prometheus counters of this process (agentflow.api.metrics); never fails a run."""
-    try:
-        from ..api.metrics import observe_step as observe
-    except Exception:  # pragma: no cover - prometheus_client is a dependency
-        return
+    """Prometheus counters of this process (runs/metrics.py); never fails a run."""
     try:
         observe(step)
     except Exception:

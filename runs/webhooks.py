@@ -219,69 +219,58 @@ def deliver_with_retries(store: HookStore, webhook: dict[str, Any], record: dict
 # ---------------------------------------------------------------- notifiers (run ended)
 
 
-def _claims(store: HookStore, record: dict[str, Any]) -> list[tuple[dict, str, int]]:
-    event = event_of(record)
-    if event is None or not record.get("run_id"):
-        return []
-    tenant = record.get("tenant_id")
-    if tenant is None:
-        from ..store.models import Run
-        from ..store.db import session_scope
-
-        with session_scope(store.factory) as s:
-            run = s.get(Run, record["run_id"])
-            tenant = run.tenant_id if run is not None else None
-    if tenant is None:
-        return []
-    out = []
-    for webhook in store.matching(tenant, record.get("workflow_id"), event):
-        delivery_id = store.claim(webhook, record["run_id"], event)
-        if delivery_id is not None:
-            out.append((webhook, event, delivery_id))
-    return out
-
-
-class ThreadNotifier:
-    """Embedded mode: each delivery runs (with its retries) on a daemon thread."""
+class Notifier:
+    """Called with the record of a run that ended: claims a delivery of every webhook that
+    wants it (so two processes never send one twice), then `deliver`s each."""
 
     def __init__(self, factory):
         self.store = HookStore(factory)
 
+    def claims(self, record: dict[str, Any]) -> list[tuple[dict, str, int]]:
+        event = event_of(record)
+        if event is None or not record.get("run_id"):
+            return []
+        tenant = record.get("tenant_id")
+        if tenant is None:
+            from ..store.models import Run
+            from ..store.db import session_scope
+
+            with session_scope(self.store.factory) as s:
+                run = s.get(Run, record["run_id"])
+                tenant = run.tenant_id if run is not None else None
+        if tenant is None:
+            return []
+        out = []
+        for webhook in self.store.matching(tenant, record.get("workflow_id"), event):
+            delivery_id = self.store.claim(webhook, record["run_id"], event)
+            if delivery_id is not None:
+                out.append((webhook, event, delivery_id))
+        return out
+
     def __call__(self, record: dict[str, Any]) -> None:
-        claims = _claims(self.store, record)
-        if not claims:
-            return
-        cfg = DeliveryConfig.from_env()
-        for webhook, event, delivery_id in claims:
-            threading.Thread(target=deliver_with_retries, name=f"webhook:{webhook['id']}", daemon=True,
-                             args=(self.store, webhook, record, event, delivery_id, cfg)).start()
+        for webhook, event, delivery_id in self.claims(record):
+            self.deliver(webhook, record, event, delivery_id)
+
+    def deliver(self, webhook: dict[str, Any], record: dict[str, Any], event: str,
+                delivery_id: int) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
 
 
-class CeleryNotifier:
-    """Distributed mode: one `agentflow.webhooks.deliver` task per delivery."""
+class ThreadNotifier(Notifier):
+    """Embedded mode: each delivery runs (with its retries) on a daemon thread.
+    (Distributed mode: workers/webhook_task.py's CeleryNotifier.)"""
 
-    def __init__(self, factory):
-        self.store = HookStore(factory)
-
-    def __call__(self, record: dict[str, Any]) -> None:
-        claims = _claims(self.store, record)
-        if not claims:
-            return
-        from ..workers.app import celery_app
-
-        for webhook, event, delivery_id in claims:
-            celery_app.send_task(TASK_NAME, args=[webhook["id"], record["run_id"], event, delivery_id],
-                                 queue=TASK_QUEUE)
+    def deliver(self, webhook, record, event, delivery_id) -> None:
+        threading.Thread(target=deliver_with_retries, name=f"webhook:{webhook['id']}", daemon=True,
+                         args=(self.store, webhook, record, event, delivery_id, DeliveryConfig.from_env())).start()
 
 
-def celery_notifier(factory) -> CeleryNotifier:
-    return CeleryNotifier(factory)
-
-
-def install(services) -> Callable[[dict[str, Any]], None]:
+def install(services, notify: Notifier | None = None) -> Callable[[dict[str, Any]], None]:
     """Deliver webhooks when runs of this API end: the embedded executor's runs, and runs
-    a cancel ends (`services.extra["run_ended"]`, called by POST /runs/{id}/cancel)."""
-    notify = CeleryNotifier(services.factory) if services.settings.distributed else ThreadNotifier(services.factory)
+    a cancel ends (`services.extra["run_ended"]`, called by POST /runs/{id}/cancel).
+    `notify`: how (default: on threads, the embedded way; the API passes the Celery one
+    in distributed mode, so this module never imports Celery)."""
+    notify = notify or ThreadNotifier(services.factory)
     executor = getattr(services.dispatcher, "executor", None)
     listeners = getattr(executor, "listeners", None)
     if isinstance(listeners, list):

@@ -1,19 +1,22 @@
-"""What the sync and async clients share: bodies, error mapping, SSE parsing, polling."""
+"""What the sync and async clients share: calls as data, bodies, error mapping, SSE
+parsing, polling. The endpoints themselves are described once, in resources.py."""
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import httpx
 
 from ..graph.spec import WorkflowSpec
-from .errors import error_for
+from .errors import TransportError, error_for
 from .models import EndEvent, ErrorEvent, Event, StepEvent, TokenEvent
 
 USER_AGENT = "agentflow-python-client"
 DEFAULT_TIMEOUT = 30.0
+SSE_HEADERS = {"Accept": "text/event-stream"}
 
 
 def headers(token: str | None) -> dict[str, str]:
@@ -62,6 +65,36 @@ def check(response: httpx.Response) -> Any:
     if response.status_code == 204 or not response.content:
         return None
     return response.json()
+
+
+def _same(value: Any) -> Any:
+    return value
+
+
+@dataclass(frozen=True)
+class Call:
+    """One API call as data: the sync client performs it and returns `parse(read(response))`,
+    the async client returns an awaitable of the same. `options`: httpx's request arguments
+    (params, json, headers...); `read` turns the response into the body (default: the JSON
+    answer, or the APIError its status stands for)."""
+
+    method: str
+    path: str
+    options: dict[str, Any] = field(default_factory=dict)
+    parse: Callable[[Any], Any] = _same
+    read: Callable[[httpx.Response], Any] = check
+
+
+def page_params(page_size: int, cursor: str | None, filters: dict[str, Any]) -> dict[str, Any]:
+    """The query of one page of a list endpoint (filters that are None or empty left out)."""
+    params: dict[str, Any] = {"limit": page_size, **{k: v for k, v in filters.items() if v}}
+    if cursor:
+        params["cursor"] = cursor
+    return params
+
+
+def transport_error(what: str, exc: Exception) -> TransportError:
+    return TransportError(f"{what}: {exc or type(exc).__name__}")
 
 
 def to_event(kind: str, data: Any) -> Event | None:

@@ -35,8 +35,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from .db import session_scope
 from .models import Run, Step
+from .runs import RUN_STATUSES
 
-STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
+STATUSES = RUN_STATUSES
 BUCKETS = (60, 300, 900, 3600, 3 * 3600, 6 * 3600, 86400, 7 * 86400)
 MAX_BUCKETS = 1000
 MAX_RUNS = 200_000

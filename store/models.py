@@ -73,6 +73,8 @@ class Run(Base):
     rerun_from: Mapped[str | None] = mapped_column(String(128), nullable=True)
     # execution options of this run, e.g. {"stream": true} (migration 0003)
     options: Mapped[dict | None] = mapped_column(JSON, nullable=True)
+    # what a paused run waits for: [{"kind": "step"|"human"|"children", "node", "key", ...}] (0004)
+    waiting_for: Mapped[list | None] = mapped_column(JSON, nullable=True)
 
     __table_args__ = (
         Index("ix_runs_tenant_workflow_created", "tenant_id", "workflow_id", "created_at"),

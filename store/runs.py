@@ -8,7 +8,7 @@ import re
 import time
 import uuid
 from datetime import datetime, timezone
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, Literal, TypeVar, get_args
 
 from sqlalchemy import and_, func, literal, select, tuple_, update
 from sqlalchemy.exc import DBAPIError
@@ -18,7 +18,12 @@ from ..graph.secrets import redact
 from .db import autocommit_one, one_statement, session_scope
 from .models import DEFAULT_TENANT, Run, Step, utcnow
 
+# The one definition of a run's statuses (the API imports it). `waiting`: paused on a
+# person (a `human` node); a run waiting for remote steps or child runs stays `running`.
+RunStatus = Literal["queued", "running", "waiting", "succeeded", "failed", "cancelled"]
+RUN_STATUSES: tuple[str, ...] = get_args(RunStatus)
 TERMINAL = ("succeeded", "failed", "cancelled")
+RESUMABLE = ("queued", "running", "waiting")  # what a driver may (re)start
 
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -56,6 +61,13 @@ _STEP_FIELDS = ("run_id", "node_id", "node_type", "status", "attempt", "queue", 
                 "finished_at", "duration_ms", "tokens", "cost", "error")
 
 
+def _aware(value: datetime | None) -> datetime | None:
+    """SQLite hands timestamps back naive; they were written in UTC."""
+    if value is not None and value.tzinfo is None:
+        return value.replace(tzinfo=timezone.utc)
+    return value
+
+
 def step_dict(step: Any) -> dict[str, Any]:
     """A step row (ORM object or Core row mapping) as the API and events show it."""
     get = step.__getitem__ if isinstance(step, dict) else lambda k: getattr(step, k)
@@ -65,7 +77,13 @@ def step_dict(step: Any) -> dict[str, Any]:
 
 
 _RUN_FIELDS = ("id", "workflow_id", "workflow_version", "status", "input", "state", "error", "tokens_used", "cost",
-               "attempts", "created_at", "started_at", "finished_at", "parent_run_id", "rerun_from")
+               "attempts", "created_at", "started_at", "finished_at", "parent_run_id", "rerun_from", "waiting_for")
+
+
+def public_waits(waits: list | None) -> list[dict]:
+    """What a person may answer (contract section 5): the human waits, without step keys."""
+    return [{"node": w["node"], "prompt": w.get("prompt", ""), "choices": list(w.get("choices") or [])}
+            for w in (waits or []) if w.get("kind") == "human"]
 
 
 def run_dict(run: Any, steps: list | None = None) -> dict[str, Any]:
@@ -74,6 +92,7 @@ def run_dict(run: Any, steps: list | None = None) -> dict[str, Any]:
     out = {("run_id" if k == "id" else k): get(k) for k in _RUN_FIELDS}
     for k in ("created_at", "started_at", "finished_at"):
         out[k] = _iso(out[k])
+    out["waiting_for"] = public_waits(out["waiting_for"]) if out["status"] == "waiting" else []
     if steps is not None:
         out["steps"] = [step_dict(s) for s in steps]
     return out
@@ -143,12 +162,20 @@ def _hot_statements() -> dict[str, Any]:
         "check": select(runs.c.status, steps.c.id, steps.c.output).select_from(runs).outerjoin(
             steps, and_(steps.c.step_key == p("step_key"), steps.c.status == "succeeded"))
         .where(runs.c.id == p("run_id")).limit(1),
-        "begin": runs.update().where(runs.c.id == p("run_id"), runs.c.status.in_(("queued", "running")))
+        # a step's outcome: succeeded before failed, so a success after a failed attempt wins
+        "outcome": select(runs.c.status, steps.c.status, steps.c.output, steps.c.error).select_from(runs).outerjoin(
+            steps, and_(steps.c.step_key == p("step_key"), steps.c.status.in_(("succeeded", "failed"))))
+        .where(runs.c.id == p("run_id")).order_by(steps.c.status.desc()).limit(1),
+        "begin": runs.update().where(runs.c.id == p("run_id"), runs.c.status.in_(RESUMABLE))
         .values(status="running", started_at=p("now"), heartbeat_at=p("now"), attempts=runs.c.attempts + 1)
         .returning(runs.c.spec, runs.c.input, runs.c.options, runs.c.rerun_from, runs.c.tenant_id, runs.c.attempts),
-        "finish": runs.update().where(runs.c.id == p("run_id"), runs.c.status.notin_(TERMINAL)).values(**finished),
+        "finish": runs.update().where(runs.c.id == p("run_id"), runs.c.status.notin_(TERMINAL)).values(
+            **finished, waiting_for=None),
         "finish_state": runs.update().where(runs.c.id == p("run_id"), runs.c.status.notin_(TERMINAL)).values(
-            **finished, state=p("state", type_=runs.c.state.type), tokens_used=p("tokens_used"), cost=p("cost")),
+            **finished, waiting_for=None, state=p("state", type_=runs.c.state.type), tokens_used=p("tokens_used"),
+            cost=p("cost")),
+        "wait": runs.update().where(runs.c.id == p("run_id"), runs.c.status == "running").values(
+            status=p("status"), waiting_for=p("waiting_for", type_=runs.c.waiting_for.type), heartbeat_at=p("now")),
     }
 
 
@@ -245,6 +272,91 @@ class RunStore:
         return out
 
     @retry_on_disconnect
+    def wait(self, run_id: str, waits: list[dict]) -> bool:
+        """A running run pauses: it waits for `waits` (each {"kind", "node", "key", ...}).
+        Its status becomes `waiting` when a person must answer, else it stays `running`."""
+        status = "waiting" if any(w.get("kind") == "human" for w in waits) else "running"
+        with one_statement(self.engine) as conn:
+            res = conn.execute(_HOT["wait"], {"run_id": run_id, "status": status, "waiting_for": waits,
+                                              "now": utcnow()})
+            return res.rowcount == 1
+
+    def waiting_runs(self) -> list[tuple[str, list[dict]]]:
+        """(id, waiting_for) of every run that waits for a person."""
+        with session_scope(self.factory) as s:
+            return [(r[0], list(r[1] or [])) for r in s.execute(
+                select(Run.id, Run.waiting_for).where(Run.status == "waiting")).all()]
+
+    def waits_of(self, run_id: str) -> tuple[str | None, list[dict]]:
+        """(status, what it waits for) of a run."""
+        with session_scope(self.factory) as s:
+            row = s.execute(select(Run.status, Run.waiting_for).where(Run.id == run_id)).first()
+            return (row[0], list(row[1] or [])) if row else (None, [])
+
+    @retry_on_disconnect
+    def step_outcome(self, run_id: str, step_key: str) -> tuple[str | None, str | None, dict | None, str | None]:
+        """(run status, "succeeded"/"failed"/None, output, error) of a step key, in one query."""
+        with one_statement(self.engine) as conn:
+            row = conn.execute(_HOT["outcome"], {"run_id": run_id, "step_key": step_key}).first()
+        if row is None:
+            return None, None, None, None
+        return row[0], row[1], (row[2] or {}) if row[1] == "succeeded" else None, row[3]
+
+    @retry_on_disconnect
+    def open_wait(self, run_id: str, node_id: str, node_type: str, step_key: str,
+                  input: dict | None = None) -> datetime | None:
+        """The step row of a node that waits (a person's answer): written once per key with
+        status `waiting`; returns when the wait began (its deadline counts from there), or
+        None when the run is gone or cancelled."""
+        steps = Step.__table__
+        with self.engine.begin() as conn:
+            row = conn.execute(select(steps.c.started_at, steps.c.status).where(steps.c.step_key == step_key)
+                               .order_by(steps.c.id).limit(1)).first()
+            if row is not None:
+                return _aware(row[0])
+            run = conn.execute(select(Run.tenant_id, Run.status).where(Run.id == run_id)).first()
+            if run is None or run[1] == "cancelled":
+                return None
+            now = utcnow()
+            conn.execute(steps.insert().values(
+                run_id=run_id, tenant_id=run[0], node_id=node_id, node_type=node_type, step_key=step_key,
+                status="waiting", attempt=1, started_at=now, tokens=0, cost=0.0,
+                input=redact(input) if input is not None else None))
+            return now
+
+    @retry_on_disconnect
+    def answer(self, step_key: str, output: dict) -> dict | None:
+        """Close a waiting step with its answer; None when it was answered (or closed) already:
+        of two answers at once, exactly one wins."""
+        steps = Step.__table__
+        now = utcnow()
+        with self.engine.begin() as conn:
+            row = conn.execute(steps.update().where(steps.c.step_key == step_key, steps.c.status == "waiting")
+                               .values(status="succeeded", finished_at=now, output=redact(output))
+                               .returning(*(steps.c[k] for k in _STEP_FIELDS))).first()
+            if row is None:
+                return None
+            step = dict(row._mapping)
+            started = _aware(step["started_at"])
+            duration = (now - started).total_seconds() * 1000 if started else None
+            conn.execute(steps.update().where(steps.c.step_key == step_key, steps.c.status == "succeeded")
+                         .values(duration_ms=duration))
+            step["duration_ms"], step["finished_at"] = duration, now
+            return step_dict(step)
+
+    def stale_runs(self, older_than: datetime, limit: int = 500) -> list[tuple[str, str, list]]:
+        """(id, status, waiting_for) of queued and running runs not heard of since `older_than`,
+        oldest first; each is stamped now, so the recovery sweep looks at it once a period."""
+        with session_scope(self.factory) as s:
+            rows = s.execute(select(Run.id, Run.status, Run.waiting_for).where(
+                Run.status.in_(("queued", "running")),
+                func.coalesce(Run.heartbeat_at, Run.created_at) < older_than)
+                .order_by(func.coalesce(Run.heartbeat_at, Run.created_at)).limit(limit)).all()
+            if rows:
+                s.execute(update(Run).where(Run.id.in_([r[0] for r in rows])).values(heartbeat_at=utcnow()))
+            return [(r[0], r[1], list(r[2] or [])) for r in rows]
+
+    @retry_on_disconnect
     def mark_running(self, run_id: str) -> bool:
         """queued/running -> running; False when the run already ended or was cancelled."""
         with session_scope(self.factory) as s:
@@ -274,6 +386,7 @@ class RunStore:
             if run.status in TERMINAL:
                 return run.status
             run.status = "cancelled"
+            run.waiting_for = None
             run.cancel_requested = True
             run.finished_at = utcnow()
             run.error = "cancelled by request"

@@ -1,10 +1,12 @@
 """The Celery application and its queues.
 
-- `runs`: run drivers. A driver walks the LangGraph graph (Postgres checkpointer, thread
-  id = run id) and waits on node tasks; drivers run in their own worker pool so a
-  waiting driver never holds a slot a node task needs (no deadlock).
+- `runs`: run drivers. A driver advances a run from its LangGraph checkpoint (Postgres,
+  thread id = run id) until it must wait, then returns (workers/run_task.py): no task waits
+  on another, so one worker consuming every queue finishes every run.
 - `agentflow.llm`, `agentflow.image`, `agentflow.db`, `agentflow.api`: node tasks by type,
   each scaled and rate limited on its own.
+- `agentflow.control`: schedule ticks and webhook deliveries.
+Every worker also runs the delayed-message pump and the recovery sweep (workers/recovery.py).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ NODE_QUEUES = {"llm": "agentflow.llm", "router": "agentflow.llm", "image": "agen
                "db": "agentflow.db", "api": "agentflow.api"}
 ALL_QUEUES = [RUN_QUEUE, "agentflow.llm", "agentflow.image", "agentflow.db", "agentflow.api"]
 CONTROL_QUEUE = "agentflow.control"  # schedule ticks and the orphan reaper
+DEFAULT_QUEUES = ",".join(ALL_QUEUES + [CONTROL_QUEUE])  # what `agentflow worker` consumes by default
 
 
 def make_celery(redis: "RedisConfig | str | None" = None) -> Celery:
@@ -34,11 +37,12 @@ def make_celery(redis: "RedisConfig | str | None" = None) -> Celery:
     app = Celery("agentflow", broker=url, backend=url,
                  include=["agentflow.workers.run_task", "agentflow.workers.node_task",
                           "agentflow.workers.schedule_task", "agentflow.workers.noop_task",
-                          "agentflow.workers.webhook_task"])
+                          "agentflow.workers.webhook_task", "agentflow.workers.recovery"])
     # A message whose worker died is redelivered after the visibility timeout. Leases
-    # (workers/lease.py) make an early redelivery of a still-running task harmless, so it
-    # can be short; the sweep that restores such messages runs every visibility/4 s.
-    visibility = float(os.environ.get("AGENTFLOW_VISIBILITY_TIMEOUT", "300"))
+    # (workers/lease.py) make an early redelivery of a still-running task harmless (it is
+    # dropped while the step's lease lives), so it is short: a killed fleet's steps run
+    # again within it. Nothing waits in a worker longer (delays are in Redis: delayed.py).
+    visibility = float(os.environ.get("AGENTFLOW_VISIBILITY_TIMEOUT", "20"))
     transport = {"visibility_timeout": visibility,
                  "unacked_restore_interval": max(1.0, min(30.0, visibility / 4)),
                  "unacked_restore_throttle": 1}
@@ -101,13 +105,13 @@ def _freeze_startup_heap() -> None:
     import gc
 
     from ..graph import build  # noqa: F401 - LangGraph and the node implementations
-    from . import node_task, run_task  # noqa: F401
 
+    celery_app.loader.import_default_modules()  # the task modules (`include`), which import this one
     gc.collect()
     gc.freeze()
 
 
-def run_worker(queues: str, concurrency: int = 2, pool: str = "prefork", loglevel: str = "info",
+def run_worker(queues: str = DEFAULT_QUEUES, concurrency: int = 2, pool: str = "prefork", loglevel: str = "info",
                hostname: str | None = None) -> int:
     from ..settings import get_settings
     from ..store.db import migrate

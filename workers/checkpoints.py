@@ -1,13 +1,12 @@
-"""LangGraph's Postgres checkpointer, holding the run driver's checkpoints until they matter.
+"""LangGraph's Postgres checkpointer, holding a driver's checkpoints until the run pauses.
 
-A run the driver `track`s keeps its checkpoints in memory; one is written only after a
-superstep in which a node sent to a queue finished (`remote_done`), so the stored
-checkpoint always follows the last finished step that called anything outside. After a
-crash, the resumed run recomputes nothing that was paid: the driver's own nodes since
-that checkpoint are read back by step key (`NodeDispatcher.recall`), and so are the
-nodes sent to queues. The bench's 4-node run writes 2 checkpoints instead of 5; each was
-about 1 ms of the driver's CPU (bench/throughput.py). A task's own writes (`put_writes`)
-are not kept either: the next checkpoint includes them. A fresh tracked run has nothing
+A driver advances a run until it must wait (a remote step, a person, child runs) or ends.
+While it advances, the checkpoints and task writes of a `track`ed run stay in memory; `flush`
+writes the newest checkpoint and the writes made against it (the finished tasks of an
+interrupted superstep, and its interrupts) when the driver stops. So a pause costs one
+checkpoint write, however many of the driver's own nodes ran before it. After a crash in
+between, the run resumes from the last flushed checkpoint: its nodes are read back by step
+key (`NodeDispatcher.recall`), so nothing is paid twice. A fresh tracked run has nothing
 stored, so LangGraph's first read of it does not go to the database.
 
 A thread that is not tracked is saved as by the stock PostgresSaver.
@@ -28,21 +27,11 @@ class HoldingPostgresSaver(PostgresSaver):
         self._lock = threading.Lock()
         self._tracked: dict[str, _Held] = {}  # thread id -> what a tracked run holds
 
-    # ---- tracked runs: checkpoints written only after a remote step
     def track(self, thread_id: str, fresh: bool) -> None:
-        """Hold this run's checkpoints until a remote step finished (`remote_done`);
-        `fresh`: nothing is stored for it yet (a first attempt), so reads skip the database."""
+        """Hold this run's checkpoints until `flush`; `fresh`: nothing is stored for it yet
+        (its first advance), so reads skip the database."""
         with self._lock:
             self._tracked[thread_id] = _Held(fresh)
-
-    def remote_done(self, thread_id: str, superstep: int) -> None:
-        """A node sent to a queue finished in this superstep: the checkpoint that follows
-        it (LangGraph's metadata "step" of the same number) is written. The saves run in
-        the background, so the step number, not the order of calls, decides."""
-        with self._lock:
-            held = self._tracked.get(thread_id)
-            if held is not None:
-                held.remote = superstep if held.remote is None else max(held.remote, superstep)
 
     def get_tuple(self, config):
         thread_id = config["configurable"]["thread_id"]
@@ -52,26 +41,15 @@ class HoldingPostgresSaver(PostgresSaver):
         if fresh:
             return None
         if held is not None:
-            self._write_held(thread_id)  # what is read must include what is held
+            self.flush(thread_id, keep=True)  # what is read must include what is held
         return super().get_tuple(config)
 
-    def _write_held(self, thread_id: str) -> None:
+    def put_writes(self, config, writes: Sequence[tuple[str, Any]], task_id: str, task_path: str = "") -> None:
+        thread_id = config["configurable"]["thread_id"]
         with self._lock:
             held = self._tracked.get(thread_id)
-            if held is None or held.checkpoint is None:
-                return
-            args, held.checkpoint = held.checkpoint, None
-            versions, held.versions = held.versions, {}
-        config, checkpoint, metadata = args
-        super().put(config, checkpoint, metadata, versions)
-        with self._lock:
-            held.fresh, held.written = False, checkpoint["id"]
-
-    def put_writes(self, config, writes: Sequence[tuple[str, Any]], task_id: str, task_path: str = "") -> None:
-        with self._lock:
-            if config["configurable"]["thread_id"] in self._tracked:
-                # the next checkpoint includes these writes, and a crash before it recomputes
-                # the superstep, reading its finished steps back by key: nothing to keep
+            if held is not None:
+                held.writes.append((config, list(writes), task_id, task_path))
                 return
         super().put_writes(config, writes, task_id, task_path)
 
@@ -79,9 +57,7 @@ class HoldingPostgresSaver(PostgresSaver):
         thread_id = config["configurable"]["thread_id"]
         with self._lock:
             held = self._tracked.get(thread_id)
-            if held is None:
-                write = None
-            else:
+            if held is not None:
                 held.versions.update(new_versions)  # the channels changed since the last write
                 if held.written is _UNSET:  # the first save: its parent is what was loaded, if anything
                     held.written = None if held.fresh else config["configurable"].get("checkpoint_id")
@@ -90,15 +66,34 @@ class HoldingPostgresSaver(PostgresSaver):
                 if held.written is None:
                     parent["configurable"].pop("checkpoint_id")
                 held.checkpoint = (parent, checkpoint, metadata)
-                write = held.remote is not None and metadata.get("step", -1) >= held.remote
-                if write:
-                    held.remote = None
+                # writes against older checkpoints are part of this one now
+                held.writes = [w for w in held.writes if w[0]["configurable"].get("checkpoint_id") == checkpoint["id"]]
         if held is None:
             return super().put(config, checkpoint, metadata, new_versions)
-        if write:
-            self._write_held(thread_id)
         return {"configurable": {"thread_id": thread_id, "checkpoint_ns": config["configurable"]["checkpoint_ns"],
                                  "checkpoint_id": checkpoint["id"]}}
+
+    def flush(self, thread_id: str, keep: bool = True) -> None:
+        """Write the newest held checkpoint and the task writes made against it; `keep`
+        False also stops tracking the run (its driver stops here)."""
+        with self._lock:
+            held = self._tracked.get(thread_id) if keep else self._tracked.pop(thread_id, None)
+            if held is None:
+                return
+            pending, held.checkpoint = held.checkpoint, None
+            versions, held.versions = held.versions, {}
+            writes, held.writes = held.writes, []
+        if pending is not None:
+            config, checkpoint, metadata = pending
+            super().put(config, checkpoint, metadata, versions)
+            with self._lock:
+                held.fresh, held.written = False, checkpoint["id"]
+            target = checkpoint["id"]
+        else:
+            target = held.written if held.written is not _UNSET else None
+        for config, task_writes, task_id, task_path in writes:
+            if target is None or config["configurable"].get("checkpoint_id") == target:
+                super().put_writes(config, task_writes, task_id, task_path)
 
     def discard(self, thread_id: str) -> None:
         """Forget what a run holds (it ended; nothing will resume it)."""
@@ -107,16 +102,16 @@ class HoldingPostgresSaver(PostgresSaver):
 
 
 class _Held:
-    """A tracked run: its newest unwritten checkpoint and the channels changed since the
-    last one written (their blobs go out with the next write)."""
+    """A tracked run: its newest unwritten checkpoint, the channels changed since the last one
+    written (their blobs go out with the next write), and the task writes since."""
 
-    __slots__ = ("fresh", "remote", "checkpoint", "versions", "written")
+    __slots__ = ("fresh", "checkpoint", "versions", "writes", "written")
 
     def __init__(self, fresh: bool):
         self.fresh = fresh
-        self.remote: int | None = None  # the latest superstep in which a remote step finished
         self.checkpoint: tuple | None = None  # (config with the written parent, checkpoint, metadata)
         self.versions: dict = {}
+        self.writes: list[tuple] = []
         self.written: Any = _UNSET  # id of the last checkpoint written (None: none is)
 
 

@@ -16,6 +16,11 @@ error they already handle: celery logs "Couldn't ack" and keeps consuming on its
 connection. An unacked message comes back after the visibility timeout (tasks are
 idempotent); if Redis restarted empty, the driver re-sends a lost node task and the reaper
 re-enqueues a lost run.
+
+Still needed with kombu 5.7.0 (read in its transport/redis.py: `QoS.restore_unacked` ->
+`Channel.conn_or_acquire` -> `_create_client` -> `_connparams` reads `connection.client`,
+which `Connection._do_close_transport` set to None). pyproject.toml pins kombu to 5.7.x;
+tests/test_dependency_pins.py fails the day a kombu closes such a channel cleanly.
 """
 
 from __future__ import annotations

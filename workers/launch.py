@@ -18,14 +18,16 @@ class WorkerProcesses:
     def __init__(self, env: dict, logdir: Path | None = None):
         self.env, self.logdir, self.procs = env, logdir, {}
 
-    def start(self, name: str, queues: str, concurrency: int = 2, extra_env: dict | None = None,
-              pool: str = "prefork", log_level: str = "info") -> subprocess.Popen:
+    def start(self, name: str, queues: str | None = None, concurrency: int | None = 2,
+              extra_env: dict | None = None, pool: str | None = "prefork", log_level: str = "info") -> subprocess.Popen:
+        """`queues`, `concurrency`, `pool` None: `agentflow worker`'s own defaults, as a user starts it."""
         out = open(self.logdir / f"{name}.log", "ab") if self.logdir is not None else subprocess.DEVNULL
         env = dict(self.env, **(extra_env or {}))
-        proc = subprocess.Popen([sys.executable, "-m", "agentflow.cli", "worker", "--queues", queues,
-                                 "--concurrency", str(concurrency), "--pool", pool, "--hostname", f"{name}@%h",
-                                 "--log-level", log_level],
-                                env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        argv = [sys.executable, "-m", "agentflow.cli", "worker", "--hostname", f"{name}@%h", "--log-level", log_level]
+        for flag, value in (("--queues", queues), ("--concurrency", concurrency), ("--pool", pool)):
+            if value is not None:
+                argv += [flag, str(value)]
+        proc = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
         self.procs[name] = proc
         return proc
 

@@ -1,8 +1,10 @@
 """Node tasks: one node's call to the outside world, on its node type's queue.
 
-Rate limits are global (Redis); a task that may not go yet is retried with the countdown
-the limiter computed, so no worker sleeps in a slot. A redelivered task whose step
-already succeeded returns the stored output instead of calling the provider again.
+The task records the step (keyed `run:node:superstep`) and wakes its run; it never waits
+for anything. A task that may not go yet (rate limits) is put back as a delayed message with
+the wait the limiter computed (workers/delayed.py), so no worker holds it. A redelivered
+task whose step already ended only wakes the run; one whose step another live worker is
+executing (its lease) is dropped: that worker wakes the run when it finishes.
 """
 
 from __future__ import annotations
@@ -10,26 +12,28 @@ from __future__ import annotations
 import logging
 import socket
 import threading
+import time
 from collections import OrderedDict
 from functools import lru_cache
 
 from celery.exceptions import Retry
 
-from ..graph.errors import RateLimitExceeded
 from ..graph.nodes import make_node
 from ..graph.runtime import RunContext
 from ..graph.step import StepFailed, describe, queue_plan, run_step
 from ..graph.validate import parse_valid
-from ..ratelimit.base import LimiterUnavailable
+from ..ratelimit.base import LimiterUnavailable, RateLimitExceeded
 from ..runs.observer import RecordingObserver, RunCancelled
-from . import resources
+from . import keys, resources
 from .app import celery_app
+from .delayed import send_later
 from .infra import transient
 from .lease import Lease
+from .wake import wake
 
 log = logging.getLogger(__name__)
 HOST = socket.gethostname()
-STEP_LEASE = 15
+STEP_LEASE = 15  # seconds; renewed every STEP_LEASE/3 while the step runs
 
 
 _impls: "OrderedDict[tuple[str, str], tuple]" = OrderedDict()
@@ -77,7 +81,18 @@ def run_node(self, run_id: str, node_id: str, key: str, state: dict, meta: dict 
         raise
     except Exception as exc:
         if not transient(exc):
-            raise
+            # A bug or a broken spec: the step fails readably and the run learns of it,
+            # instead of waiting for a step that will never end.
+            log.exception("step %s crashed", key)
+            try:
+                spec_node = resources.store().spec_of(run_id)
+                node_type = next((n.get("type", "?") for n in (spec_node[0] if spec_node else {}).get("nodes", [])
+                                  if n.get("id") == node_id), "?")
+                _record_failure(resources.store(), run_id, _Named(node_id, node_type), key,
+                                f"node task crashed: {describe(exc)}", self.request)
+            finally:
+                wake(resources.redis_client(), celery_app, run_id)
+            return {"ok": False, "error": describe(exc)}
         # The database or Redis blinked (before the provider was called, or while recording
         # its answer, which the store retries first): try again by step key, which reuses a
         # recorded success. A crash here would fail the whole run for an infrastructure blip.
@@ -86,26 +101,30 @@ def run_node(self, run_id: str, node_id: str, key: str, state: dict, meta: dict 
 
 
 def _run_node(self, run_id: str, node_id: str, key: str, state: dict, meta: dict) -> dict:
+    client = resources.redis_client()
     # Only one live execution of a step, even if the broker delivers it twice; the lease
     # of a killed worker expires within STEP_LEASE seconds. Taken before the rate-limit
     # grant, so a grant is never taken for an execution that cannot go ahead.
-    lease = Lease(resources.redis_client(), f"af:step-lock:{key}", STEP_LEASE)
+    lease = Lease(client, keys.step_lock(key), STEP_LEASE)
     if not lease.acquire():
-        raise self.retry(countdown=1.0, max_retries=None)
+        return {"ok": False, "duplicate": True}  # the live holder wakes the run
     try:
-        return _holding_lease(self, run_id, node_id, key, state, meta)
+        reply = _holding_lease(self, run_id, node_id, key, state, meta, client)
     finally:
         lease.release()
+    if not reply.get("delayed"):
+        wake(client, celery_app, run_id)
+    return reply
 
 
-def _holding_lease(self, run_id, node_id, key, state, meta) -> dict:
+def _holding_lease(self, run_id, node_id, key, state, meta, client) -> dict:
     # Checked under the lease: a duplicate delivery may have finished the step already,
     # and nobody else can start it now (else it would be paid twice).
     store = resources.store()
-    status, done = store.step_check(run_id, key)
-    if done is not None:
-        return {"ok": True, "update": done, "reused": True}
-    if status == "cancelled":
+    run_status, outcome, _output, error = store.step_outcome(run_id, key)
+    if outcome is not None:
+        return {"ok": outcome == "succeeded", "reused": True, "error": error}
+    if run_status in (None, "cancelled"):
         return {"ok": False, "cancelled": True, "error": "run was cancelled"}
     spec, impl = _impl(run_id, node_id, meta.get("spec_hash"))
 
@@ -120,12 +139,15 @@ def _holding_lease(self, run_id, node_id, key, state, meta) -> dict:
         except LimiterUnavailable as exc:  # Redis blinked: nothing was granted, try again soon
             raise self.retry(countdown=1.0, max_retries=None, exc=exc)
         except RateLimitExceeded as exc:  # larger than the whole budget: waiting cannot help
-            return {"ok": False, "error": str(exc)}  # the driver's StepFailed names the node
+            _record_failure(store, run_id, impl.node, key, str(exc), self.request)
+            return {"ok": False, "error": str(exc)}
         if not decision.allowed:
-            # the limiter says when this task's turn comes; no worker sleeps holding a slot
-            raise self.retry(countdown=max(decision.retry_after, 0.01), max_retries=None)
+            # the limiter says when this step's turn comes; it waits in Redis, not in a worker
+            send_later(client, "agentflow.node", [run_id, node_id, key, state], _queue_of(self.request),
+                       time.time() + max(decision.retry_after, 0.01), task_id=key, kwargs={"meta": meta})
+            return {"ok": False, "delayed": decision.retry_after}
 
-    queue = (self.request.delivery_info or {}).get("routing_key")
+    queue = _queue_of(self.request)
     observer = RecordingObserver(store, resources.bus(), queue_of=lambda _n: queue, worker=self.request.hostname or HOST,
                                  step_key=key)
     # LLM tokens go out on the Redis bus
@@ -135,13 +157,30 @@ def _holding_lease(self, run_id, node_id, key, state, meta) -> dict:
     update: dict = {}
     try:
         update = run_step(spec, impl, state, ctx)
-        return {"ok": True, "update": update}
+        return {"ok": True}
     except RunCancelled:
         return {"ok": False, "cancelled": True, "error": "run was cancelled"}
     except StepFailed as exc:
-        # the reason alone: the driver raises StepFailed(node_id, reason), which names the node
         return {"ok": False, "error": exc.reason, "retryable": exc.retryable}
     finally:
         if decision is not None and plan is not None:
             # settle the token reservation with what was really spent (0 on failure)
             limiter.settle(plan[0], decision, int(update.get("tokens_used") or 0))
+
+
+class _Named:
+    def __init__(self, id: str, type: str):
+        self.id, self.type = id, type
+
+
+def _queue_of(request) -> str:
+    return (request.delivery_info or {}).get("routing_key") or "agentflow.api"
+
+
+def _record_failure(store, run_id, node, key, message, request) -> None:
+    """A step that fails before it starts still ends as a failed step row: the driver reads
+    its outcome by key."""
+    started = store.start_step(run_id, node.id, node.type, queue=_queue_of(request), worker=request.hostname or HOST,
+                               step_key=key)
+    if started is not None:
+        store.end_step(started[0], status="failed", duration_ms=0.0, error=message)

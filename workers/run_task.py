@@ -1,8 +1,11 @@
-"""The run driver: walks one run's graph, resuming from its last checkpoint.
+"""The run driver: advances one run from its last checkpoint until it ends or must wait.
 
-A redelivered driver (its worker died) finds the LangGraph checkpoint of the run and
-continues after the last finished superstep; node tasks it dispatches again get the same
-task id and step key, so a step that already finished is reused, not paid twice.
+A run advances by events, never by waiting. Each delivery of `agentflow.run` takes the run's
+lease, runs the graph until it needs something from outside (a remote step, a person, child
+runs), records what it waits for, sends what must be sent, and returns. Whatever it waited
+for wakes it again (workers/wake.py). A delivery that finds the lease taken returns at once:
+the holder sees the news flag when it stops and advances again. So no task ever blocks on
+another, and any worker layout (one process, `--concurrency 1`) finishes every run.
 """
 
 from __future__ import annotations
@@ -10,102 +13,96 @@ from __future__ import annotations
 import logging
 import socket
 
-from celery.exceptions import Retry
-
-from ..graph.build import compile_spec
-from ..graph.runtime import CONFIG_KEY, RunContext
-from ..graph.step import StepFailed, describe
+from ..graph.runtime import RunContext
+from ..graph.step import describe
 from ..graph.validate import parse_valid, spec_hash
-from ..runs.embedded import RECURSION_LIMIT, state_from_input
-from ..runs.observer import RecordingObserver, RunCancelled
-from . import resources
-from .app import celery_app
+from ..runs.advance import advance
+from ..runs.observer import RecordingObserver
+from ..runs.people import StorePeople
+from ..store.runs import TERMINAL
+from . import keys, resources
+from .app import RUN_QUEUE, celery_app
+from .delayed import send_later
 from .infra import transient
 from .lease import Lease
 from .node_dispatch import NodeDispatcher
+from .wake import wake
 
 log = logging.getLogger(__name__)
 LOCK_TTL = 15  # seconds; the lease is renewed every LOCK_TTL/3 while the driver lives
+MAX_ROUNDS = 1000  # advances of one run in one delivery before it yields to other runs
 
 
 @celery_app.task(name="agentflow.run", bind=True, acks_late=True, reject_on_worker_lost=True, max_retries=None)
 def run_workflow(self, run_id: str) -> str:
-    lease = Lease(resources.redis_client(), f"af:run-lock:{run_id}", LOCK_TTL,
-                  on_renew=lambda: resources.store().heartbeat(run_id))
+    client = resources.redis_client()
+    lease = Lease(client, keys.run_lock(run_id), LOCK_TTL, on_renew=lambda: resources.store().heartbeat(run_id))
     if not lease.acquire():
-        # Another driver holds this run. Check again later: if that one died, its lock
-        # expires and this delivery takes over.
-        remaining = resources.redis_client().ttl(lease.key)
-        raise self.retry(countdown=max(1, remaining if remaining and remaining > 0 else 1), max_retries=None)
-    with lease:
-        try:
-            return _drive(run_id, self.request.hostname or socket.gethostname())
-        except Exception as exc:
-            if not transient(exc):
-                raise
-            log.warning("run %s interrupted by %s; it resumes from its checkpoint", run_id, describe(exc)[:200])
-    # The lease is released: the next delivery resumes after the last finished superstep.
-    # If even this retry cannot be sent (the broker is down), the run keeps its stale
-    # heartbeat and the reaper (schedule_task.reap) re-enqueues it.
-    raise self.retry(countdown=2, max_retries=None)
+        return "busy"  # the driver holding the run advances it again when it sees the news
+    status = "unknown"
+    try:
+        for _ in range(MAX_ROUNDS):
+            client.delete(keys.run_news(run_id))
+            status = _advance(run_id, self.request.hostname or socket.gethostname())
+            if status in TERMINAL or status == "missing" or not client.exists(keys.run_news(run_id)):
+                break
+    except Exception as exc:
+        if not transient(exc):
+            raise
+        log.warning("run %s interrupted by %s; it resumes from its checkpoint", run_id, describe(exc)[:200])
+        status = "retry"
+    finally:
+        lease.release()
+    if status == "retry":
+        # If even this retry cannot be sent (the broker is down), the recovery sweep wakes it.
+        raise self.retry(countdown=2, max_retries=None)
+    if status not in TERMINAL and status != "missing" and client.exists(keys.run_news(run_id)):
+        wake(client, celery_app, run_id)  # news that came while the lease was being let go
+    return status
 
 
-def _drive(run_id: str, worker: str) -> str:
+def _advance(run_id: str, worker: str) -> str:
     store, bus = resources.store(), resources.bus()
-    begun = store.begin(run_id)  # queued/running -> running, and what the run needs
+    begun = store.begin(run_id)  # queued/running/waiting -> running, and what the run needs
     if begun is None:
         status = store.status(run_id)
         if status is None:
             log.warning("run %s does not exist; dropping", run_id)
         return status or "missing"
     spec = parse_valid(begun["spec"])
-    options, rerun_from = begun["options"], begun["rerun_from"]
+    options = begun["options"]
     saver = resources.checkpointer()
-    # only a driver that began the run writes its checkpoints: a first attempt has none
+    # a first advance has no checkpoint; a later one without any (its driver died before the
+    # first pause) starts over from the input, reading finished steps back by key
     resumed = begun["attempts"] > 1 and saver.get_tuple({"configurable": {"thread_id": run_id}}) is not None
-    # checkpoints are written after the supersteps whose remote nodes finished (checkpoints.py)
     saver.track(run_id, fresh=not resumed)
-    observer = RecordingObserver(store, bus, queue_of=lambda _n: "runs", worker=worker)
+    observer = RecordingObserver(store, bus, queue_of=lambda _n: RUN_QUEUE, worker=worker)
     dispatch = NodeDispatcher(run_id, spec, spec_hash(begun["spec"]), bool(options.get("stream")),
-                              first_attempt=begun["attempts"] == 1, tenant_id=begun["tenant_id"],
-                              on_done=lambda step: saver.remote_done(run_id, step))
+                              first_attempt=begun["attempts"] == 1, tenant_id=begun["tenant_id"])
     ctx = RunContext(run_id=run_id, observer=observer, limiter=resources.limiter(), tenant_id=begun["tenant_id"],
                      dispatch=dispatch, resume=dispatch.recall,
+                     people=StorePeople(store, bus, wake_at=lambda rid, at: _wake_at(rid, at)),
                      extra={"stream": True} if options.get("stream") else {})
-    # a re-run starts at its chosen node; its input is the state at that point
-    graph = compile_spec(spec, saver, start=rerun_from)
-    config = {"configurable": {CONFIG_KEY: ctx, "thread_id": run_id}, "recursion_limit": RECURSION_LIMIT}
+    status = "unknown"
     try:
-        try:
-            out = graph.invoke(None if resumed else state_from_input(begun["input"]), config=config)
-            # the values a fresh run ends with; a resumed one may have had nothing left to run
-            final = dict(out) if isinstance(out, dict) and not resumed else \
-                dict(graph.get_state({"configurable": {"thread_id": run_id}}).values)
-        finally:
-            saver.discard(run_id)  # task writes no checkpoint followed: nothing resumes from them now
-    except RunCancelled:
-        store.finish(run_id, "cancelled", error="cancelled by request")
-    except StepFailed as exc:
-        store.finish(run_id, "failed", error=str(exc))
-    except Retry:
-        raise
-    except Exception as exc:
-        if transient(exc):
-            raise  # retried by run_workflow, not failed
-        log.exception("run %s crashed", run_id)
-        store.finish(run_id, "failed", error=describe(exc))
-    else:
-        store.finish(run_id, "succeeded", state=final)
-    record = store.get(run_id) or {}
-    bus.publish(run_id, "end", record)
-    _run_ended({**record, "tenant_id": begun["tenant_id"]} if record else record)
-    return record.get("status", "unknown")
+        status = advance(store, bus, spec, run_id, ctx, run_input=None if resumed else begun["input"],
+                         tenant_id=begun["tenant_id"], checkpointer=saver, start=begun["rerun_from"],
+                         listeners=_listeners(), reraise=transient)
+    finally:
+        if status in TERMINAL:
+            saver.discard(run_id)  # nothing resumes an ended run
+        else:
+            saver.flush(run_id, keep=False)  # the pause point (or a crash): one checkpoint write
+    return status
 
 
-def _run_ended(record: dict) -> None:
-    """Metrics and outbound webhooks (agentflow.webhooks.deliver tasks); never fails the run.
-    The record carries the run's tenant, so the webhooks are found without reading it again."""
-    from ..runs.embedded import run_ended
-    from ..runs.webhooks import celery_notifier
+def _wake_at(run_id: str, when: float) -> None:
+    """A human node's deadline: a delayed driver message (it holds no worker meanwhile)."""
+    send_later(resources.redis_client(), "agentflow.run", [run_id], RUN_QUEUE, when)
 
-    run_ended(record, [celery_notifier(resources.store().factory)])
+
+def _listeners() -> list:
+    """Outbound webhooks (agentflow.webhooks.deliver tasks); never fail the run."""
+    from .webhook_task import celery_notifier
+
+    return [celery_notifier(resources.store().factory)]

@@ -16,7 +16,7 @@ from sqlalchemy import func, or_, select
 
 from ..store.db import session_scope
 from ..store.models import Run, Schedule, Workflow, WorkflowVersion, utcnow
-from . import resources
+from . import keys, resources
 from .app import celery_app
 
 log = logging.getLogger(__name__)
@@ -78,7 +78,7 @@ def reap() -> int:
             .limit(100)))
     client = resources.redis_client()
     for run_id in stale:
-        if client.exists(f"af:run-lock:{run_id}"):
+        if client.exists(keys.run_lock(run_id)):
             continue
         log.warning("re-enqueueing orphaned run %s", run_id)
         store.heartbeat(run_id)

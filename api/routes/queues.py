@@ -6,7 +6,7 @@
 The figures come from the limiter of the running mode, the one the nodes are charged to:
 the Redis limiter in distributed mode (shared with every worker), the process-wide
 in-memory limiter of the embedded executor in embedded mode. A run charges its node
-calls to `QueueLimits.from_spec(queue, namespace=limit_namespace(<workflow id>, <tenant>))`
+calls to `QueueCharge.of(queue, namespace=limit_namespace(<workflow id>, <tenant>))`
 (graph/step.py `queue_plan`), so that is what is read here.
 
 `install()` also registers a `ratelimit.metrics.LimiterCollector` on this app's own
@@ -28,7 +28,7 @@ from fastapi import APIRouter, FastAPI, Path, Query
 from pydantic import BaseModel, Field
 
 from ...graph.spec import Queue
-from ...graph.step import limit_namespace
+from ...graph.step import QueueCharge, limit_namespace
 from ...ratelimit.base import LimiterUnavailable, QueueLimits, QueueStats
 from ...store.queues import QueueStore
 from ..body import JSONRoute
@@ -109,7 +109,7 @@ def queue_store(svc: Services) -> QueueStore:
 
 
 def limits_of(tenant: str, workflow_id: str, queue: Queue) -> QueueLimits:
-    return QueueLimits.from_spec(queue, namespace=limit_namespace(workflow_id, tenant))
+    return QueueLimits.of(QueueCharge.of(queue, namespace=limit_namespace(workflow_id, tenant)))
 
 
 def _unavailable(exc: Exception) -> ApiError:

@@ -22,12 +22,14 @@ from ..body import JSONRoute
 from ..deps import Services, ServicesDep, TenantDep
 from ..errors import ApiError, db_reason, not_found, scrub
 from ..pagination import Cursor, Limit, decode_str, encode
-from ..schemas import CancelResult, ErrorResponse, RunCreate, RunPage, RunQueued, RunRecord
+from ...runs.resume import ResumeRefused, answer_run
+from ..schemas import (CancelResult, ErrorResponse, ResumeRequest, ResumeResult, RunCreate, RunPage, RunQueued,
+                       RunRecord)
 
 log = logging.getLogger("agentflow.api")
 router = APIRouter(tags=["runs"], route_class=JSONRoute)
 
-ERRORS = {404: {"model": ErrorResponse}, 422: {"model": ErrorResponse}}
+ERRORS = {404: {"model": ErrorResponse}, 409: {"model": ErrorResponse}, 422: {"model": ErrorResponse}}
 POLL_SECONDS = 0.25       # how long one read of the subscription waits
 STATUS_CHECK_SECONDS = 1.0  # how often the stored status is checked for a missed "end"
 PING_SECONDS = 15
@@ -122,6 +124,24 @@ def cancel_run(run_id: str, svc: ServicesDep, tenant: TenantDep) -> dict[str, An
     return {"run_id": run_id, "status": status}
 
 
+@router.post("/runs/{run_id}/resume", status_code=202, response_model=ResumeResult, responses=ERRORS,
+             summary="Answer a run that waits for a person (a human node)")
+def resume_run(run_id: str, body: ResumeRequest, request: Request, svc: ServicesDep,
+               tenant: TenantDep) -> dict[str, Any]:
+    principal = getattr(request.state, "principal", None)
+    by = getattr(principal, "subject", None) or "anonymous"
+    try:
+        step = answer_run(svc.runs, run_id, body.node, body.choice, body.values, by=by, tenant_id=tenant)
+    except ResumeRefused as exc:
+        if exc.status == 404:
+            raise not_found("run", run_id) from None
+        path = "choice" if "choice" in str(exc) and exc.status == 422 else "node"
+        raise ApiError(exc.status, str(exc), [{"path": path, "message": str(exc)}] if exc.status == 422 else None) from None
+    svc.dispatcher.bus.publish(run_id, "step", step)
+    svc.dispatcher.submit(run_id)  # the run advances from its checkpoint with the answer
+    return {"run_id": run_id, "status": "resumed", "node": body.node, "choice": body.choice}
+
+
 # ---------------------------------------------------------------- live events
 
 
@@ -202,6 +222,9 @@ async def _stream(svc: Services, sub, run_id: str, record: dict,
         if record.get("status") in TERMINAL:
             yield _event("end", record)
             return
+        told_waiting = record.get("status") == "waiting"  # it paused before this stream began
+        if told_waiting:
+            yield _event("waiting", {"run_id": run_id, "status": "waiting", "waiting_for": record.get("waiting_for")})
         last_check = time.monotonic()
         while True:
             event = await anyio.to_thread.run_sync(sub.get, POLL_SECONDS, limiter=threads,
@@ -215,12 +238,19 @@ async def _stream(svc: Services, sub, run_id: str, record: dict,
                             yield _event("step", step)
                     yield _event("end", final)
                     return
+                told_waiting = kind == "waiting" or (told_waiting and kind != "step")
                 if kind != "step" or dedup.admit(data):
                     yield _event(kind, data)
             if time.monotonic() - last_check < STATUS_CHECK_SECONDS:
                 continue
             last_check = time.monotonic()
             status = await anyio.to_thread.run_sync(svc.runs.status, run_id, limiter=threads)
+            if status == "waiting" and not told_waiting:  # its "waiting" was missed (another replica)
+                told_waiting = True
+                current = await anyio.to_thread.run_sync(partial(svc.runs.get, run_id, with_steps=False),
+                                                         limiter=threads) or {}
+                yield _event("waiting", {"run_id": run_id, "status": "waiting",
+                                         "waiting_for": current.get("waiting_for")})
             if status is not None and status not in TERMINAL:
                 continue
             # The run ended but its "end" was missed (or it never started: cancelled

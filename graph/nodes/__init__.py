@@ -12,6 +12,7 @@ from .aggregator import AggregatorNodeImpl
 from .api import APINodeImpl
 from .base import NodeImpl
 from .db import DBNodeImpl
+from .human import HumanNodeImpl
 from .image import ImageNodeImpl
 from .input import InputNodeImpl
 from .llm import LLMNodeImpl
@@ -25,6 +26,7 @@ NODE_IMPLS: dict[str, type[NodeImpl]] = {
     "db": DBNodeImpl,
     "aggregator": AggregatorNodeImpl,
     "api": APINodeImpl,
+    "human": HumanNodeImpl,
 }
 
 

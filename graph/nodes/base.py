@@ -27,6 +27,7 @@ class NodeImpl:
     """
 
     calls_outside: bool = False
+    asks_person: bool = False  # a human node: answered through ctx.people
     default_timeout: float = 60.0  # seconds, per attempt
 
     def __init__(self, node: Any, spec: Any):

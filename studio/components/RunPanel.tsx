@@ -1,7 +1,8 @@
 "use client";
 /** Test input, the live run (over SSE, else polling), its steps and final state, and past runs. */
 import { useEffect, useState } from "react";
-import { TERMINAL_RUN_STATUSES } from "@/lib/types";
+import { resumeRun } from "@/lib/api";
+import { TERMINAL_RUN_STATUSES, type WaitingFor } from "@/lib/types";
 import { useWorkflowStore } from "@/lib/useWorkflowStore";
 import { Icon } from "./Icon";
 import { Button, Empty, formatCost, formatMs, formatTime, inputClass, Section, StatusBadge } from "./ui";
@@ -99,6 +100,7 @@ export function RunPanel() {
         }
       >
         {!run && <Empty>No run yet.</Empty>}
+        {run?.status === "waiting" && (run.waiting_for ?? []).map((w) => <ApprovalForm key={w.node} runId={run.run_id} wait={w} />)}
         {run && (
           <div className="space-y-3">
             <div className="grid grid-cols-2 gap-x-3 gap-y-1 text-xs text-slate-600">
@@ -206,6 +208,53 @@ export function RunPanel() {
           ))}
         </ul>
       </Section>
+    </div>
+  );
+}
+
+/** A waiting run's question: the prompt, optional values (JSON), one button per choice. */
+function ApprovalForm({ runId, wait }: { runId: string; wait: WaitingFor }) {
+  const notify = useWorkflowStore((s) => s.notify);
+  const openRun = useWorkflowStore((s) => s.openRun);
+  const [values, setValues] = useState("{}");
+  const [error, setError] = useState<string | null>(null);
+  const [sending, setSending] = useState(false);
+  const answer = async (choice: string) => {
+    let parsed: Record<string, unknown> = {};
+    try {
+      const v = values.trim() ? JSON.parse(values) : {};
+      if (!v || typeof v !== "object" || Array.isArray(v)) throw new Error("values must be a JSON object");
+      parsed = v;
+    } catch (e) {
+      setError((e as Error).message);
+      return;
+    }
+    setError(null);
+    setSending(true);
+    try {
+      await resumeRun(runId, wait.node, choice, parsed);
+      notify("info", `Answered ${choice}`);
+      void openRun(runId);
+    } catch (e) {
+      setError((e as Error).message);
+    } finally {
+      setSending(false);
+    }
+  };
+  return (
+    <div data-testid={`approval-${wait.node}`} className="mb-3 rounded border border-orange-300 bg-orange-50 p-2 text-xs">
+      <p className="mb-1 font-medium text-orange-800">Waiting for you at {wait.node}</p>
+      <p data-testid="approval-prompt" className="mb-2 whitespace-pre-wrap text-slate-700">{wait.prompt}</p>
+      <label className="text-[11px] text-slate-500" htmlFor={`approval-values-${wait.node}`}>values (JSON, optional)</label>
+      <textarea id={`approval-values-${wait.node}`} data-testid="approval-values" rows={2} className={`${inputClass} mb-2 font-mono text-xs`} value={values} onChange={(e) => setValues(e.target.value)} />
+      <div className="flex flex-wrap gap-2">
+        {wait.choices.map((c) => (
+          <Button key={c} variant={c === "reject" ? "danger" : "primary"} data-testid={`approval-choice-${c}`} disabled={sending} onClick={() => void answer(c)}>
+            {c}
+          </Button>
+        ))}
+      </div>
+      {error && <p className="mt-1 text-rose-600">{error}</p>}
     </div>
   );
 }

@@ -113,6 +113,7 @@ const STATUS_FILL: Record<string, string> = {
   cancelled: "#f59e0b",
   running: "#3b82f6",
   queued: "#94a3b8",
+  waiting: "#f97316",
 };
 
 /** Runs by status as one stacked bar with a legend. */

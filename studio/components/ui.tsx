@@ -26,6 +26,7 @@ const STATUS_COLORS: Record<string, string> = {
   succeeded: "bg-emerald-100 text-emerald-700",
   failed: "bg-rose-100 text-rose-700",
   cancelled: "bg-amber-100 text-amber-700",
+  waiting: "bg-orange-100 text-orange-700",
   idle: "bg-slate-100 text-slate-500",
 };
 

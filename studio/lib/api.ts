@@ -238,6 +238,9 @@ export const listRuns = (workflowId: string, limit = 20) =>
 export const getRun = (runId: string) => request<RunRecord>("GET", `/runs/${enc(runId)}`);
 
 export const cancelRun = (runId: string) => request<unknown>("POST", `/runs/${enc(runId)}/cancel`);
+/** Answer a run that waits for a person; it then advances (202). */
+export const resumeRun = (runId: string, node: string, choice: string, values: Record<string, unknown> = {}) =>
+  request<{ run_id: string; status: string }>("POST", `/runs/${enc(runId)}/resume`, { node, choice, values });
 
 /** Every step of a finished run with its input, output and the state after it. */
 export const getTrace = (runId: string) => request<RunTrace>("GET", `/runs/${enc(runId)}/trace`);
@@ -418,6 +421,10 @@ export function watchRun(runId: string, h: RunWatchHandlers, opts: { pollMs?: nu
   es.addEventListener("token", (ev) => {
     const t = parse(ev as MessageEvent);
     if (t && typeof t.node_id === "string") h.onToken(t.node_id, String(t.delta ?? ""));
+  });
+  es.addEventListener("waiting", () => {
+    // the run paused for a person: read its questions (the record carries waiting_for)
+    void getRun(runId).then((run) => !stopped && h.onSnapshot(run), () => undefined);
   });
   es.addEventListener("end", (ev) => {
     const run = parse(ev as MessageEvent);

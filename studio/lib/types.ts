@@ -362,7 +362,14 @@ export interface Page<T> {
   next_cursor?: string | null;
 }
 
-export type RunStatus = "queued" | "running" | "succeeded" | "failed" | "cancelled";
+export type RunStatus = "queued" | "running" | "waiting" | "succeeded" | "failed" | "cancelled";
+
+/** A question a waiting run asks a person (a `human` node). */
+export interface WaitingFor {
+  node: string;
+  prompt: string;
+  choices: string[];
+}
 export type StepStatus = "running" | "succeeded" | "failed";
 
 export interface RunStep {
@@ -395,6 +402,8 @@ export interface RunRecord {
   /** A re-run points at the run it was started from, and the node it started at. */
   parent_run_id?: string | null;
   rerun_from?: string | null;
+  /** status `waiting`: what a person may answer (POST /runs/{id}/resume). */
+  waiting_for?: WaitingFor[];
 }
 
 export type RunSummary = Omit<RunRecord, "steps" | "state"> & Partial<Pick<RunRecord, "state">>;

@@ -8,6 +8,7 @@ import uuid
 import pytest
 
 from agentflow.graph.spec import Queue
+from agentflow.graph.step import QueueCharge
 from agentflow.ratelimit import LimiterUnavailable, QueueLimits, memory_limiter
 from tests.api.support import assert_error_shape, rules_spec, wait_run
 
@@ -42,7 +43,7 @@ IMAGES = {"id": "images", "max_requests_per_minute": 120}
 
 
 def limits(wid: str, queue: dict) -> QueueLimits:
-    return QueueLimits.from_spec(Queue.model_validate(queue), namespace=wid)
+    return QueueLimits.of(QueueCharge.of(Queue.model_validate(queue), namespace=wid))
 
 
 def test_lists_every_queue_with_its_limits(client):

@@ -83,116 +83,92 @@ class FakeRedis:
         self.keys[key] = value
         return True
 
+    def delete(self, key):
+        self.keys.pop(key, None)
+
 
 class FakeStore:
     def __init__(self):
-        self.done: dict | None = None
+        self.outcome: tuple = ("running", None, None, None)
         self.running = False
 
-    def finished_step_output(self, key):
-        return self.done
+    def step_outcome(self, run_id, key):
+        return self.outcome
 
     def step_running(self, key):
         return self.running
 
-    def status(self, run_id):
-        return "running"
 
-    def step_check(self, run_id, key):
-        return self.status(run_id), self.done
-
-
-class SilentResult:
-    """An AsyncResult whose result never comes (Redis lost it)."""
-
-    def __init__(self, *_a, **_k):
-        pass
-
-    def get(self, **_k):
-        from celery.exceptions import TimeoutError as CeleryTimeout
-
-        time.sleep(0.01)
-        raise CeleryTimeout()
+class Paused(Exception):
+    """What LangGraph's interrupt stands for here: the run pauses on a step."""
 
 
 @pytest.fixture
 def dispatcher(monkeypatch):
     from agentflow.graph.validate import parse_valid
-    from agentflow.workers import node_dispatch
+    from agentflow.workers import keys, node_dispatch
     from tests.chaos.harness import chaos_spec
 
-    fake_redis, store, sent = FakeRedis(), FakeStore(), []
+    fake_redis, store, sent, waits = FakeRedis(), FakeStore(), [], []
+
+    def pause(reason):
+        waits.append(reason)
+        raise Paused()
+
     monkeypatch.setattr(node_dispatch.resources, "redis_client", lambda: fake_redis)
     monkeypatch.setattr(node_dispatch.resources, "store", lambda: store)
-    monkeypatch.setattr(node_dispatch, "AsyncResult", SilentResult)
-    monkeypatch.setattr(node_dispatch, "RECHECK_SECONDS", 0.0)
+    monkeypatch.setattr(node_dispatch, "wait_for", pause)
     monkeypatch.setattr(node_dispatch.celery_app, "send_task", lambda *a, **k: sent.append(k["task_id"]))
     d = node_dispatch.NodeDispatcher("run1", parse_valid(chaos_spec()))
-    return d, fake_redis, store, sent, node_dispatch
+    return d, fake_redis, store, sent, waits, keys
 
 
-def test_a_step_whose_result_was_lost_is_read_back_from_the_store(dispatcher):
-    d, fake_redis, store, sent, _ = dispatcher
-    fake_redis.keys["af:sent:run1:b:2"] = "1"
-    store.done = {"draft_b": "from the store"}
-    assert d._wait("run1:b:2", "b", {}) == {"draft_b": "from the store"}
-    assert sent == []
+def test_a_finished_step_is_read_back_and_a_failed_one_fails_readably(dispatcher):
+    d, fake_redis, store, sent, waits, keys = dispatcher
+    store.outcome = ("running", "succeeded", {"draft_b": "from the store"}, None)
+    assert d("b", {}, 2) == {"draft_b": "from the store"}
+    store.outcome = ("running", "failed", None, "provider said no")
+    from agentflow.graph.step import StepFailed
+
+    with pytest.raises(StepFailed) as info:
+        d("b", {}, 2)
+    assert str(info.value) == "node 'b' failed: provider said no"
+    assert sent == [] and waits == []
+
+
+def test_a_step_is_sent_once_and_the_run_pauses_on_it(dispatcher):
+    d, fake_redis, store, sent, waits, keys = dispatcher
+    for _ in range(2):  # the run resumes (news of another step) before this one ended
+        with pytest.raises(Paused):
+            d("b", {}, 2)
+    assert sent == ["run1:b:2"] and waits == [{"kind": "step", "node": "b", "key": "run1:b:2"}] * 2
 
 
 def test_a_lost_message_is_sent_again_under_the_same_id(dispatcher):
-    d, fake_redis, store, sent, _ = dispatcher
-    d._resend_if_lost("run1:b:2", "b", {})   # marker gone, no lease, never started
-    assert sent == ["run1:b:2"] and fake_redis.exists("af:sent:run1:b:2")
-    d._resend_if_lost("run1:b:2", "b", {})   # the marker is back: nothing more
-    assert sent == ["run1:b:2"]
+    d, fake_redis, store, sent, waits, keys = dispatcher
+    with pytest.raises(Paused):
+        d("b", {}, 2)
+    fake_redis.keys.clear()  # Redis restarted empty: the message and its marker are gone
+    with pytest.raises(Paused):
+        d("b", {}, 2)
+    assert sent == ["run1:b:2", "run1:b:2"] and fake_redis.exists(keys.step_sent("run1:b:2"))
 
 
-def test_a_running_step_without_its_lease_is_resent_only_after_the_grace(dispatcher, monkeypatch):
-    d, fake_redis, store, sent, node_dispatch = dispatcher
+def test_a_running_step_without_its_lease_is_resent_only_when_seen_twice(dispatcher):
+    d, fake_redis, store, sent, waits, keys = dispatcher
+    fake_redis.keys[keys.step_sent("run1:c:2")] = "1"
     store.running = True
-    fake_redis.keys["af:step-lock:run1:c:2"] = "worker"   # a live worker holds it
-    d._resend_if_lost("run1:c:2", "c", {})
+    fake_redis.keys[keys.step_lock("run1:c:2")] = "worker"   # a live worker holds it
+    with pytest.raises(Paused):
+        d("c", {}, 2)
     assert sent == []
-    del fake_redis.keys["af:step-lock:run1:c:2"]          # the lease vanished (restart)
-    d._resend_if_lost("run1:c:2", "c", {})
-    assert sent == [], "a live worker re-takes its lease within seconds: wait"
-    monkeypatch.setattr(node_dispatch, "ORPHAN_GRACE", 0.0)
-    d._resend_if_lost("run1:c:2", "c", {})
-    assert sent == ["run1:c:2"], "no lease for longer than the grace: its worker died"
-
-
-class CrashThenAnswer:
-    """The first delivery crashed (e.g. its retry could not be queued while Redis was down)."""
-
-    replies: list = []
-
-    def __init__(self, *_a, **_k):
-        self.result = None
-        self.state = "PENDING"
-
-    def get(self, **_k):
-        reply = CrashThenAnswer.replies.pop(0)
-        if isinstance(reply, BaseException):
-            self.result, self.state = reply, "FAILURE"
-            return reply
-        return reply
-
-    def forget(self):
-        pass
-
-
-def test_a_crashed_node_task_is_sent_again_then_fails_readably(dispatcher, monkeypatch):
-    d, fake_redis, store, sent, node_dispatch = dispatcher
-    monkeypatch.setattr(node_dispatch, "AsyncResult", CrashThenAnswer)
-    CrashThenAnswer.replies = [RuntimeError("Reject: connection refused"), {"ok": True, "update": {"draft_b": "x"}}]
-    assert d._wait("run1:b:2", "b", {}) == {"draft_b": "x"}
-    assert sent == ["run1:b:2"], "sent again once, same id"
-    from agentflow.graph.step import StepFailed
-
-    CrashThenAnswer.replies = [TypeError("a bug")] * 3
-    with pytest.raises(StepFailed) as info:
-        d._wait("run1:c:2", "c", {})
-    assert str(info.value) == "node 'c' failed: node task crashed: TypeError: a bug"
+    del fake_redis.keys[keys.step_lock("run1:c:2")]          # the lease vanished (restart, or death)
+    with pytest.raises(Paused):
+        d("c", {}, 2)
+    assert sent == [], "a live worker re-takes its lease within seconds: wait for the next look"
+    with pytest.raises(Paused):
+        d("c", {}, 2)
+    assert sent == ["run1:c:2"], "still no lease at the next look: its worker died"
 
 
 # ---------------------------------------------------------------- 3. leases after a restart

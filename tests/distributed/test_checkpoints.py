@@ -1,4 +1,4 @@
-"""The driver's checkpointer holds a tracked run's checkpoints until a remote step finished;
+"""The driver's checkpointer holds a tracked run's checkpoints until the run pauses;
 what LangGraph reads back is what the stock saver gives, and an untracked thread is saved
 as by the stock saver."""
 
@@ -68,12 +68,15 @@ def test_an_untracked_graph_resumes_like_with_the_stock_saver(pool):
     assert trails[0] == trails[1] == ["start", "a", "b", "c"]
 
 
-def test_a_tracked_run_stores_a_checkpoint_only_after_a_remote_step(pool):
-    """The driver's mode: checkpoints are held until a superstep whose remote node finished.
-    A driver that dies after the last local node resumes right after the last remote one,
-    with every value it had, and recomputes only the local nodes since."""
+def test_a_tracked_run_writes_one_checkpoint_when_it_pauses(pool):
+    """The driver's mode: checkpoints and task writes are held until the run pauses. The
+    flush writes the newest checkpoint with the finished tasks and the interrupts of the
+    paused superstep, so a new driver resumes there: the parallel local node is not run
+    again, the remote one runs once more only to return its result, and a driver that
+    died before any pause left nothing behind."""
     from langgraph.checkpoint.postgres import PostgresSaver
     from langgraph.graph import END, START, StateGraph
+    from langgraph.types import interrupt
 
     from agentflow.workers.checkpoints import HoldingPostgresSaver
 
@@ -81,32 +84,30 @@ def test_a_tracked_run_stores_a_checkpoint_only_after_a_remote_step(pool):
     thread = str(uuid.uuid4())
     config = {"configurable": {"thread_id": thread}}
     calls: list[str] = []
-    die = {"at_d": False}
+    done = {"b": False}
 
     def local(name):
         def run(state):
             calls.append(name)
-            if name == "d" and die["at_d"]:
-                die["at_d"] = False  # the first time only
-                raise RuntimeError("driver died")
             return {"trail": [name]}
         return run
 
-    def remote(name):
-        def run(state, config):
-            calls.append(name)
-            # what NodeDispatcher reports when a queued step is back
-            saver.remote_done(config["configurable"]["thread_id"], config["metadata"]["langgraph_step"])
-            return {"trail": [name]}
-        return run
+    def remote(state):
+        calls.append("b")
+        if not done["b"]:
+            interrupt({"kind": "step", "node": "b"})  # what NodeDispatcher does until b's step is back
+        return {"trail": ["b"]}
 
     def build(checkpointer):
         g = StateGraph(State)
-        for name, fn in (("a", local("a")), ("b", remote("b")), ("c", local("c")), ("d", local("d"))):
-            g.add_node(name, fn)
+        g.add_node("a", local("a"))
+        g.add_node("b", remote)
+        g.add_node("c", local("c"))
+        g.add_node("d", local("d"), defer=True)
         g.add_edge(START, "a")
         g.add_edge("a", "b")
-        g.add_edge("b", "c")
+        g.add_edge("a", "c")
+        g.add_edge("b", "d")
         g.add_edge("c", "d")
         g.add_edge("d", END)
         return g.compile(checkpointer=checkpointer)
@@ -121,20 +122,20 @@ def test_a_tracked_run_stores_a_checkpoint_only_after_a_remote_step(pool):
     calls.clear()
 
     saver.track(thread, fresh=True)
-    die["at_d"] = True
-    with pytest.raises(RuntimeError, match="driver died"):
-        build(saver).invoke({"trail": ["start"]}, config)
-    saver.discard(thread)
+    out = build(saver).invoke({"trail": ["start"]}, config)
+    assert [i.value for i in out["__interrupt__"]] == [{"kind": "step", "node": "b"}]
+    assert stock.get_tuple(config) is None  # nothing is written while the driver advances
+    saver.flush(thread, keep=False)
 
-    stored = stock.get_tuple(config)
-    assert stored.checkpoint["channel_values"]["trail"] == ["start", "a", "b"]  # written after b only
     history = list(stock.list(config))
-    assert len(history) == 1  # the input, a's and c's checkpoints were never written
+    assert len(history) == 1  # the input's and a's checkpoints: only the newest is written
+    assert history[0].checkpoint["channel_values"]["trail"] == ["start", "a"]
+    assert {w[1] for w in history[0].pending_writes} >= {"trail", "__interrupt__"}  # c's result, b's wait
 
+    done["b"] = True
     resumed = build(PostgresSaver(pool))  # a new driver, reading only what was stored
-    assert resumed.get_state(config).next == ("c",)
-    assert resumed.invoke(None, config)["trail"] == ["start", "a", "b", "c", "d"]
-    assert calls == ["a", "b", "c", "d", "c", "d"]  # b, the remote node, ran once
+    assert sorted(resumed.invoke(None, config)["trail"]) == sorted(["start", "a", "b", "c", "d"])
+    assert calls == ["a", "b", "c", "b", "d"]  # c ran once; b ran again only to return its result
 
 
 def test_a_tracked_run_reads_back_what_it_holds(pool):

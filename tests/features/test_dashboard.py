@@ -36,7 +36,7 @@ def test_summary_matches_the_stored_steps(client, triage_api):
     steps = [(run, s) for run in runs for s in run["steps"] if s["status"] != "reused"]
     assert any(s["status"] == "reused" for s in runs[-1]["steps"])
     assert m["runs"]["total"] == 4
-    assert m["runs"]["by_status"] == {"queued": 0, "running": 0, "succeeded": 4, "failed": 0, "cancelled": 0}
+    assert m["runs"]["by_status"] == {"queued": 0, "running": 0, "waiting": 0, "succeeded": 4, "failed": 0, "cancelled": 0}
     assert m["tokens"] == sum(s["tokens"] for _, s in steps) > 0
     assert m["cost"] == pytest.approx(sum(s["cost"] for _, s in steps))
 

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from agentflow.client import (AgentFlow, AsyncAgentFlow, EndEvent, NotFound, RunFailed, StepEvent, TokenEvent,
+from agentflow.client import (AgentFlow, APIError, AsyncAgentFlow, EndEvent, NotFound, RunFailed, StepEvent, TokenEvent,
                               ValidationFailed)
 from agentflow.graph.spec import WorkflowSpec
 from tests.helpers import rules_spec, run_coroutine
@@ -142,6 +142,29 @@ def test_async_client(server, openai_server):
             assert len((await run.trace()).steps) == 3
             with pytest.raises(NotFound):
                 await client.runs.get("ghost")
+            # the endpoints are the sync client's (sdk/resources.py), awaited
+            assert [v.version for v in await client.workflows.versions("sdk-async")] == [1]
+            assert (await client.workflows.validate({**llm_spec(), "start_node": "ghost"})).valid is False
+            with pytest.raises(ValidationFailed):
+                await client.workflows.save({**llm_spec(), "start_node": "ghost"})
+            assert await run.status() == "succeeded" and (await client.runs.get(run.id)).status == "succeeded"
+            again = await run.rerun("final", {"text_result": "edited"})
+            assert (await again.result(timeout=30))["final_output"] == {"text_result": "edited"}
+            assert {r.run_id async for r in client.runs.list(workflow_id="sdk-async", page_size=1)} >= {run.id, again.id}
+            assert await client.webhooks.list() == [] and await client.hooks.list() == []
+            hook = await client.hooks.create("sdk-async", "SDK_TEST_HOOK_KEY")
+            webhook = await client.webhooks.create("https://hooks.example.test/af", ["run.failed"],
+                                                   workflow_id="sdk-async")
+            assert (await client.hooks.get(hook.id)).workflow_id == "sdk-async"
+            assert [w.id for w in await client.webhooks.list()] == [webhook.id]
+            assert (await client.webhooks.get(webhook.id)).events == ["run.failed"]
+            assert await client.webhooks.deliveries(webhook.id) == []
+            await client.hooks.delete(hook.id)
+            await client.webhooks.delete(webhook.id)
+            assert await client.webhooks.list() == [] and await client.hooks.list() == []
+            with pytest.raises(NotFound):
+                await client.hooks.get(hook.id)
+            assert (await client.health())["mode"] == "embedded"
 
     run_coroutine(main)
 
@@ -161,3 +184,53 @@ def test_cli_run_stream_prints_tokens(tmp_path, openai_server, af_home):
     streamed = err.split("> writer (llm) ...", 1)[1].split("ok writer", 1)[0]
     assert streamed.strip() == state["text_result"].strip()
     assert openai_server.calls[-1].json["stream"] is True
+
+
+HUMAN = {"id": "sdk-ask", "name": "Ask", "start_node": "ask", "edges": [{"from": "ask", "to": "done"}],
+         "nodes": [{"id": "ask", "type": "human", "config": {"prompt": "Ship {user_input}?", "choices": ["yes", "no"]}},
+                   {"id": "done", "type": "aggregator", "config": {"fields": ["approval"]}}]}
+
+
+def test_sdk_and_cli_answer_a_waiting_run(server):
+    with AgentFlow(server.url) as client:
+        client.workflows.save(HUMAN)
+        run = client.runs.submit("sdk-ask", "order 9")
+        record = run.wait(30, until=("waiting",))
+        assert record.status == "waiting"
+        assert [w.model_dump() for w in record.waiting_for] == [{"node": "ask", "prompt": "Ship order 9?",
+                                                                 "choices": ["yes", "no"]}]
+        with pytest.raises(APIError) as info:
+            client.resume(run.id, "ask", "maybe")
+        assert info.value.status == 422
+        assert client.resume(run.id, "ask", "yes", {"why": "paid"})["status"] == "resumed"
+        final = run.result(30)
+        assert final["approval"]["choice"] == "yes" and final["approval"]["values"] == {"why": "paid"}
+        with pytest.raises(APIError) as info:
+            run.resume("ask", "no")
+        assert info.value.status == 409
+
+        # the CLI answers through the same API
+        second = client.runs.submit("sdk-ask", "order 10")
+        assert second.wait(30, until=("waiting",)).status == "waiting"
+        out = subprocess.run([sys.executable, "-m", "agentflow.cli", "resume", second.id, "--node", "ask",
+                              "--choice", "no", "--url", server.url], capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stderr
+        assert second.result(30)["approval"]["choice"] == "no"
+        bad = subprocess.run([sys.executable, "-m", "agentflow.cli", "resume", second.id, "--node", "ask",
+                              "--choice", "no", "--url", server.url], capture_output=True, text=True, timeout=60)
+        assert bad.returncode == 1 and "not waiting" in bad.stderr
+
+
+def test_cli_run_then_resume_without_a_server(tmp_path, af_home):
+    path = tmp_path / "ask.json"
+    path.write_text(json.dumps(HUMAN))
+    env = {**__import__("os").environ, "AGENTFLOW_HOME": str(af_home), "AGENTFLOW_PORT": "9"}  # nothing listens
+    out = subprocess.run([sys.executable, "-m", "agentflow.cli", "run", str(path), "--input", "box"],
+                         capture_output=True, text=True, timeout=60, env=env)
+    assert out.returncode == 0, out.stderr
+    waiting = json.loads(out.stdout)
+    assert waiting["status"] == "waiting" and "agentflow resume" in out.stderr
+    done = subprocess.run([sys.executable, "-m", "agentflow.cli", "resume", waiting["run_id"], "--node", "ask",
+                           "--choice", "yes"], capture_output=True, text=True, timeout=60, env=env)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["approval"]["choice"] == "yes"

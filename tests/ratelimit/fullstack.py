@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from agentflow.graph.spec import Queue
+from agentflow.graph.step import QueueCharge
 from agentflow.ratelimit import QueueLimits
 from agentflow.ratelimit.loadtest import achieved_rate, share_error, shares, worst_window
 from tests.servers import RecordedCall, Reply
@@ -127,7 +128,7 @@ def run_input(lane: Lane, n: int) -> dict:
 
 def limits_of(workflow_id: str, kind: str) -> QueueLimits:
     """What the runs are charged to (graph/step.py queue_plan: namespaced by workflow id)."""
-    return QueueLimits.from_spec(Queue.model_validate(QUEUES[kind]), namespace=workflow_id)
+    return QueueLimits.of(QueueCharge.of(Queue.model_validate(QUEUES[kind]), namespace=workflow_id))
 
 
 def drain_tokens(limiter, lanes: list[Lane]) -> None:

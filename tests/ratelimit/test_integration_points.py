@@ -75,3 +75,46 @@ def test_metric_families_from_cached_stats():
     assert "agentflow_queue_waiting" in names and "agentflow_queue_granted" in names
     rate = next(f for f in fams if f.name == "agentflow_queue_limit_per_second")
     assert rate.samples[0].value == 1.0
+
+
+def test_the_engine_charges_a_step_to_its_queue_as_plain_data():
+    """graph/step.py hands the limiter a QueueCharge (graph/ imports no ratelimit/): the
+    step's call is granted and settled on the tenant's budget, and a call that can never
+    fit fails the step with the limiter's own words, not retryable."""
+    from agentflow.graph.runtime import RunContext
+    from agentflow.graph.spec import WorkflowSpec
+    from agentflow.graph.step import QueueCharge, StepFailed, queue_plan, run_step
+
+    spec = WorkflowSpec.model_validate({
+        "id": "wf", "name": "wf", "start_node": "a",
+        "nodes": [{"id": "a", "type": "input", "queue": "llm", "sub_queue": "paid"}], "edges": [],
+        "queues": [{"id": "llm", "max_messages_per_second": 5, "max_tokens_per_minute": 1000,
+                    "sub_queues": [{"id": "paid", "weight": 3}, {"id": "free"}]}]})
+
+    class Impl:
+        node = spec.nodes[0]
+        tokens = 100
+
+        def estimate_tokens(self, state):
+            return self.tokens
+
+        def __call__(self, state, ctx):
+            return {"tokens_used": 40}
+
+    charge, sub = queue_plan(spec, Impl.node, {}, "acme")
+    assert isinstance(charge, QueueCharge) and (charge.id, sub) == ("acme/wf:llm", "paid")
+    limits = QueueLimits.of(charge)
+    assert (limits.id, limits.max_messages_per_second, limits.sub_queues) == ("acme/wf:llm", 5, (("paid", 3.0), ("free", 1.0)))
+
+    lim = MemoryLimiter(clock=FakeClock())
+    ctx = RunContext(limiter=lim, tenant_id="acme", max_limit_wait=1)
+    assert run_step(spec, Impl(), {}, ctx) == {"tokens_used": 40}
+    stats = lim.stats(limits)
+    assert stats.granted["paid"] == 1 and stats.tokens_available == pytest.approx(960)
+
+    big = Impl()
+    big.tokens = 5000
+    with pytest.raises(StepFailed) as failed:
+        run_step(spec, big, {}, ctx)
+    assert str(failed.value).startswith("node 'a' failed: queue 'acme/wf:llm': a call estimated at 5000 tokens")
+    assert not failed.value.retryable

@@ -7,8 +7,7 @@ import math
 
 import pytest
 
-from agentflow.graph.errors import RateLimitExceeded, StepError
-from agentflow.ratelimit import DEFAULT_SUB_QUEUE, LimiterUnavailable, QueueLimits
+from agentflow.ratelimit import DEFAULT_SUB_QUEUE, LimitError, LimiterUnavailable, QueueLimits, RateLimitExceeded
 from agentflow.ratelimit.loadtest import worst_window
 
 
@@ -169,7 +168,7 @@ def test_a_call_bigger_than_the_budget_fails_clearly(limiter):
     with pytest.raises(RateLimitExceeded) as e:
         limiter.try_acquire(q, tokens=1001)
     assert "1001" in str(e.value) and "max_tokens_per_minute=1000" in str(e.value)
-    assert not e.value.retryable and isinstance(e.value, StepError)
+    assert not e.value.retryable and isinstance(e.value, LimitError)
     with pytest.raises(RateLimitExceeded):
         limiter.acquire(q, tokens=5000, timeout=1)
     assert limiter.try_acquire(q, tokens=1000).allowed              # exactly the budget is fine
@@ -302,16 +301,20 @@ def test_acquire_gives_up_at_the_timeout(limiter, clock):
 # ------------------------------------------------------------------ limits
 
 def test_queue_limits_from_spec_and_validation():
+    """The engine charges a node to plain data (graph/step.py QueueCharge); the limiter
+    takes it as its QueueLimits."""
     from agentflow.graph.spec import Queue
+    from agentflow.graph.step import QueueCharge
     spec = Queue.model_validate({"id": "llm", "max_messages_per_second": 5, "burst_size": 3,
                                  "max_tokens_per_minute": 1000,
                                  "sub_queues": [{"id": "paid", "weight": 3}, {"id": "free"}]})
-    q = QueueLimits.from_spec(spec, namespace="t1")
+    q = QueueLimits.of(QueueCharge.of(spec, namespace="t1"))
+    assert type(q) is QueueLimits and QueueLimits.of(q) is q
     assert q.id == "t1:llm" and q.burst == 3 and q.sub_queues == (("paid", 3.0), ("free", 1.0))
     assert q.rate_per_second == 5 and q.message_interval == 0.2 and q.request_interval == 0
     assert QueueLimits("x", max_requests_per_minute=30).rate_per_second == 0.5
     assert QueueLimits("x", max_tokens_per_minute=5).rate_per_second is None
-    assert hash(q) == hash(QueueLimits.from_spec(spec, namespace="t1"))
+    assert hash(q) == hash(QueueLimits.of(QueueCharge.of(spec, namespace="t1")))
     for bad in ({"max_messages_per_second": 0}, {"burst_size": 0},
                 {"sub_queues": (("a", 1.0), ("a", 2.0))}, {"sub_queues": (("a", 0.0),)}):
         with pytest.raises(ValueError):

@@ -69,6 +69,19 @@ def _fresh(api: Api, kind: str) -> str:
         r = api.call("POST", "/hooks", json={"workflow_id": "wf", "secret_env": "DEL_HOOK_KEY"})
         assert r.status_code == 201, r.text
         return r.json()["id"]
+    if kind == "waiting-run":  # a run paused on a human node
+        wid = f"ask-{n}"
+        spec = {"id": wid, "name": "ask", "start_node": "ask", "nodes": [
+            {"id": "ask", "type": "human", "config": {"prompt": "ok?"}}], "edges": []}
+        assert api.call("POST", "/workflows", json=spec).status_code == 201
+        r = api.call("POST", f"/workflows/{wid}/runs", json={"input": {"user_input": "x"}})
+        assert r.status_code == 202, r.text
+        run_id = r.json()["run_id"]
+        for _ in range(200):
+            if api.call("GET", f"/runs/{run_id}").json()["status"] == "waiting":
+                return run_id
+            time.sleep(0.02)
+        raise AssertionError(f"run {run_id} never waited")
     if kind == "webhook":
         r = api.call("POST", "/webhooks", json={"url": "https://93.184.216.34/del", "workflow_id": "never-runs"})
         assert r.status_code == 201, r.text
@@ -109,6 +122,8 @@ def known_request(api: Api, ids: dict[str, str], method: str, path: str) -> Requ
         ("GET", "/runs/{run_id}/events"): lambda: (f"/runs/{run}/events", {}),
         ("GET", "/runs/{run_id}/trace"): lambda: (f"/runs/{run}/trace", {}),
         ("POST", "/runs/{run_id}/cancel"): lambda: (f"/runs/{run}/cancel", {}),
+        ("POST", "/runs/{run_id}/resume"): lambda: (f"/runs/{_fresh(api, 'waiting-run')}/resume",
+                                                   {"json": {"node": "ask", "choice": "approve"}}),
         ("POST", "/runs/{run_id}/rerun"): lambda: (f"/runs/{run}/rerun", {"json": {"from_node": "route"}}),
         ("GET", "/sources"): lambda: ("/sources", {}),
         ("POST", "/sources"): lambda: ("/sources", {"json": {"id": f"src-{n}", "kind": "api",

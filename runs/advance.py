@@ -1,0 +1,79 @@
+"""Advancing a run: invoke its graph until it ends or pauses, then record which.
+
+One function for the embedded executor and the distributed driver, so a run ends, fails,
+is cancelled or waits the same way in both, and one `run_ended` tells the listeners.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Callable
+
+from ..graph.build import compile_spec
+from ..graph.runtime import CONFIG_KEY, RunContext
+from ..graph.state import initial_state
+from ..graph.step import StepFailed, describe
+from ..store.runs import RunStore, public_waits
+from .observer import RunCancelled
+
+log = logging.getLogger(__name__)
+RECURSION_LIMIT = 200
+
+
+def state_from_input(run_input: dict[str, Any]) -> dict[str, Any]:
+    """`{"user_input": ..., "metadata": {...}, <other state fields>}` -> the initial GraphState."""
+    run_input = dict(run_input or {})
+    return initial_state(run_input.pop("user_input", ""), run_input.pop("metadata", None), **run_input)
+
+
+def run_ended(record: dict, listeners=()) -> None:
+    """Count the run and tell the listeners; a failing listener never fails the run."""
+    try:
+        from .metrics import observe_run
+
+        observe_run(record)
+    except Exception:
+        log.debug("run metrics not recorded", exc_info=True)
+    for listener in listeners:
+        try:
+            listener(record)
+        except Exception:
+            log.exception("run-end listener failed for run %s", record.get("run_id"))
+
+
+def advance(store: RunStore, bus, spec, run_id: str, ctx: RunContext, *, run_input: dict | None,
+            tenant_id: str | None = None,
+            checkpointer=None, start: str | None = None, listeners=(),
+            reraise: Callable[[BaseException], bool] = lambda exc: False) -> str:
+    """Run the graph from its checkpoint (or from `run_input` on its first advance) until it
+    ends or pauses; returns the run's status. `reraise`: errors that are not the run's
+    fault (infrastructure) and must reach the caller, which tries again later."""
+    graph = compile_spec(spec, checkpointer, start=start)
+    config: dict[str, Any] = {"configurable": {CONFIG_KEY: ctx, "thread_id": run_id}, "recursion_limit": RECURSION_LIMIT}
+    try:
+        out = graph.invoke(state_from_input(run_input) if run_input is not None else None, config=config)
+    except RunCancelled:
+        store.finish(run_id, "cancelled", error="cancelled by request")
+    except StepFailed as exc:
+        store.finish(run_id, "failed", error=str(exc))
+    except Exception as exc:
+        if reraise(exc):
+            raise
+        log.exception("run %s crashed", run_id)
+        store.finish(run_id, "failed", error=describe(exc))
+    else:
+        waits = [i.value for i in (out or {}).get("__interrupt__", ())] if isinstance(out, dict) else []
+        if waits:
+            store.wait(run_id, waits)
+            people = public_waits(waits)
+            if people:
+                bus.publish(run_id, "waiting", {"run_id": run_id, "status": "waiting", "waiting_for": people})
+            return "waiting" if people else "running"
+        if not isinstance(out, dict) or (run_input is None and not out):
+            out = graph.get_state({"configurable": {"thread_id": run_id}}).values  # nothing was left to run
+        store.finish(run_id, "succeeded", state={k: v for k, v in dict(out).items() if k != "__interrupt__"})
+    record = store.get(run_id) or {}
+    bus.publish(run_id, "end", record)
+    # the listeners (webhooks) find the run's tenant without reading it again
+    run_ended({**record, "tenant_id": tenant_id} if record and tenant_id else record, listeners)
+    return record.get("status", "unknown")
