@@ -88,6 +88,11 @@ class Background(threading.Thread):
                         tick()
             except Exception as exc:  # Redis or the database blinked: try again shortly
                 log.warning("background loop: %s", exc)
+                if self._pump_lease is not None:
+                    # stop its renewal thread: left running, it would keep (or take back) the
+                    # key with its token after the blip (a Sentinel failover replicates the
+                    # key), and no new lease, here or in any worker, could take the pump again
+                    self._pump_lease.release()
                 self._pump_lease = None
                 delay = 1.0
             self.stop.wait(delay)
