@@ -12,8 +12,8 @@ seconds in, the master is SIGKILLed. Then:
 
 - Sentinel promotes the replica;
 - every run the API accepted (202) succeeds: none is lost, even one whose queue message
-  the dead master acknowledged but never replicated (the recovery sweep re-sends a run
-  still `queued` in Postgres after AGENTFLOW_ORPHAN_AFTER);
+  the dead master acknowledged but never replicated (the workers' recovery sweep re-sends
+  or wakes a run whose messages were lost);
 - the stand-in server saw each step of each run exactly once (nothing paid twice);
 - no 1 s window at the server holds more than RATE + BURST calls, across the failover.
 """
