@@ -38,7 +38,7 @@ TICKS = os.sysconf("SC_CLK_TCK")
 # The fleet model's assumptions (docs/scaling.md): HLD 11.2's phases in concurrent users; each
 # starts one run of this workflow every USER_RUN_EVERY s and follows it; a real model call
 # takes LLM_SECONDS; pods run at TARGET_CPU of CORES_PER_POD; an LLM worker pod (threads pool)
-# and a driver pod hold SLOTS_PER_POD tasks at once.
+# holds SLOTS_PER_POD calls at once.
 PHASES = {"Phase 1": 100, "Phase 2": 1_000, "Phase 3": 10_000}
 USER_RUN_EVERY = 60.0
 LLM_SECONDS = 2.0
@@ -262,7 +262,8 @@ def fleet(r: dict) -> dict:
 
         out[phase] = {
             "users": users, "runs_per_s": runs_s, "llm_calls_per_s": calls_s, "runs_in_flight": in_flight,
-            "api_pods": pods("api"), "driver_pods": pods("driver", in_flight),
+            # a paused run holds no driver (the event-driven runtime): drivers are sized by CPU
+            "api_pods": pods("api"), "driver_pods": pods("driver"),
             "llm_pods": pods("llm", calls_s * LLM_SECONDS),
             "redis_ops_per_s": r["redis_ops_per_run"] * runs_s, "redis_cores": cores.get("redis", float("nan")),
             "redis_mib_per_s": r["redis_bytes_per_run"] * runs_s / 2**20,

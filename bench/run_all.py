@@ -326,8 +326,8 @@ def section_capacity(r: dict) -> list[str]:
         a = r["assumptions"]
         lines += [f"Fleet per HLD phase from these costs (docs/scaling.md): each concurrent user starts a run every "
                   f"{a['user_run_every_s']:g} s, a model call takes {a['llm_seconds']:g} s, pods of "
-                  f"{a['cores_per_pod']:g} CPU at {a['target_cpu']:.0%}, {a['slots_per_pod']} tasks in hand per "
-                  f"driver or LLM worker pod (threads); at least 2 pods of each.", "",
+                  f"{a['cores_per_pod']:g} CPU at {a['target_cpu']:.0%}, {a['slots_per_pod']} model calls in hand per "
+                  f"LLM worker pod (threads); drivers by CPU (a paused run holds none); at least 2 pods of each.", "",
                   "| phase | users | runs/s | runs in flight | API pods | driver pods | LLM worker pods | "
                   "Redis ops/s | Redis CPU | Postgres tx/s | Postgres CPU | Postgres growth |",
                   "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]

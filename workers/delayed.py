@@ -32,22 +32,35 @@ def next_due(client) -> float | None:
     return float(first[0][1]) if first else None
 
 
+# Remove a sent member only if it still has the due time it was sent with: the task it became
+# may already have run and put the same member back with a later due time (a rate-limited step
+# denied again), and a plain ZREM would delete that new entry, losing the step for good.
+_REMOVE_SENT = """
+local score = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if score and tonumber(score) == tonumber(ARGV[2]) then return redis.call('ZREM', KEYS[1], ARGV[1]) end
+return 0
+"""
+
+
 def pump(client, app, now: float | None = None) -> int:
     """Send every due message (call with the pump lease held); returns how many."""
     now = time.time() if now is None else now
     sent = 0
+    remove_sent = client.register_script(_REMOVE_SENT)
     while True:
-        due = client.zrangebyscore(keys.DELAYED, "-inf", now, start=0, num=BATCH)
+        # scores as Redis wrote them (exact doubles, no float() round trip in between)
+        due = client.zrangebyscore(keys.DELAYED, "-inf", now, start=0, num=BATCH, withscores=True,
+                                   score_cast_func=lambda raw: raw)
         if not due:
             return sent
-        for member in due:
+        for member, score in due:
             try:
                 msg = json.loads(member)
                 app.send_task(msg["task"], args=msg["args"], kwargs=msg["kwargs"], queue=msg["queue"],
                               task_id=msg["id"])
             except (ValueError, KeyError):
                 log.error("dropping a malformed delayed message: %.200s", member)
-            client.zrem(keys.DELAYED, member)
+            remove_sent(keys=[keys.DELAYED], args=[member, score])
             sent += 1
         if len(due) < BATCH:
             return sent
