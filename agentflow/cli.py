@@ -154,9 +154,9 @@ def cmd_serve(args) -> int:
 
 
 def cmd_worker(args) -> int:
-    from .workers.app import run_worker
+    from .workers.app import ALL_QUEUES, run_worker
 
-    return run_worker(queues=args.queues, concurrency=args.concurrency, pool=args.pool,
+    return run_worker(queues=args.queues or ",".join(ALL_QUEUES), concurrency=args.concurrency, pool=args.pool,
                       loglevel=args.log_level, hostname=args.hostname)
 
 
@@ -176,6 +176,41 @@ def cmd_token(args) -> int:
         return 2
     print(token)
     return 0
+
+
+def cmd_plugins(args) -> int:
+    """List installed plugins (and any that failed to load); install/uninstall wrap pip."""
+    import subprocess
+
+    if args.plugins_command in ("install", "uninstall"):
+        # the interpreter running agentflow, so the plugin lands where serve/worker import from
+        argv = [sys.executable, "-m", "pip", args.plugins_command, *(["-y"] if args.plugins_command == "uninstall" else []),
+                *args.packages]
+        code = subprocess.call(argv)
+        if code == 0:
+            print(f"{args.plugins_command}ed {' '.join(args.packages)} in {sys.prefix}. Restart `agentflow serve` and "
+                  "every `agentflow worker` (on every machine) to load the change.", file=sys.stderr)
+        return code
+
+    from .graph import registry
+
+    reg = registry.get()
+    plugins = reg.plugins()
+    if args.json:
+        print(json.dumps({"plugins": plugins, "errors": [e.as_dict() for e in reg.errors]}, indent=2))
+        return 1 if reg.errors else 0
+    if not plugins:
+        print("no plugins installed (a plugin is a package declaring the `agentflow.nodes` entry point)")
+    for p in plugins:
+        adds = [f"node type {t} (queue {reg.nodes[t].queue})" for t in p["node_types"]]
+        adds += [f"source kind {k}" for k in p["source_kinds"]]
+        print(f"{p['package']} {p['version'] or '?'}: {', '.join(adds) or 'nothing loaded'}")
+        for e in p["errors"]:
+            print(f"  FAILED {e['group']} {e['name']!r}: {e['error']}")
+    for e in reg.errors:
+        if e.package == "agentflow":  # our own entry points: only a broken install gets here
+            print(f"agentflow: FAILED {e.group} {e.name!r}: {e.error}", file=sys.stderr)
+    return 1 if reg.errors else 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -209,8 +244,9 @@ def build_parser() -> argparse.ArgumentParser:
     sv.set_defaults(func=cmd_serve)
 
     w = sub.add_parser("worker", help="a Celery worker (distributed mode)")
-    w.add_argument("--queues", default="runs,agentflow.llm,agentflow.image,agentflow.db,agentflow.api",
-                   help="comma-separated queues to consume")
+    w.add_argument("--queues", default=None,
+                   help="comma-separated queues to consume (default: runs and every node type's queue, "
+                        "installed plugins' included)")
     w.add_argument("--concurrency", type=int, default=2)
     w.add_argument("--pool", default="prefork", help="prefork, threads or solo")
     w.add_argument("--hostname", default=None)
@@ -220,6 +256,15 @@ def build_parser() -> argparse.ArgumentParser:
     b = sub.add_parser("beat", help="celery beat for scheduled workflows")
     b.add_argument("--log-level", default="info")
     b.set_defaults(func=cmd_beat)
+
+    pl = sub.add_parser("plugins", help="list installed node plugins; install or uninstall one with pip")
+    pl.add_argument("--json", action="store_true", help="print {plugins, errors} as JSON")
+    pl.set_defaults(func=cmd_plugins, plugins_command="list")
+    plsub = pl.add_subparsers(dest="plugins_command")
+    for verb in ("install", "uninstall"):
+        pv = plsub.add_parser(verb, help=f"pip {verb} into this agentflow's environment (restart servers and workers)")
+        pv.add_argument("packages", nargs="+", metavar="NAME", help="distribution name (or pip requirement)")
+    plsub.add_parser("list", help="the default: installed plugins, versions and load errors")
 
     t = sub.add_parser("token", help="API tokens")
     tsub = t.add_subparsers(dest="token_command", required=True)
