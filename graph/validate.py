@@ -341,7 +341,10 @@ def _check_templates(nodes, known: set[str]) -> list[Problem]:
 
 
 def _template_strings(cfg):
-    names = ("prompt", "system", "template", "path")
+    # A plugin's config marks its template fields: Field(json_schema_extra={"template": True}).
+    marked = tuple(n for n, f in type(cfg).model_fields.items()
+                   if isinstance(f.json_schema_extra, dict) and f.json_schema_extra.get("template") is True)
+    names = ("prompt", "system", "template", "path", *marked)
     for name in names:
         value = getattr(cfg, name, None)
         if isinstance(value, str):

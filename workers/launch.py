@@ -13,16 +13,20 @@ from pathlib import Path
 
 
 class WorkerProcesses:
-    """`logdir`: each worker's output goes to `<logdir>/<name>.log` (None: discarded)."""
+    """`logdir`: each worker's output goes to `<logdir>/<name>.log` (None: discarded).
+    `python`: the interpreter the workers run (another environment's, e.g. one with plugins)."""
 
-    def __init__(self, env: dict, logdir: Path | None = None):
+    def __init__(self, env: dict, logdir: Path | None = None, python: str | None = None):
         self.env, self.logdir, self.procs = env, logdir, {}
+        self.python = python or sys.executable
 
-    def start(self, name: str, queues: str, concurrency: int = 2, extra_env: dict | None = None,
+    def start(self, name: str, queues: str | None, concurrency: int = 2, extra_env: dict | None = None,
               pool: str = "prefork", log_level: str = "info") -> subprocess.Popen:
+        """`queues` None: the worker's default, every queue (plugins' included)."""
         out = open(self.logdir / f"{name}.log", "ab") if self.logdir is not None else subprocess.DEVNULL
         env = dict(self.env, **(extra_env or {}))
-        proc = subprocess.Popen([sys.executable, "-m", "agentflow.cli", "worker", "--queues", queues,
+        proc = subprocess.Popen([self.python, "-m", "agentflow.cli", "worker",
+                                 *(["--queues", queues] if queues is not None else []),
                                  "--concurrency", str(concurrency), "--pool", pool, "--hostname", f"{name}@%h",
                                  "--log-level", log_level],
                                 env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)

@@ -24,7 +24,9 @@ class TextStatsConfig(BaseModel):
     # extra="forbid": a misspelt field is an error with its path, not silently ignored
     model_config = ConfigDict(extra="forbid")
 
-    text: str = Field("{user_input}", description="Template over the state, e.g. '{text_result}'.")
+    # "template": True lets `agentflow validate` check the state fields the template names
+    text: str = Field("{user_input}", description="Template over the state, e.g. '{text_result}'.",
+                      json_schema_extra={"template": True})
     output_key: str = Field("text_stats", pattern=OUTPUT_KEY, max_length=128,
                             description="State field the counts are written to.")
 
@@ -53,7 +55,7 @@ class RegexExtractConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     pattern: str = Field(min_length=1, max_length=1000, description="Python regular expression.")
-    text: str = Field("{user_input}", description="Template over the state.")
+    text: str = Field("{user_input}", description="Template over the state.", json_schema_extra={"template": True})
     ignore_case: bool = False
     max_matches: int = Field(100, ge=1, le=10_000)
     output_key: str = Field("matches", pattern=OUTPUT_KEY, max_length=128,
