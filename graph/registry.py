@@ -254,7 +254,7 @@ def _add_node(reg: Registry, name: str, obj: Any, origin: Origin) -> None:
     if make is None and not callable(run):
         raise TypeError("the entry point's object needs run(config, state)")
     queue = getattr(obj, "queue", None) or DEFAULT_QUEUE
-    if not (isinstance(queue, str) and _QUEUE.match(queue)) or queue in _RESERVED_QUEUES:
+    if not (isinstance(queue, str) and _QUEUE.match(queue)) or (queue in _RESERVED_QUEUES and not origin.builtin):
         raise ValueError(f"queue {queue!r} is not a valid queue name for node tasks")
     source_kind = getattr(obj, "source_kind", None)
     node_model = getattr(obj, "node_model", None) if origin.builtin else None

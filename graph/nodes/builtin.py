@@ -24,7 +24,8 @@ class BuiltinNode:
     node_model: type[BaseModel]
     impl: str                 # "module:Class" under agentflow.graph.nodes
     description: str
-    queue: str = "agentflow.api"
+    # where its steps run in distributed mode: "runs" = inside the run driver (no outside call)
+    queue: str = "runs"
 
     @property
     def config_model(self) -> type[BaseModel]:
@@ -67,6 +68,7 @@ HUMAN = BuiltinNode(spec.HumanNode, "human:HumanNodeImpl", "Wait for a person to
 WORKFLOW = BuiltinNode(spec.WorkflowNode, "workflow:WorkflowNodeImpl", "Run a saved workflow as a child run")
 MAP = BuiltinNode(spec.MapNode, "map:MapNodeImpl", "Run a workflow for each item of a list")
 TOOL = BuiltinNode(spec.ToolNode, "tool:ToolNodeImpl", "Call a tool of an MCP server", "agentflow.api")
+# router: in rules mode it runs in the driver; only llm mode calls out, on agentflow.llm
 
 LLM_SOURCE = BuiltinSource(spec.LLMSource, "An OpenAI-compatible chat model")
 IMAGE_SOURCE = BuiltinSource(spec.ImageSource, "An OpenAI-compatible image model")
