@@ -98,3 +98,23 @@ def test_the_api_serves_node_types_and_runs_the_plugin_despite_the_broken_one(se
     trace = client.get(f"/runs/{done['run_id']}").json()
     assert {s["node_id"]: s["node_type"] for s in trace["steps"]}["stats"] == "text_stats"
     assert "broken on purpose" in server.output()  # reported in the log, and the server kept serving
+
+
+def test_plugins_install_and_uninstall_wrap_pip_in_agentflows_environment(tmp_path):
+    from tests.plugins.venv import fresh_venv
+
+    venv = fresh_venv(tmp_path / "venv", with_pip=True)
+    env = embedded_env(tmp_path / "home", PIP_DISABLE_PIP_VERSION_CHECK="1")
+    assert "no plugins installed" in venv.agentflow("plugins", env=env).stdout
+
+    # agentflow and pydantic, its dependencies, are already there (this project's environment)
+    installed = venv.agentflow("plugins", "install", str(TEXT_TOOLS), env=env, timeout=600)
+    assert installed.returncode == 0, installed.stderr[-3000:]
+    assert "Restart `agentflow serve` and every `agentflow worker`" in installed.stderr
+    assert str(tmp_path / "venv") in installed.stderr  # said where it went
+    listed = venv.agentflow("plugins", env=env)
+    assert listed.returncode == 0 and "agentflow-text-tools 0.1.0: node type regex_extract" in listed.stdout
+
+    removed = venv.agentflow("plugins", "uninstall", "agentflow-text-tools", env=env, timeout=300)
+    assert removed.returncode == 0, removed.stderr[-3000:]
+    assert "no plugins installed" in venv.agentflow("plugins", env=env).stdout

@@ -29,26 +29,35 @@ class PluginVenv:
     def python(self) -> str:
         return str(self.path / "bin" / "python")
 
+    def site_packages(self) -> str:
+        return subprocess.run([self.python, "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
+                              check=True, capture_output=True, text=True).stdout.strip()
+
     def agentflow(self, *args: str, env: dict | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
         return subprocess.run([self.python, "-m", "agentflow.cli", *args], env=env, capture_output=True,
                               text=True, timeout=timeout, cwd=self.path)
 
 
-def make_plugin_venv(where: Path) -> PluginVenv:
-    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(where)], check=True, timeout=120)
+def fresh_venv(where: Path, with_pip: bool = False) -> PluginVenv:
+    """A new venv that sees this project's environment (agentflow and its dependencies)."""
+    subprocess.run([sys.executable, "-m", "venv", *([] if with_pip else ["--without-pip"]), str(where)],
+                   check=True, timeout=300)
     venv = PluginVenv(where)
-    site = subprocess.run([venv.python, "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
-                          check=True, capture_output=True, text=True).stdout.strip()
     ours = sysconfig.get_path("purelib")  # this project's environment (agentflow installed -e)
     # addsitedir, not a bare path line: it also runs that directory's .pth files (the editable install)
-    Path(site, "agentflow-project.pth").write_text(f"import site; site.addsitedir({ours!r})\n")
-    # this interpreter's pip installs into the venv (`--python`), like `agentflow plugins install` would
+    Path(venv.site_packages(), "agentflow-project.pth").write_text(f"import site; site.addsitedir({ours!r})\n")
+    return venv
+
+
+def make_plugin_venv(where: Path) -> PluginVenv:
+    venv = fresh_venv(where)
+    # this interpreter's pip installs into the venv (`--python`), as a user's pip would
     subprocess.run([sys.executable, "-m", "pip", "--python", venv.python, "install", "--quiet", "--no-deps",
                     str(TEXT_TOOLS), str(BROKEN)], check=True, timeout=600,
                    env={**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1"})
     where_is = subprocess.run([venv.python, "-c", "import agentflow_text_tools as m; print(m.__file__)"],
                               check=True, capture_output=True, text=True).stdout.strip()
-    assert where_is.startswith(site), f"the plugin was imported from {where_is}, not from the venv"
+    assert where_is.startswith(venv.site_packages()), f"the plugin was imported from {where_is}, not the venv"
     return venv
 
 
