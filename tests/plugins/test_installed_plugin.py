@@ -118,3 +118,11 @@ def test_plugins_install_and_uninstall_wrap_pip_in_agentflows_environment(tmp_pa
     removed = venv.agentflow("plugins", "uninstall", "agentflow-text-tools", env=env, timeout=300)
     assert removed.returncode == 0, removed.stderr[-3000:]
     assert "no plugins installed" in venv.agentflow("plugins", env=env).stdout
+
+
+def test_the_plugins_own_tests_pass_against_the_installed_package(plugin_venv):
+    # src/ layout: from the venv, `agentflow_text_tools` is the installed copy, not the tree's
+    r = subprocess.run([plugin_venv.python, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(TEXT_TOOLS / "tests")],
+                       cwd=TEXT_TOOLS, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
+    assert " passed" in r.stdout and "failed" not in r.stdout
