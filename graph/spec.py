@@ -370,6 +370,9 @@ def use_types(nodes: Callable[[], dict[str, type[BaseModel]]],
     _providers["type"], _providers["kind"] = nodes, sources
 
 
+_adapters: dict[tuple, TypeAdapter] = {}
+
+
 class _OpenUnion:
     """A discriminated union whose members are read from `_providers[tag]` when used."""
 
@@ -407,9 +410,20 @@ class _OpenUnion:
                                                                           schema=core_schema.any_schema()))
 
     @classmethod
+    def adapter(cls) -> TypeAdapter:
+        """The current members as a plain discriminated union: for strict validation (a
+        plain validator cannot pass strict mode on) and for the JSON Schema."""
+        models = tuple(cls.models().values())
+        key = (cls.tag, models)
+        hit = _adapters.get(key)
+        if hit is None:
+            union = Annotated[Union[models], Field(discriminator=cls.tag)]  # type: ignore[misc,valid-type]
+            hit = _adapters[key] = TypeAdapter(union)
+        return hit
+
+    @classmethod
     def __get_pydantic_json_schema__(cls, _core, handler):
-        union = Annotated[Union[tuple(cls.models().values())], Field(discriminator=cls.tag)]  # type: ignore[misc]
-        return handler(TypeAdapter(union).core_schema)
+        return handler(cls.adapter().core_schema)
 
 
 class Node(_OpenUnion):

@@ -1,10 +1,30 @@
 "use client";
 /** Installed plugins (packages declaring the `agentflow.nodes` entry point), what they add, and what failed to load (`GET /node-types`). */
-import { useEffect, useState } from "react";
+import { useEffect, useState, type ReactNode } from "react";
 import * as api from "@/lib/api";
 import { metaOf } from "@/lib/nodeMeta";
 import type { NodeTypes } from "@/lib/schema";
 import { Icon } from "./Icon";
+
+function Card({ title, testId, head, children }: { title: string; testId: string; head: string[]; children: ReactNode }) {
+  return (
+    <section className="rounded-xl border border-slate-200 bg-white shadow-sm">
+      <h2 className="border-b border-slate-100 px-4 py-2 text-xs font-semibold uppercase tracking-wide text-slate-500">{title}</h2>
+      <table data-testid={testId} className="w-full text-sm">
+        <thead>
+          <tr className="text-left text-[10px] uppercase text-slate-400">
+            {head.map((h) => (
+              <th key={h} className="px-4 py-1.5 font-medium">
+                {h}
+              </th>
+            ))}
+          </tr>
+        </thead>
+        <tbody>{children}</tbody>
+      </table>
+    </section>
+  );
+}
 
 export function PluginsPage() {
   const [data, setData] = useState<NodeTypes | null>(null);
@@ -39,80 +59,54 @@ export function PluginsPage() {
             Cannot read the node types: {error}
           </div>
         )}
-        <section className="rounded-xl border border-slate-200 bg-white shadow-sm">
-          <h2 className="border-b border-slate-100 px-4 py-2 text-xs font-semibold uppercase tracking-wide text-slate-500">Installed plugins</h2>
-          <table data-testid="plugins-table" className="w-full text-sm">
-            <thead>
-              <tr className="text-left text-[10px] uppercase text-slate-400">
-                <th className="px-4 py-1.5 font-medium">Package</th>
-                <th className="px-4 py-1.5 font-medium">Version</th>
-                <th className="px-4 py-1.5 font-medium">Adds</th>
-                <th className="px-4 py-1.5 font-medium">Status</th>
-              </tr>
-            </thead>
-            <tbody>
-              {data && plugins.length === 0 && (
-                <tr>
-                  <td colSpan={4} className="px-4 py-3 text-slate-400">
-                    No plugins installed.
-                  </td>
-                </tr>
-              )}
-              {plugins.map((p) => (
-                <tr key={p.package} data-testid={`plugin-${p.package}`} className="border-t border-slate-100 align-top">
-                  <td className="px-4 py-2 font-medium text-slate-700">{p.package}</td>
-                  <td className="px-4 py-2 font-mono text-xs text-slate-500">{p.version ?? "?"}</td>
-                  <td className="px-4 py-2 text-slate-600">
-                    {[...p.node_types.map((t) => `node type ${t}`), ...p.source_kinds.map((k) => `source kind ${k}`)].join(", ") || "—"}
-                  </td>
-                  <td className="px-4 py-2">
-                    {p.errors.length === 0 ? (
-                      <span className="rounded bg-emerald-50 px-1.5 py-0.5 text-xs text-emerald-700">loaded</span>
-                    ) : (
-                      p.errors.map((e) => (
-                        <div key={`${e.group}:${e.name}`} data-testid="plugin-error" className="text-xs text-red-700">
-                          <span className="font-medium">{e.name}</span> failed to load: <span className="font-mono">{e.error}</span>
-                        </div>
-                      ))
-                    )}
-                  </td>
-                </tr>
-              ))}
-            </tbody>
-          </table>
-        </section>
-        <section className="rounded-xl border border-slate-200 bg-white shadow-sm">
-          <h2 className="border-b border-slate-100 px-4 py-2 text-xs font-semibold uppercase tracking-wide text-slate-500">Node types</h2>
-          <table data-testid="node-types-table" className="w-full text-sm">
-            <thead>
-              <tr className="text-left text-[10px] uppercase text-slate-400">
-                <th className="px-4 py-1.5 font-medium">Type</th>
-                <th className="px-4 py-1.5 font-medium">Description</th>
-                <th className="px-4 py-1.5 font-medium">Queue</th>
-                <th className="px-4 py-1.5 font-medium">From</th>
-              </tr>
-            </thead>
-            <tbody>
-              {(data?.node_types ?? []).map((t) => (
-                <tr key={t.type} data-testid={`node-type-${t.type}`} className="border-t border-slate-100">
-                  <td className="px-4 py-1.5">
-                    <span className="flex items-center gap-2">
-                      <span className={`flex h-6 w-6 items-center justify-center rounded ${metaOf(t.type).accent}`}>
-                        <Icon name={t.type} />
-                      </span>
-                      <span className="font-mono text-xs text-slate-700">{t.type}</span>
-                    </span>
-                  </td>
-                  <td className="px-4 py-1.5 text-slate-600">{t.description || metaOf(t.type).description}</td>
-                  <td className="px-4 py-1.5 font-mono text-xs text-slate-500">{t.queue}</td>
-                  <td className="px-4 py-1.5 text-xs text-slate-500">
-                    {t.origin.kind === "builtin" ? "built-in" : `${t.origin.package} ${t.origin.version ?? ""}`}
-                  </td>
-                </tr>
-              ))}
-            </tbody>
-          </table>
-        </section>
+        <Card title="Installed plugins" testId="plugins-table" head={["Package", "Version", "Adds", "Status"]}>
+          {data && plugins.length === 0 && (
+            <tr>
+              <td colSpan={4} className="px-4 py-3 text-slate-400">
+                No plugins installed.
+              </td>
+            </tr>
+          )}
+          {plugins.map((p) => (
+            <tr key={p.package} data-testid={`plugin-${p.package}`} className="border-t border-slate-100 align-top">
+              <td className="px-4 py-2 font-medium text-slate-700">{p.package}</td>
+              <td className="px-4 py-2 font-mono text-xs text-slate-500">{p.version ?? "?"}</td>
+              <td className="px-4 py-2 text-slate-600">
+                {[...p.node_types.map((t) => `node type ${t}`), ...p.source_kinds.map((k) => `source kind ${k}`)].join(", ") || "—"}
+              </td>
+              <td className="px-4 py-2">
+                {p.errors.length === 0 ? (
+                  <span className="rounded bg-emerald-50 px-1.5 py-0.5 text-xs text-emerald-700">loaded</span>
+                ) : (
+                  p.errors.map((e) => (
+                    <div key={`${e.group}:${e.name}`} data-testid="plugin-error" className="text-xs text-red-700">
+                      <span className="font-medium">{e.name}</span> failed to load: <span className="font-mono">{e.error}</span>
+                    </div>
+                  ))
+                )}
+              </td>
+            </tr>
+          ))}
+        </Card>
+        <Card title="Node types" testId="node-types-table" head={["Type", "Description", "Queue", "From"]}>
+          {(data?.node_types ?? []).map((t) => (
+            <tr key={t.type} data-testid={`node-type-${t.type}`} className="border-t border-slate-100">
+              <td className="px-4 py-1.5">
+                <span className="flex items-center gap-2">
+                  <span className={`flex h-6 w-6 items-center justify-center rounded ${metaOf(t.type).accent}`}>
+                    <Icon name={t.type} />
+                  </span>
+                  <span className="font-mono text-xs text-slate-700">{t.type}</span>
+                </span>
+              </td>
+              <td className="px-4 py-1.5 text-slate-600">{t.description || metaOf(t.type).description}</td>
+              <td className="px-4 py-1.5 font-mono text-xs text-slate-500">{t.queue}</td>
+              <td className="px-4 py-1.5 text-xs text-slate-500">
+                {t.origin.kind === "builtin" ? "built-in" : `${t.origin.package} ${t.origin.version ?? ""}`}
+              </td>
+            </tr>
+          ))}
+        </Card>
       </main>
     </div>
   );

@@ -172,3 +172,21 @@ def test_plugin_steps_run_embedded_recorded_limited_and_scrubbed(plugins, af_hom
         assert failed["status"] == "failed" and "wrote ['elsewhere']" in failed["error"]
     finally:
         executor.shutdown()
+
+
+def test_an_install_without_our_entry_points_still_has_the_builtins(monkeypatch, caplog):
+    # metadata from before the entry points existed (`pip install -e .` not re-run): the
+    # same registration objects are taken directly, and the log says to reinstall
+    from importlib import metadata
+
+    real = metadata.entry_points
+    monkeypatch.setattr(registry.metadata, "entry_points",
+                        lambda group: [ep for ep in real(group=group) if ep.dist.metadata["Name"] != "agentflow"])
+    try:
+        reg = registry.reload()
+        assert list(reg.nodes) == list(NODE_TYPES) and all(t.origin.builtin for t in reg.nodes.values())
+        assert reg.nodes["db"].queue == "agentflow.db" and not reg.errors
+        assert "re-run `pip install -e .`" in caplog.text
+    finally:
+        monkeypatch.undo()
+        registry.reload()
