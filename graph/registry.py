@@ -25,6 +25,7 @@ import logging
 import re
 import threading
 from dataclasses import dataclass, field
+from functools import cached_property
 from importlib import metadata
 from typing import Any, Callable, Literal
 
@@ -107,6 +108,15 @@ class Registry:
     nodes: dict[str, NodeType] = field(default_factory=dict)
     sources: dict[str, SourceKind] = field(default_factory=dict)
     errors: list[LoadError] = field(default_factory=list)
+
+    # what spec.Node / spec.Source look a tag up in, for every node validated: built once
+    @cached_property
+    def node_models(self) -> dict[str, type[BaseModel]]:
+        return {n: t.node_model for n, t in self.nodes.items()}
+
+    @cached_property
+    def source_models(self) -> dict[str, type[BaseModel]]:
+        return {n: s.source_model for n, s in self.sources.items()}
 
     def plugins(self) -> list[dict[str, Any]]:
         """Installed plugin distributions: what each adds, and what failed to load."""
@@ -290,5 +300,4 @@ def _add_source(reg: Registry, name: str, obj: Any, origin: Origin) -> None:
 
 def install() -> None:
     """Make spec.py validate nodes and sources with this registry's models."""
-    spec.use_types(nodes=lambda: {n: t.node_model for n, t in get().nodes.items()},
-                   sources=lambda: {n: s.source_model for n, s in get().sources.items()})
+    spec.use_types(nodes=lambda: get().node_models, sources=lambda: get().source_models)
