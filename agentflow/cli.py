@@ -245,6 +245,41 @@ def cmd_token(args) -> int:
     return 0
 
 
+def cmd_plugins(args) -> int:
+    """List installed plugins (and any that failed to load); install/uninstall wrap pip."""
+    import subprocess
+
+    if args.plugins_command in ("install", "uninstall"):
+        # the interpreter running agentflow, so the plugin lands where serve/worker import from
+        argv = [sys.executable, "-m", "pip", args.plugins_command, *(["-y"] if args.plugins_command == "uninstall" else []),
+                *args.packages]
+        code = subprocess.call(argv)
+        if code == 0:
+            print(f"{args.plugins_command}ed {' '.join(args.packages)} in {sys.prefix}. Restart `agentflow serve` and "
+                  "every `agentflow worker` (on every machine) to load the change.", file=sys.stderr)
+        return code
+
+    from .graph import registry
+
+    reg = registry.get()
+    plugins = reg.plugins()
+    if args.json:
+        print(json.dumps({"plugins": plugins, "errors": [e.as_dict() for e in reg.errors]}, indent=2))
+        return 1 if reg.errors else 0
+    if not plugins:
+        print("no plugins installed (a plugin is a package declaring the `agentflow.nodes` entry point)")
+    for p in plugins:
+        adds = [f"node type {t} (queue {reg.nodes[t].queue})" for t in p["node_types"]]
+        adds += [f"source kind {k}" for k in p["source_kinds"]]
+        print(f"{p['package']} {p['version'] or '?'}: {', '.join(adds) or 'nothing loaded'}")
+        for e in p["errors"]:
+            print(f"  FAILED {e['group']} {e['name']!r}: {e['error']}")
+    for e in reg.errors:
+        if e.package == "agentflow":  # our own entry points: only a broken install gets here
+            print(f"agentflow: FAILED {e.group} {e.name!r}: {e.error}", file=sys.stderr)
+    return 1 if reg.errors else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="agentflow", description="Validate, run and serve AgentFlow workflows.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -296,6 +331,15 @@ def build_parser() -> argparse.ArgumentParser:
     b = sub.add_parser("beat", help="celery beat for scheduled workflows")
     b.add_argument("--log-level", default="info")
     b.set_defaults(func=cmd_beat)
+
+    pl = sub.add_parser("plugins", help="list installed node plugins; install or uninstall one with pip")
+    pl.add_argument("--json", action="store_true", help="print {plugins, errors} as JSON")
+    pl.set_defaults(func=cmd_plugins, plugins_command="list")
+    plsub = pl.add_subparsers(dest="plugins_command")
+    for verb in ("install", "uninstall"):
+        pv = plsub.add_parser(verb, help=f"pip {verb} into this agentflow's environment (restart servers and workers)")
+        pv.add_argument("packages", nargs="+", metavar="NAME", help="distribution name (or pip requirement)")
+    plsub.add_parser("list", help="the default: installed plugins, versions and load errors")
 
     t = sub.add_parser("token", help="API tokens")
     tsub = t.add_subparsers(dest="token_command", required=True)

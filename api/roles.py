@@ -53,6 +53,7 @@ PERMISSIONS: dict[tuple[str, str], Rule] = {
     ("GET", "/health"): _r(PUBLIC),
     ("GET", "/health/ready"): _r(PUBLIC),
     ("GET", "/schema"): _r(PUBLIC),
+    ("GET", "/node-types"): _r("viewer"),  # names installed plugins and their load errors
     ("GET", "/auth/local-token"): _r(PUBLIC),   # checks loopback + local mode itself
     ("GET", "/auth/me"): _r("viewer"),
     ("GET", "/metrics"): _r("operator"),

@@ -15,8 +15,8 @@ from typing import Any
 import sqlglot
 from pydantic import TypeAdapter, ValidationError
 
-from . import conditions
-from .spec import NODE_SOURCE_KIND, Edge, Node, Queue, Source, WorkflowSpec, spec_hash
+from . import conditions, registry
+from .spec import Edge, Node, Queue, Source, WorkflowSpec, spec_hash
 from .state import BASE_FIELDS
 from .templates import template_fields
 
@@ -64,13 +64,10 @@ def _join(base: str, loc: tuple) -> str:
     return path
 
 
-def _schema_problems(base: str, exc: ValidationError, tag: str | None = None) -> list[Problem]:
+def _schema_problems(base: str, exc: ValidationError) -> list[Problem]:
     out = []
     for err in exc.errors(include_url=False):
         loc = tuple(err["loc"])
-        # Discriminated unions put the tag ("llm", "db"...) first in the location.
-        if tag is not None and loc and loc[0] == tag:
-            loc = loc[1:]
         loc = tuple(p for p in loc if not (isinstance(p, str) and p.startswith("function-")))
         msg = str(err["msg"]).removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
@@ -81,8 +78,7 @@ def _schema_problems(base: str, exc: ValidationError, tag: str | None = None) ->
     return out
 
 
-def _parse_list(data: dict, key: str, adapter: TypeAdapter, tag_key: str | None,
-                problems: list[Problem]) -> list[tuple[int, Any]]:
+def _parse_list(data: dict, key: str, adapter: TypeAdapter, problems: list[Problem]) -> list[tuple[int, Any]]:
     raw = data.get(key, [])
     if raw is None:
         raw = []
@@ -94,8 +90,7 @@ def _parse_list(data: dict, key: str, adapter: TypeAdapter, tag_key: str | None,
         try:
             parsed.append((i, adapter.validate_python(item)))
         except ValidationError as exc:
-            tag = item.get(tag_key) if tag_key and isinstance(item, dict) else None
-            problems.extend(_schema_problems(f"{key}[{i}]", exc, tag if isinstance(tag, str) else None))
+            problems.extend(_schema_problems(f"{key}[{i}]", exc))
     return parsed
 
 
@@ -155,10 +150,10 @@ def _validate(data: Any) -> list[Problem]:
         except ValidationError as exc:
             problems.extend(_schema_problems("", exc))
 
-    nodes = _parse_list(data, "nodes", _NODE, "type", problems)
-    edges = _parse_list(data, "edges", _EDGE, None, problems)
-    queues = _parse_list(data, "queues", _QUEUE, None, problems)
-    sources = _parse_list(data, "sources", _SOURCE, "kind", problems)
+    nodes = _parse_list(data, "nodes", _NODE, problems)
+    edges = _parse_list(data, "edges", _EDGE, problems)
+    queues = _parse_list(data, "queues", _QUEUE, problems)
+    sources = _parse_list(data, "sources", _SOURCE, problems)
     if isinstance(data.get("nodes"), list) and not data["nodes"]:
         problems.append(Problem("nodes", "a workflow needs at least one node"))
 
@@ -221,7 +216,7 @@ def _check_nodes(nodes, queue_by_id, source_by_id, raw_ids) -> list[Problem]:
     out = []
     for i, node in nodes:
         base = f"nodes[{i}]"
-        needed = NODE_SOURCE_KIND[node.type]
+        needed = registry.source_kind_of(node.type)
         if node.type == "router" and node.config.mode == "rules":
             needed = None
         if node.source is not None:
@@ -346,7 +341,10 @@ def _check_templates(nodes, known: set[str]) -> list[Problem]:
 
 
 def _template_strings(cfg):
-    names = ("prompt", "system", "template", "path")
+    # A plugin's config marks its template fields: Field(json_schema_extra={"template": True}).
+    marked = tuple(n for n, f in type(cfg).model_fields.items()
+                   if isinstance(f.json_schema_extra, dict) and f.json_schema_extra.get("template") is True)
+    names = ("prompt", "system", "template", "path", *marked)
     for name in names:
         value = getattr(cfg, name, None)
         if isinstance(value, str):

@@ -35,7 +35,7 @@ class NodeImpl:
         self.spec = spec
         self.source = spec.source(node.source) if getattr(node, "source", None) else None
         if self.needs_source():
-            want = NODE_SOURCE_KIND.get(node.type)
+            want = self.source_kind()
             if self.source is None:
                 raise StepError(f"node '{node.id}' needs a source of kind '{want}'"
                                 + (f" (source '{node.source}' is not defined)" if node.source else ""),
@@ -46,6 +46,9 @@ class NodeImpl:
 
     def needs_source(self) -> bool:
         return self.calls_outside
+
+    def source_kind(self) -> str | None:
+        return NODE_SOURCE_KIND.get(self.node.type)
 
     # ------------------------------------------------------------ calling
 

@@ -92,6 +92,14 @@ export function Toolbar() {
       >
         ▦ Dashboard
       </a>
+      <a
+        href="/plugins/"
+        data-testid="btn-plugins"
+        title="Installed node plugins and what failed to load"
+        className="inline-flex items-center gap-1 whitespace-nowrap rounded-md px-2.5 py-1 text-sm font-medium text-slate-600 hover:bg-slate-100"
+      >
+        ⊞ Plugins
+      </a>
       <Button variant="ghost" data-testid="btn-history" onClick={() => st.setTab("history")} title="Versions: compare, open, restore">
         ⟲ History
       </Button>

@@ -18,7 +18,8 @@ import { deriveEdges, makeNodeDeriver, type AgentFlowNode, type CanvasExtras, ty
 import { replayNodeStates, stepsUpTo } from "@/lib/replay";
 import { NODE_HEIGHT, NODE_WIDTH } from "@/lib/layout";
 import { metaOf } from "@/lib/nodeMeta";
-import { NODE_TYPES, type NodeType, type Position } from "@/lib/types";
+import { paletteTypes } from "@/lib/schema";
+import type { NodeType, Position } from "@/lib/types";
 import { useWorkflowStore, type RunView, type ValidationView } from "@/lib/useWorkflowStore";
 import { AgentNode } from "./AgentNode";
 import { ConditionEdge } from "./ConditionEdge";
@@ -153,7 +154,7 @@ export function WorkflowCanvas() {
     (e: DragEvent) => {
       e.preventDefault();
       const type = e.dataTransfer.getData(DND_TYPE) || e.dataTransfer.getData("text/plain");
-      if (!(NODE_TYPES as readonly string[]).includes(type)) return;
+      if (!paletteTypes().includes(type)) return; // built-in or an installed plugin's type
       const p = screenToFlowPosition({ x: e.clientX, y: e.clientY });
       addNode(type as NodeType, { x: p.x - NODE_WIDTH / 2, y: p.y - NODE_HEIGHT / 2 });
     },

@@ -179,6 +179,8 @@ const enc = encodeURIComponent;
 // ------------------------------------------------------------------ schema & validation
 
 export const getSchema = () => request<Record<string, unknown>>("GET", "/schema");
+/** Node types and source kinds, built-in and plugins, with their schemas and load errors. */
+export const getNodeTypes = () => request<unknown>("GET", "/node-types");
 
 /** 200 and 422 are both answers here: `{valid, errors}`. */
 export async function validateSpec(spec: unknown): Promise<ValidationResult> {

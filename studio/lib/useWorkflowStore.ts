@@ -10,7 +10,7 @@ import { diffSpec, edgeMarks, nodeMarks, normalizeDiff, type DiffMark } from "./
 import { layoutPositions, positionsFor, type Size } from "./layout";
 import { normalizeSummary, rangeQuery, type RangeId } from "./metrics";
 import { clampCursor, normalizeTrace } from "./replay";
-import { setRootSchema } from "./schema";
+import { setNodeTypes, setRootSchema } from "./schema";
 import * as S from "./spec";
 import type {
   ApiProblem,
@@ -621,6 +621,12 @@ export const createWorkflowStore = () =>
           if (setRootSchema(await api.getSchema())) set({ schemaRevision: get().schemaRevision + 1 });
         } catch {
           /* keep the bundled schema */
+        }
+        try {
+          // after the schema: a type it lacks is merged into it (lib/schema.ts setNodeTypes)
+          if (setNodeTypes(await api.getNodeTypes())) set({ schemaRevision: get().schemaRevision + 1 });
+        } catch {
+          /* the palette keeps the schema's types */
         }
       },
 
