@@ -157,7 +157,8 @@ def build_dispatcher(settings: Settings, store: RunStore) -> Dispatcher:
     from ..runs.events import MemoryEventBus
 
     executor = EmbeddedExecutor(store, MemoryEventBus(), limiter=_limiter(),
-                                workers=max(1, settings.embedded_workers))
+                                workers=max(1, settings.embedded_workers),
+                                child_workers=settings.child_run_workers)
     return EmbeddedDispatcher(executor)
 
 

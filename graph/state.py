@@ -23,6 +23,11 @@ def last_value(left: Any, right: Any) -> Any:
     return right
 
 
+# Which nodes with an on_error edge failed in their last step ({node id: bool}): what their
+# edges route on (graph/build.py). Not a valid output_key, so it never clashes with one.
+FAILED = "_failed"
+
+
 class GraphState(TypedDict, total=False):
     user_input: str
     intent: Annotated[Any, last_value]
@@ -35,6 +40,7 @@ class GraphState(TypedDict, total=False):
     tokens_used: Annotated[int, operator.add]
     cost: Annotated[float, operator.add]
     metadata: Annotated[dict, merge_dicts]
+    _failed: Annotated[dict, merge_dicts]
 
 
 BASE_FIELDS: frozenset[str] = frozenset(GraphState.__annotations__)

@@ -75,7 +75,7 @@ def run_step(spec, impl, state: dict, ctx: RunContext, attempt: int = 1,
             decision = ctx.limiter.acquire(limits, sub, tokens, timeout=ctx.max_limit_wait)
             if not decision.allowed:
                 raise RateLimitExceeded(f"queue {node.queue!r} gave no slot within {ctx.max_limit_wait:.0f} s")
-        update = impl(state, ctx) or {}
+        update = (impl(state, ctx, step_key=step_key) if impl.keyed else impl(state, ctx)) or {}
         if decision is not None and plan is not None:
             ctx.limiter.settle(plan[0], decision, int(update.get("tokens_used") or 0))
     except Exception as exc:

@@ -16,6 +16,7 @@ from ..graph.state import initial_state
 from ..graph.step import StepFailed, describe
 from ..graph.validate import parse_valid
 from ..store.runs import RunStore
+from .children import EmbeddedChildRuns
 from .events import EventBus, MemoryEventBus
 from .observer import RecordingObserver, RunCancelled
 
@@ -55,7 +56,7 @@ def run_ended(record: dict, listeners=()) -> None:
 
 class EmbeddedExecutor:
     def __init__(self, store: RunStore, bus: EventBus | None = None, limiter=None, workers: int = 4,
-                 extra: dict | None = None):
+                 extra: dict | None = None, child_workers: int | None = None):
         self.store = store
         self.bus = bus or MemoryEventBus()
         self.limiter = limiter
@@ -63,6 +64,12 @@ class EmbeddedExecutor:
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="agentflow-run")
         # called with the run record when a run ends (outbound webhooks, metrics)
         self.listeners: list = []
+        if child_workers is None:
+            from ..settings import get_settings
+
+            child_workers = get_settings().child_run_workers
+        # workflow and map nodes: child runs in this process, each run to its end by execute
+        self.children = EmbeddedChildRuns(store, self.execute, workers=child_workers)
 
     def submit(self, run_id: str) -> Future:
         return self.pool.submit(self.execute, run_id)
@@ -83,7 +90,7 @@ class EmbeddedExecutor:
         if begun["options"].get("stream"):
             extra["stream"] = True
         ctx = RunContext(run_id=run_id, observer=obs, limiter=self.limiter, extra=extra,
-                         tenant_id=begun["tenant_id"])
+                         tenant_id=begun["tenant_id"], children=self.children)
         try:
             # a re-run starts at its chosen node, its input being the state at that point
             final = invoke(spec, state_from_input(run_input), ctx, start=rerun_from)

@@ -15,7 +15,9 @@ from .db import DBNodeImpl
 from .image import ImageNodeImpl
 from .input import InputNodeImpl
 from .llm import LLMNodeImpl
+from .map import MapNodeImpl
 from .router import RouterNodeImpl
+from .workflow import WorkflowNodeImpl
 
 NODE_IMPLS: dict[str, type[NodeImpl]] = {
     "input": InputNodeImpl,
@@ -25,6 +27,8 @@ NODE_IMPLS: dict[str, type[NodeImpl]] = {
     "db": DBNodeImpl,
     "aggregator": AggregatorNodeImpl,
     "api": APINodeImpl,
+    "workflow": WorkflowNodeImpl,
+    "map": MapNodeImpl,
 }
 
 

@@ -1,0 +1,75 @@
+"""Child runs in this process: the embedded ChildRuns of `workflow` and `map` nodes.
+
+A child is a run row of its own (`parent_run_id`, `child_key` = the parent's step key and
+the child's index), so it has its own steps, cost and trace, and the API lists it under
+its parent. The children of one step run in parallel on a pool of their own (bounded by
+AGENTFLOW_CHILD_RUN_WORKERS), made per call: a child that itself maps over a list gets
+its own pool, so nested children never wait for threads their parents hold.
+"""
+
+from __future__ import annotations
+
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Callable
+
+from ..graph.errors import StepError
+from ..store.runs import RunStore
+from ..store.workflows import WorkflowStore
+
+log = logging.getLogger(__name__)
+
+
+def child_result(record: dict) -> dict[str, Any]:
+    """What a workflow or map node reads of an ended child run (graph/runtime.py ChildRuns)."""
+    state = record.get("state") or {}
+    return {"run_id": record.get("run_id"), "status": record.get("status"),
+            "final_output": state.get("final_output"), "error": record.get("error")}
+
+
+def child_spec(workflows: WorkflowStore, tenant_id: str, workflow_id: str,
+               version: int | None) -> tuple[dict, int]:
+    """(spec, version) of the saved workflow a child runs: the pinned version or the latest."""
+    if version is None:
+        record = workflows.get(tenant_id, workflow_id)
+        if record is None:
+            raise StepError(f"workflow {workflow_id!r} does not exist (was it deleted?)")
+        return record["spec"], record["version"]
+    record = workflows.version(tenant_id, workflow_id, version)
+    if record is None:
+        raise StepError(f"workflow {workflow_id!r} has no version {version}")
+    return record["spec"], version
+
+
+class EmbeddedChildRuns:
+    """`execute(run_id) -> record` runs a stored run to its end (EmbeddedExecutor.execute)."""
+
+    def __init__(self, store: RunStore, execute: Callable[[str], dict], workers: int = 8):
+        self.store = store
+        self.workflows = WorkflowStore(store.factory)
+        self.execute = execute
+        self.workers = max(1, workers)
+
+    def run(self, parent_run_id: str, step_key: str, workflow_id: str, version: int | None,
+            inputs: list[dict]) -> list[dict] | None:
+        if not inputs:
+            return []
+        tenant = self.store.tenant_of(parent_run_id)
+        if tenant is None:
+            raise StepError(f"run {parent_run_id} not found")
+        spec, number = child_spec(self.workflows, tenant, workflow_id, version)
+        started = self.store.start_children(parent_run_id, step_key, workflow_id, number, spec, inputs)
+        ids = [run_id for run_id, _ in started]
+        with ThreadPoolExecutor(max_workers=min(self.workers, len(ids)),
+                                thread_name_prefix="agentflow-child") as pool:
+            # a child that already ended (a parent step run again) is read, not run again
+            records = list(pool.map(self._finish, ids))
+        return [child_result(r) for r in records]
+
+    def _finish(self, run_id: str) -> dict:
+        try:
+            record = self.execute(run_id)
+        except Exception as exc:  # the executor records failing runs itself; this is a crash
+            log.exception("child run %s crashed", run_id)
+            return {"run_id": run_id, "status": "failed", "error": f"child run crashed: {type(exc).__name__}"}
+        return record
