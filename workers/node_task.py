@@ -18,9 +18,9 @@ from celery.exceptions import Retry
 from ..graph.errors import RateLimitExceeded
 from ..graph.nodes import make_node
 from ..graph.runtime import RunContext
-from ..graph.step import StepFailed, describe, queue_plan, run_step
+from ..graph.step import StepFailed, concurrency_key, describe, queue_plan, run_step
 from ..graph.validate import parse_valid
-from ..ratelimit.base import LimiterUnavailable
+from ..ratelimit.base import LimiterUnavailable, holding
 from ..runs.observer import RecordingObserver, RunCancelled
 from . import resources
 from .app import celery_app
@@ -116,7 +116,8 @@ def _holding_lease(self, run_id, node_id, key, state, meta) -> dict:
         limits, sub = plan
         tokens = impl.estimate_tokens(state) if limits.max_tokens_per_minute else 0
         try:
-            decision = limiter.try_acquire(limits, sub, tokens, waiter=key)
+            decision = limiter.try_acquire(limits, sub, tokens, waiter=key,
+                                           concurrency_key=concurrency_key(spec, impl.node, state))
         except LimiterUnavailable as exc:  # Redis blinked: nothing was granted, try again soon
             raise self.retry(countdown=1.0, max_retries=None, exc=exc)
         except RateLimitExceeded as exc:  # larger than the whole budget: waiting cannot help
@@ -134,7 +135,8 @@ def _holding_lease(self, run_id, node_id, key, state, meta) -> dict:
                      extra={"stream": True} if stream else {})
     update: dict = {}
     try:
-        update = run_step(spec, impl, state, ctx)
+        with holding(limiter, plan[0] if plan else None, decision):  # renews a max_concurrency slot
+            update = run_step(spec, impl, state, ctx)
         return {"ok": True, "update": update}
     except RunCancelled:
         return {"ok": False, "cancelled": True, "error": "run was cancelled"}

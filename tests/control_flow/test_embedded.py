@@ -249,3 +249,34 @@ def test_map_and_concurrency_key_templates_are_checked():
     assert ("queues[0].concurrency_key", "template references unknown state field {nope}") in problems
     assert ("queues[1].concurrency_key", "a concurrency_key needs max_concurrency") in problems
     assert len(problems) == 5, problems
+
+
+# ---------------------------------------------------------------- max_concurrency
+
+
+def test_max_concurrency_embedded_per_key(make_client):
+    from .probe import ConcurrencyServer, capped_workflow
+
+    client = make_client(AGENTFLOW_EMBEDDED_WORKERS="8")
+    with ConcurrencyServer() as api:
+        save(client, capped_workflow("cf-cap", api.url, 2, keyed=True, hold_s=0.4))
+        ids = [client.post("/workflows/cf-cap/runs", json={"input": {"metadata": {"customer": c}}}).json()["run_id"]
+               for c in ["acme"] * 4 + ["globex"] * 4]
+        deadline = time.monotonic() + 60
+        seen_in_flight = 0
+        while time.monotonic() < deadline:
+            queue = client.get("/queues/cf-cap:q").json()
+            seen_in_flight = max(seen_in_flight, queue["in_flight"])
+            assert all(n <= 2 for n in queue["in_flight_by_key"].values()), queue
+            if all(client.get(f"/runs/{i}").json()["status"] == "succeeded" for i in ids):
+                break
+            time.sleep(0.05)
+        assert api.served == {"acme": 4, "globex": 4}
+        assert api.peak == {"acme": 2, "globex": 2}  # each key capped at 2, independently
+        assert api.peak_all == 4
+        assert seen_in_flight >= 3
+        queue = client.get("/queues/cf-cap:q").json()
+        assert queue["in_flight"] == 0 and queue["limits"]["max_concurrency"] == 2
+        metrics = client.get("/metrics").text
+        assert 'agentflow_queue_limit_concurrency{queue="cf-cap:q"} 2.0' in metrics
+        assert 'agentflow_queue_in_flight{queue="cf-cap:q"} 0.0' in metrics
