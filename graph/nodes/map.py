@@ -14,7 +14,7 @@ from ..errors import StepError
 from ..runtime import RunContext
 from ..templates import lookup, render
 from .base import NodeImpl
-from .workflow import failure, run_children
+from .workflow import failure, inherited_metadata, run_children
 
 _LISTED_FAILURES = 10  # failing items named in the message; the rest are counted
 
@@ -31,7 +31,8 @@ class MapNodeImpl(NodeImpl):
         if len(items) > cfg.max_items:
             raise StepError(f"state field {cfg.over!r} holds {len(items)} items, more than max_items "
                             f"({cfg.max_items})")
-        inputs = [{"user_input": render(cfg.input, {**state, "item": item}), "metadata": {"map_index": i}}
+        metadata = inherited_metadata(state)
+        inputs = [{"user_input": render(cfg.input, {**state, "item": item}), "metadata": {**metadata, "map_index": i}}
                   for i, item in enumerate(items)]
         results = run_children(self, ctx, step_key, cfg.workflow, cfg.version, inputs)
         if results is None:

@@ -29,6 +29,13 @@ def run_children(impl: NodeImpl, ctx: RunContext, step_key: str | None, workflow
     return results
 
 
+def inherited_metadata(state: dict) -> dict:
+    """The parent's metadata, which a child starts with (so a customer or tier, and the
+    concurrency keys made of them, carry over to the children)."""
+    metadata = state.get("metadata")
+    return dict(metadata) if isinstance(metadata, dict) else {}
+
+
 def failure(result: dict) -> str:
     """Why a child did not succeed, in a line naming the child run."""
     why = result.get("error") or "no reason recorded"
@@ -41,7 +48,8 @@ class WorkflowNodeImpl(NodeImpl):
     def run(self, state: dict, ctx: RunContext, step_key: str | None = None) -> dict[str, Any]:
         cfg = self.node.config
         child_input = {"user_input": render(cfg.input, state),
-                       "metadata": {k: render(v, state) for k, v in cfg.metadata.items()}}
+                       "metadata": {**inherited_metadata(state),
+                                    **{k: render(v, state) for k, v in cfg.metadata.items()}}}
         results = run_children(self, ctx, step_key, cfg.workflow, cfg.version, [child_input])
         if results is None:
             return {}

@@ -280,3 +280,24 @@ def test_max_concurrency_embedded_per_key(make_client):
         metrics = client.get("/metrics").text
         assert 'agentflow_queue_limit_concurrency{queue="cf-cap:q"} 2.0' in metrics
         assert 'agentflow_queue_in_flight{queue="cf-cap:q"} 0.0' in metrics
+
+
+# ---------------------------------------------------------------- the shipped examples
+
+
+def test_examples_load_children_first_and_the_map_example_runs(make_client, api_env, openai_server):
+    openai_server.responder = lambda req: "SUMMARY: " + req["messages"][-1]["content"].split(": ", 1)[1]
+    api_env.setenv("OPENAI_API_KEY", "sk-test-examples-0000")
+    api_env.setenv("OPENAI_BASE_URL", openai_server.base_url)
+    client = make_client(AGENTFLOW_LOAD_EXAMPLES="1")
+    ids = {w["id"] for w in client.get("/workflows").json()["items"]}
+    # map_items.json sorts before subflow_child.json, which it runs: saved in a later round
+    assert {"ticket-summary", "ticket-triage-subflow", "summarize-tickets", "order-lookup-fallback"} <= ids
+    tickets = [{"text": f"ticket number {i}"} for i in range(5)]
+    record = run(client, "summarize-tickets", {"metadata": {"tickets": tickets, "customer": "acme"}})
+    assert record["status"] == "succeeded", record["error"]
+    assert record["state"]["summaries"] == [f"SUMMARY: ticket number {i}" for i in range(5)]
+    kid = client.get(f"/runs/{record['children'][3]['run_id']}").json()
+    assert kid["input"]["metadata"] == {"tickets": tickets, "customer": "acme", "map_index": 3}
+    record = run(client, "ticket-triage-subflow", {"user_input": "my parcel is late"})
+    assert record["state"]["final_output"] == "Ticket from acme, in short: SUMMARY: my parcel is late"
