@@ -103,7 +103,7 @@ def build_graph(spec: WorkflowSpec, start: str | None = None) -> StateGraph:
     """`start`: the node execution begins at (default the spec's start_node). A re-run
     from a chosen step starts there, with the state the earlier steps left."""
     out_keys = {getattr(n.config, "output_key", None) for n in spec.nodes} - {None}
-    graph = StateGraph(state_type_for(out_keys))
+    graph = StateGraph(state_type_for(out_keys, on_error=any(e.on_error for e in spec.edges)))
 
     predecessors: dict[str, set[str]] = {n.id: set() for n in spec.nodes}
     outgoing_of: dict[str, list] = {n.id: [] for n in spec.nodes}  # one pass: big specs stay linear

@@ -6,7 +6,6 @@ run at once); the queue's cap is measured where the calls land, at the stand-in 
 
 from __future__ import annotations
 
-import json
 import time
 
 import pytest
@@ -15,6 +14,8 @@ from agentflow.graph.spec import Queue
 from agentflow.ratelimit import QueueLimits
 
 from tests.distributed.conftest import dist_env, workers  # noqa: F401  (fixtures)
+from tests.distributed.test_workers import store_for
+from tests.distributed.test_workers import wait_end as wait_stored_end
 
 from .probe import ConcurrencyServer, capped_workflow
 from .specs import api_child
@@ -41,13 +42,6 @@ def cluster(dist_env, workers):
     return workers
 
 
-def store_for(env):
-    from agentflow.store.db import session_factory
-    from agentflow.store.runs import RunStore
-
-    return RunStore(session_factory(env["DATABASE_URL"]))
-
-
 def submit(env, spec: dict, run_input: dict) -> str:
     from agentflow.workers.app import make_celery
 
@@ -57,14 +51,7 @@ def submit(env, spec: dict, run_input: dict) -> str:
 
 
 def wait_end(env, run_id: str, timeout: float = 120) -> dict:
-    store = store_for(env)
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        record = store.get(run_id)
-        if record["status"] in ("succeeded", "failed", "cancelled"):
-            return record
-        time.sleep(0.2)
-    raise AssertionError(f"run {run_id} did not end: {json.dumps(store.get(run_id), default=str)[:2000]}")
+    return wait_stored_end(store_for(env), run_id, timeout)
 
 
 def limiter_stats(env, spec: dict):
