@@ -363,6 +363,7 @@ class RunTrace(BaseModel):
     initial_state: dict[str, Any]
     steps: list[TraceStep]
     final_state: dict[str, Any] | None = None
+    children: list[ChildRun] = Field(default_factory=list, description="Child runs (workflow and map nodes).")
 
 
 class RerunRequest(_In):

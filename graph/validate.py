@@ -112,8 +112,8 @@ def validate(data: Any, resolver: Resolver | None = None) -> list[Problem]:
     a node naming its own workflow is caught."""
     try:
         problems = _validate(data)
-        if not problems:
-            problems = _check_children(data, resolver)
+        if isinstance(data, dict):
+            problems += _check_children(data, resolver)
         return problems[:_MAX_PROBLEMS]
     except RecursionError:
         return [Problem("", "spec is nested too deeply")]
@@ -506,7 +506,8 @@ def _cycles(ids: list[str], out_edges) -> list[list[str]]:
 def _child_refs(data: Any) -> list[tuple[int, str, int | None]]:
     """(node index, workflow id, version) of every workflow and map node of a spec dict."""
     out = []
-    for i, node in enumerate(data.get("nodes") or [] if isinstance(data, dict) else []):
+    nodes = data.get("nodes") if isinstance(data, dict) else None
+    for i, node in enumerate(nodes if isinstance(nodes, list) else []):
         if isinstance(node, dict) and node.get("type") in ("workflow", "map"):
             cfg = node.get("config") or {}
             if isinstance(cfg, dict) and isinstance(cfg.get("workflow"), str):
@@ -518,7 +519,7 @@ def _child_refs(data: Any) -> list[tuple[int, str, int | None]]:
 def _check_children(data: dict, resolver: Resolver | None) -> list[Problem]:
     """Workflow and map nodes: the workflows they name exist (with a resolver), and none of
     them leads back to this workflow (it would start itself without end)."""
-    me = data["id"]
+    me = data.get("id")
     out = []
     for i, wid, version in _child_refs(data):
         path = f"nodes[{i}].config.workflow"

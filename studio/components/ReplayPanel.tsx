@@ -5,9 +5,11 @@
  * it, and re-runs from the current node with an editable state.
  */
 import { useState } from "react";
+import { parentLink } from "@/lib/children";
 import { stateAfter, stateBefore, stateDelta } from "@/lib/replay";
 import type { RunTrace } from "@/lib/types";
 import { useWorkflowStore } from "@/lib/useWorkflowStore";
+import { ChildRuns } from "./ChildRuns";
 import { Icon } from "./Icon";
 import { Button, Empty, formatCost, formatMs, inputClass, Section, StatusBadge } from "./ui";
 
@@ -74,7 +76,7 @@ function Rerun({ trace, cursor }: { trace: RunTrace; cursor: number }) {
 export function ReplayPanel() {
   const replay = useWorkflowStore((s) => s.replay);
   const overlayKind = useWorkflowStore((s) => s.overlay?.kind ?? null);
-  const { replaySeek, replayStep, replayPlay, replayPause, closeReplay, showOverlay, setTab } = useWorkflowStore.getState();
+  const { replaySeek, replayStep, replayPlay, replayPause, closeReplay, showOverlay, setTab, openRunOf } = useWorkflowStore.getState();
   const { trace, cursor, status } = replay;
 
   if (status === "idle" || (!trace && status !== "loading" && status !== "failed")) {
@@ -127,7 +129,16 @@ export function ReplayPanel() {
             {trace.workflow_id ?? "–"}
             {trace.workflow_version ? ` · v${trace.workflow_version}` : ""}
           </span>
+          {parentLink(trace)?.kind === "child" && (
+            <>
+              <span className="text-slate-400">Child of</span>
+              <button type="button" className="truncate text-left font-mono text-indigo-600 hover:underline" data-testid="replay-parent-open" onClick={() => void openRunOf(trace.parent_run_id!)}>
+                {trace.parent_run_id}
+              </button>
+            </>
+          )}
         </div>
+        {(trace.children?.length ?? 0) > 0 && <ChildRuns run={trace} live={false} open={(id) => void openRunOf(id)} />}
         {n === 0 && <Empty>This run has no steps.</Empty>}
         {n > 0 && (
           <>

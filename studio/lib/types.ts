@@ -494,6 +494,8 @@ export interface RunTrace {
   rerun_from?: string | null;
   initial_state?: Record<string, unknown> | null;
   steps: TraceStep[];
+  /** Child runs of its workflow and map nodes (each has a trace of its own). */
+  children?: ChildRun[];
   final_state?: Record<string, unknown> | null;
 }
 

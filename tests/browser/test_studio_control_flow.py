@@ -89,3 +89,9 @@ def test_build_a_map_over_a_child_workflow_and_watch_it_run(page: Page, artifact
     back.click()
     expect(page).to_have_url(re.compile(r"\?workflow=map-built$"))
     expect(page.get_by_test_id("run-id")).to_have_text(parent_id)
+
+    # the replay of the parent lists its children too
+    page.get_by_test_id("run-replay").click()
+    replay = page.get_by_test_id("replay-panel")
+    expect(replay.get_by_test_id("run-children-each")).to_have_attribute("data-done", "6")
+    expect(replay.get_by_test_id("run-children-progress-each")).to_have_text("6 of 6 children done")

@@ -44,6 +44,9 @@ def test_parent_calls_child(client):
     assert [s["node_id"] for s in child_record["steps"]] == ["in", "out"]  # its own steps
     listed = client.get("/runs", params={"parent_run_id": record["run_id"]}).json()["items"]
     assert [r["run_id"] for r in listed] == [kid["run_id"]]
+    trace = client.get(f"/runs/{record['run_id']}/trace").json()
+    assert [c["run_id"] for c in trace["children"]] == [kid["run_id"]]
+    assert client.get(f"/runs/{kid['run_id']}/trace").json()["parent_run_id"] == record["run_id"]
 
 
 def test_pinned_version_is_run(client):
