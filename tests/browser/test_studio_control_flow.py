@@ -55,7 +55,15 @@ def test_build_a_map_over_a_child_workflow_and_watch_it_run(page: Page, artifact
     expect(label).to_have_text("on error")
     expect(page.locator(".react-flow__edge.edge-on-error")).to_have_count(1)
 
+    # the queue editor has the concurrency cap and its key
+    page.get_by_test_id("tab-queues").click()
+    page.get_by_test_id("queue-add").click()
+    set_id(page, "queue-queue_1-id", "per_customer")
+    page.get_by_test_id("queue-per_customer-max_concurrency").fill("2")
+    page.get_by_test_id("queue-per_customer-concurrency_key").fill("{metadata.customer}")
+
     built = preview(page)
+    assert built["queues"] == [{"id": "per_customer", "max_concurrency": 2, "concurrency_key": "{metadata.customer}"}]
     assert built["edges"][2] == {"from": "each", "to": "oops", "on_error": True}
     assert built["nodes"][1]["config"] == {"workflow": "ticket-summary", "over": "metadata.tickets",
                                            "input": "{item.text}", "output_key": "summaries"}
