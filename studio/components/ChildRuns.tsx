@@ -1,7 +1,7 @@
 "use client";
 import { useEffect, useState } from "react";
 import * as api from "@/lib/api";
-import { childProgress, childrenByNode } from "@/lib/children";
+import { childProgress, childrenByNode, parentLink } from "@/lib/children";
 import type { ChildRun } from "@/lib/types";
 import { StatusBadge } from "./ui";
 
@@ -63,5 +63,19 @@ export function ChildRuns({ run, live, open }: { run: { run_id: string; children
         );
       })}
     </div>
+  );
+}
+
+/** "Child of <parent>" (two cells of a label/value grid) when the run is a child run. */
+export function ChildOf({ run, open, testId }: { run: { parent_run_id?: string | null; rerun_from?: string | null }; open(runId: string): void; testId: string }) {
+  const link = parentLink(run);
+  if (link?.kind !== "child") return null;
+  return (
+    <>
+      <span className="text-slate-400">Child of</span>
+      <button type="button" className="truncate text-left font-mono text-indigo-600 hover:underline" data-testid={testId} onClick={() => open(link.runId)}>
+        {link.runId}
+      </button>
+    </>
   );
 }

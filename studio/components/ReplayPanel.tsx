@@ -5,11 +5,10 @@
  * it, and re-runs from the current node with an editable state.
  */
 import { useState } from "react";
-import { parentLink } from "@/lib/children";
 import { stateAfter, stateBefore, stateDelta } from "@/lib/replay";
 import type { RunTrace } from "@/lib/types";
 import { useWorkflowStore } from "@/lib/useWorkflowStore";
-import { ChildRuns } from "./ChildRuns";
+import { ChildOf, ChildRuns } from "./ChildRuns";
 import { Icon } from "./Icon";
 import { Button, Empty, formatCost, formatMs, inputClass, Section, StatusBadge } from "./ui";
 
@@ -129,14 +128,7 @@ export function ReplayPanel() {
             {trace.workflow_id ?? "–"}
             {trace.workflow_version ? ` · v${trace.workflow_version}` : ""}
           </span>
-          {parentLink(trace)?.kind === "child" && (
-            <>
-              <span className="text-slate-400">Child of</span>
-              <button type="button" className="truncate text-left font-mono text-indigo-600 hover:underline" data-testid="replay-parent-open" onClick={() => void openRunOf(trace.parent_run_id!)}>
-                {trace.parent_run_id}
-              </button>
-            </>
-          )}
+          <ChildOf run={trace} open={(id) => void openRunOf(id)} testId="replay-parent-open" />
         </div>
         {(trace.children?.length ?? 0) > 0 && <ChildRuns run={trace} live={false} open={(id) => void openRunOf(id)} />}
         {n === 0 && <Empty>This run has no steps.</Empty>}

@@ -4,7 +4,7 @@ import { useEffect, useState } from "react";
 import { parentLink, startsChildren } from "@/lib/children";
 import { TERMINAL_RUN_STATUSES } from "@/lib/types";
 import { useWorkflowStore } from "@/lib/useWorkflowStore";
-import { ChildRuns } from "./ChildRuns";
+import { ChildOf, ChildRuns } from "./ChildRuns";
 import { Icon } from "./Icon";
 import { Button, Empty, formatCost, formatMs, formatTime, inputClass, Section, StatusBadge } from "./ui";
 
@@ -113,14 +113,7 @@ export function RunPanel() {
                   <span className="truncate font-mono" data-testid="run-parent">{run.parent_run_id}</span>
                 </>
               )}
-              {parentLink(run)?.kind === "child" && (
-                <>
-                  <span className="text-slate-400">Child of</span>
-                  <button type="button" className="truncate text-left font-mono text-indigo-600 hover:underline" data-testid="run-parent-open" onClick={() => void openRunOf(run.parent_run_id!)}>
-                    {run.parent_run_id}
-                  </button>
-                </>
-              )}
+              <ChildOf run={run} open={(id) => void openRunOf(id)} testId="run-parent-open" />
               <span className="text-slate-400">Version</span>
               <span>{run.workflow_version ?? "–"}</span>
               <span className="text-slate-400">Duration</span>

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from playwright.sync_api import Page, expect
 
-from .test_studio import connect, drop, open_studio, preview, select_node, set_id
+from .test_studio import add_nodes, connect, open_studio, preview, select_node, set_id
 
 
 def test_build_a_map_over_a_child_workflow_and_watch_it_run(page: Page, artifacts: Path):
@@ -21,13 +21,8 @@ def test_build_a_map_over_a_child_workflow_and_watch_it_run(page: Page, artifact
     set_id(page, "wf-id", "map-built")
     page.get_by_test_id("wf-name").fill("Map built in the browser")
 
-    for node_type, new_id, x, y in (("input", "input", 140, 400), ("map", "each", 480, 400),
-                                    ("aggregator", "final", 820, 300), ("aggregator", "oops", 820, 560)):
-        drop(page, node_type, x, y)
-        expect(page.get_by_test_id("node-properties")).to_be_visible()
-        if new_id != node_type:
-            set_id(page, "prop-id", new_id)
-        expect(page.get_by_test_id(f"node-{new_id}")).to_be_visible()
+    add_nodes(page, (("input", "input", 140, 400), ("map", "each", 480, 400),
+                     ("aggregator", "final", 820, 300), ("aggregator", "oops", 820, 560)))
 
     # the workflow picker lists the saved workflows (not this one)
     select_node(page, "each")
