@@ -1,4 +1,4 @@
-"""Child runs in this process: the embedded ChildRuns of `workflow` and `map` nodes.
+"""Child runs of `workflow` and `map` nodes: in this process (embedded), or queued.
 
 A child is a run row of its own (`parent_run_id`, `child_key` = the parent's step key and
 the child's index), so it has its own steps, cost and trace, and the API lists it under
@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable
 
 from ..graph.errors import StepError
-from ..store.runs import RunStore
+from ..store.runs import TERMINAL, RunStore
 from ..store.workflows import WorkflowStore
 
 log = logging.getLogger(__name__)
@@ -73,3 +73,49 @@ class EmbeddedChildRuns:
             log.exception("child run %s crashed", run_id)
             return {"run_id": run_id, "status": "failed", "error": f"child run crashed: {type(exc).__name__}"}
         return record
+
+
+class QueuedChildRuns:
+    """ChildRuns for an executor that queues runs (distributed mode): `submit(run_id)` sends
+    a child to the run queue. `run` starts the step's children (once: by step key and
+    index), sends those still queued, and returns None until every child has ended, then
+    their results; the parent then waits (ctx.wait) and is woken when `parent_to_wake`
+    names it at a child's end. Sending a queued child again is harmless (a run's driver
+    runs it once), and is what starts a child whose first send was lost."""
+
+    def __init__(self, store: RunStore, submit: Callable[[str], Any]):
+        self.store = store
+        self.workflows = WorkflowStore(store.factory)
+        self.submit = submit
+
+    def run(self, parent_run_id: str, step_key: str, workflow_id: str, version: int | None,
+            inputs: list[dict]) -> list[dict] | None:
+        if not inputs:
+            return []
+        children = self.store.step_children(step_key)
+        if len(children) < len(inputs):
+            tenant = self.store.tenant_of(parent_run_id)
+            if tenant is None:
+                raise StepError(f"run {parent_run_id} not found")
+            spec, number = child_spec(self.workflows, tenant, workflow_id, version)
+            self.store.start_children(parent_run_id, step_key, workflow_id, number, spec, inputs)
+            children = self.store.step_children(step_key)
+        for child in children:
+            if child["status"] == "queued":
+                self.submit(child["run_id"])
+        if any(c["status"] not in TERMINAL for c in children):
+            return None
+        return [child_result(c) for c in children]
+
+
+def parent_to_wake(store: RunStore, run_id: str) -> str | None:
+    """At the end of run `run_id`: its parent's id when it is a child run and every child of
+    the same parent step has now ended (the parent's node can read their results), else
+    None. Two last children ending at once may both name the parent: waking is idempotent."""
+    link = store.child_of(run_id)
+    if link is None:
+        return None
+    parent, step_key = link
+    if all(c["status"] in TERMINAL for c in store.step_children(step_key)):
+        return parent
+    return None

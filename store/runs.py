@@ -342,6 +342,26 @@ class RunStore:
                 return out
         raise AssertionError("unreachable")
 
+    @retry_on_disconnect
+    def step_children(self, step_key: str) -> list[dict]:
+        """The child runs of one parent step, in index order: run_id, status, state, error."""
+        # keys are "<step_key>#<index>": a range on the unique index ('$' follows '#')
+        with session_scope(self.factory) as s:
+            rows = s.execute(select(Run.id, Run.status, Run.state, Run.error, Run.child_key)
+                             .where(Run.child_key >= f"{step_key}#", Run.child_key < f"{step_key}$")).all()
+        out = [{"run_id": r.id, "status": r.status, "state": r.state, "error": r.error,
+                "index": int(r.child_key.rpartition("#")[2])} for r in rows]
+        return sorted(out, key=lambda c: c["index"])
+
+    @retry_on_disconnect
+    def child_of(self, run_id: str) -> tuple[str, str] | None:
+        """(parent run id, the parent's step key) of a child run; None for any other run."""
+        with session_scope(self.factory) as s:
+            row = s.execute(select(Run.parent_run_id, Run.child_key).where(Run.id == run_id)).first()
+        if row is None or row.child_key is None or row.parent_run_id is None:
+            return None
+        return row.parent_run_id, row.child_key.rpartition("#")[0]
+
     def children(self, run_id: str) -> list[dict]:
         """The child runs of a run (workflow and map nodes), by step and index."""
         with session_scope(self.factory) as s:
