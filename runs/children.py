@@ -41,12 +41,28 @@ def child_spec(workflows: WorkflowStore, tenant_id: str, workflow_id: str,
     return record["spec"], version
 
 
-class EmbeddedChildRuns:
+class _ChildRunsBase:
+    def __init__(self, store: RunStore):
+        self.store = store
+        self.workflows = WorkflowStore(store.factory)
+
+    def _start(self, parent_run_id: str, step_key: str, workflow_id: str, version: int | None,
+               inputs: list[dict]) -> list[str]:
+        """Ids of the step's children in input order, made unless they exist: the saved
+        workflow of the parent's tenant (a pinned version, or the latest)."""
+        tenant = self.store.tenant_of(parent_run_id)
+        if tenant is None:
+            raise StepError(f"run {parent_run_id} not found")
+        spec, number = child_spec(self.workflows, tenant, workflow_id, version)
+        started = self.store.start_children(parent_run_id, step_key, workflow_id, number, spec, inputs)
+        return [run_id for run_id, _ in started]
+
+
+class EmbeddedChildRuns(_ChildRunsBase):
     """`execute(run_id) -> record` runs a stored run to its end (EmbeddedExecutor.execute)."""
 
     def __init__(self, store: RunStore, execute: Callable[[str], dict], workers: int = 8):
-        self.store = store
-        self.workflows = WorkflowStore(store.factory)
+        super().__init__(store)
         self.execute = execute
         self.workers = max(1, workers)
 
@@ -54,12 +70,7 @@ class EmbeddedChildRuns:
             inputs: list[dict]) -> list[dict] | None:
         if not inputs:
             return []
-        tenant = self.store.tenant_of(parent_run_id)
-        if tenant is None:
-            raise StepError(f"run {parent_run_id} not found")
-        spec, number = child_spec(self.workflows, tenant, workflow_id, version)
-        started = self.store.start_children(parent_run_id, step_key, workflow_id, number, spec, inputs)
-        ids = [run_id for run_id, _ in started]
+        ids = self._start(parent_run_id, step_key, workflow_id, version, inputs)
         with ThreadPoolExecutor(max_workers=min(self.workers, len(ids)),
                                 thread_name_prefix="agentflow-child") as pool:
             # a child that already ended (a parent step run again) is read, not run again
@@ -75,7 +86,7 @@ class EmbeddedChildRuns:
         return record
 
 
-class QueuedChildRuns:
+class QueuedChildRuns(_ChildRunsBase):
     """ChildRuns for an executor that queues runs (distributed mode): `submit(run_id)` sends
     a child to the run queue. `run` starts the step's children (once: by step key and
     index), sends those still queued, and returns None until every child has ended, then
@@ -84,8 +95,7 @@ class QueuedChildRuns:
     runs it once), and is what starts a child whose first send was lost."""
 
     def __init__(self, store: RunStore, submit: Callable[[str], Any]):
-        self.store = store
-        self.workflows = WorkflowStore(store.factory)
+        super().__init__(store)
         self.submit = submit
 
     def run(self, parent_run_id: str, step_key: str, workflow_id: str, version: int | None,
@@ -94,11 +104,7 @@ class QueuedChildRuns:
             return []
         children = self.store.step_children(step_key)
         if len(children) < len(inputs):
-            tenant = self.store.tenant_of(parent_run_id)
-            if tenant is None:
-                raise StepError(f"run {parent_run_id} not found")
-            spec, number = child_spec(self.workflows, tenant, workflow_id, version)
-            self.store.start_children(parent_run_id, step_key, workflow_id, number, spec, inputs)
+            self._start(parent_run_id, step_key, workflow_id, version, inputs)
             children = self.store.step_children(step_key)
         for child in children:
             if child["status"] == "queued":
