@@ -21,10 +21,28 @@ def _load_json(path: str):
         raise SystemExit(f"agentflow: {path} is not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})")
 
 
+def _resolver(data):
+    """The saved workflows of the local store (DATABASE_URL or AGENTFLOW_HOME), for a spec
+    whose workflow or map nodes name some; None for any other spec (no store is opened)."""
+    nodes = data.get("nodes") if isinstance(data, dict) else None
+    if not isinstance(nodes, list) or not any(isinstance(n, dict) and n.get("type") in ("workflow", "map")
+                                              for n in nodes):
+        return None
+    from .settings import get_settings
+    from .store.db import migrate, session_factory
+    from .store.models import DEFAULT_TENANT
+    from .store.workflows import WorkflowStore
+
+    url = get_settings().db_url
+    migrate(url)
+    return WorkflowStore(session_factory(url)).resolver(DEFAULT_TENANT)
+
+
 def cmd_validate(args) -> int:
     from .graph.validate import validate
 
-    problems = validate(_load_json(args.file))
+    data = _load_json(args.file)
+    problems = validate(data, _resolver(data))
     if args.json:
         print(json.dumps({"valid": not problems, "errors": [p.as_dict() for p in problems]}, indent=2))
     elif problems:
@@ -93,7 +111,7 @@ def cmd_run(args) -> int:
     from .store.runs import RunStore
 
     data = _load_json(args.file)
-    problems = validate(data)
+    problems = validate(data, _resolver(data))
     if problems:
         print(f"{args.file}: {len(problems)} problem(s)", file=sys.stderr)
         for p in problems:

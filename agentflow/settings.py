@@ -19,6 +19,11 @@ class Settings(BaseSettings):
     host: str = Field("127.0.0.1", alias="AGENTFLOW_HOST")
     max_body_bytes: int = Field(2_000_000, alias="AGENTFLOW_MAX_BODY_BYTES")
     embedded_workers: int = Field(4, alias="AGENTFLOW_EMBEDDED_WORKERS")
+    # embedded mode: child runs of one workflow or map step run in parallel on at most this many threads
+    child_run_workers: int = Field(8, ge=1, alias="AGENTFLOW_CHILD_RUN_WORKERS")
+    # max_concurrency slots are leases: a step's slot is freed this many seconds after its
+    # worker stopped renewing it (killed mid-step); a live step renews it every third of it
+    concurrency_lease_s: float = Field(30.0, gt=0, alias="AGENTFLOW_CONCURRENCY_LEASE_S")
     studio_dir: Path | None = Field(None, alias="AGENTFLOW_STUDIO_DIR")
     # where `agentflow resume` (and other client commands) find the API, and with which token
     url: str | None = Field(None, alias="AGENTFLOW_URL")

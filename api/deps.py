@@ -158,7 +158,8 @@ def build_dispatcher(settings: Settings, store: RunStore) -> Dispatcher:
 
     executor = EmbeddedExecutor(store, MemoryEventBus(), limiter=_limiter(),
                                 workers=max(1, settings.embedded_workers),
-                                checkpoints=settings.home / "checkpoints.sqlite")
+                                checkpoints=settings.home / "checkpoints.sqlite",
+                                child_workers=settings.child_run_workers)
     return EmbeddedDispatcher(executor)
 
 

@@ -14,12 +14,18 @@ _memory: MemoryLimiter | None = None
 _redis: dict[tuple[str, str], LimiterBase] = {}
 
 
+def _slot_ttl() -> float:
+    from agentflow.settings import get_settings
+
+    return get_settings().concurrency_lease_s
+
+
 def memory_limiter() -> MemoryLimiter:
     """The process-wide in-memory limiter (embedded mode)."""
     global _memory
     with _lock:
         if _memory is None:
-            _memory = MemoryLimiter()
+            _memory = MemoryLimiter(slot_ttl=_slot_ttl())
         return _memory
 
 
@@ -38,5 +44,5 @@ def limiter_from_env(env: Mapping[str, str] | None = None) -> LimiterBase:
     with _lock:
         lim = _redis.get((url, prefix))
         if lim is None:
-            lim = _redis[(url, prefix)] = RedisLimiter(url, key_prefix=prefix)
+            lim = _redis[(url, prefix)] = RedisLimiter(url, key_prefix=prefix, slot_ttl=_slot_ttl())
         return lim

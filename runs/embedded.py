@@ -21,6 +21,7 @@ from ..graph.runtime import CONFIG_KEY, RunContext
 from ..graph.validate import parse_valid
 from ..store.runs import RunStore
 from .advance import RECURSION_LIMIT, advance, run_ended, state_from_input  # noqa: F401 - re-exported
+from .children import EmbeddedChildRuns
 from .events import EventBus, MemoryEventBus
 from .observer import RecordingObserver
 from .people import StorePeople
@@ -44,7 +45,7 @@ def waits_for_people(spec) -> bool:
 
 class EmbeddedExecutor:
     def __init__(self, store: RunStore, bus: EventBus | None = None, limiter=None, workers: int = 4,
-                 extra: dict | None = None, checkpoints: Path | None = None):
+                 extra: dict | None = None, checkpoints: Path | None = None, child_workers: int | None = None):
         self.store = store
         self.bus = bus or MemoryEventBus()
         self.limiter = limiter
@@ -56,6 +57,12 @@ class EmbeddedExecutor:
         self._saver = None
         self._saver_lock = threading.Lock()
         self._timers: dict[tuple[str, float], threading.Timer] = {}
+        if child_workers is None:
+            from ..settings import get_settings
+
+            child_workers = get_settings().child_run_workers
+        # workflow and map nodes: child runs in this process, each run to its end by execute
+        self.children = EmbeddedChildRuns(store, self.execute, workers=child_workers)
 
     def submit(self, run_id: str) -> Future:
         return self.pool.submit(self.execute, run_id)
@@ -109,7 +116,8 @@ class EmbeddedExecutor:
         if begun["options"].get("stream"):
             extra["stream"] = True
         ctx = RunContext(run_id=run_id, observer=obs, limiter=self.limiter, extra=extra,
-                         tenant_id=begun["tenant_id"], people=StorePeople(self.store, self.bus, self.wake_at))
+                         tenant_id=begun["tenant_id"], people=StorePeople(self.store, self.bus, self.wake_at),
+                         children=self.children)
         saver = self.checkpointer() if waits_for_people(spec) else None
         # the first advance starts from the input; a resumed one from its checkpoint
         fresh = saver is None or saver.get_tuple({"configurable": {"thread_id": run_id}}) is None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 DEFAULT_TENANT = "default"
@@ -68,8 +68,12 @@ class Run(Base):
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
-    # a re-run from a chosen step of an earlier run (trace replay)
+    # a re-run from a chosen step of an earlier run (trace replay), or the run whose
+    # workflow or map node started this one (then child_key is set)
     parent_run_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    # a child run: "<the parent's step key>#<index>", unique, so starting the children of a
+    # step again finds them instead of starting more (migration 0004)
+    child_key: Mapped[str | None] = mapped_column(String(340), nullable=True)
     rerun_from: Mapped[str | None] = mapped_column(String(128), nullable=True)
     # execution options of this run, e.g. {"stream": true} (migration 0003)
     options: Mapped[dict | None] = mapped_column(JSON, nullable=True)
@@ -80,6 +84,8 @@ class Run(Base):
         Index("ix_runs_tenant_workflow_created", "tenant_id", "workflow_id", "created_at"),
         Index("ix_runs_status", "status"),
         Index("ix_runs_tenant_created", "tenant_id", "created_at"),
+        Index("ix_runs_parent", "parent_run_id"),
+        UniqueConstraint("child_key", name="uq_runs_child_key"),
     )
 
 

@@ -8,7 +8,7 @@ keyset-paginated on (updated_at, id), newest first, so pages stay stable while r
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Callable
 
 from sqlalchemy import delete, or_, select, tuple_
 from sqlalchemy.exc import IntegrityError
@@ -172,3 +172,15 @@ class WorkflowStore:
         with session_scope(self.factory) as s:
             ver = s.get(WorkflowVersion, (tenant_id, workflow_id, number))
             return _version(ver, with_spec=True) if ver is not None else None
+
+    def resolver(self, tenant_id: str) -> Callable[[str, int | None], dict | None]:
+        """graph.validate's Resolver over this tenant's saved workflows: (id, version or None
+        for the current one) -> spec, or None when there is no such workflow or version."""
+        def resolve(workflow_id: str, version: int | None) -> dict | None:
+            if version is None:
+                record = self.get(tenant_id, workflow_id)
+            else:
+                record = self.version(tenant_id, workflow_id, version)
+            return record["spec"] if record is not None else None
+
+        return resolve

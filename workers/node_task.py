@@ -13,6 +13,7 @@ import logging
 import socket
 import threading
 import time
+from contextlib import nullcontext
 from collections import OrderedDict
 from functools import lru_cache
 
@@ -20,7 +21,7 @@ from celery.exceptions import Retry
 
 from ..graph.nodes import make_node
 from ..graph.runtime import RunContext
-from ..graph.step import StepFailed, describe, queue_plan, run_step
+from ..graph.step import StepFailed, concurrency_key, describe, queue_plan, run_step
 from ..graph.validate import parse_valid
 from ..ratelimit.base import LimiterUnavailable, RateLimitExceeded
 from ..runs.observer import RecordingObserver, RunCancelled
@@ -135,7 +136,8 @@ def _holding_lease(self, run_id, node_id, key, state, meta, client) -> dict:
         limits, sub = plan
         tokens = impl.estimate_tokens(state) if limits.max_tokens_per_minute else 0
         try:
-            decision = limiter.try_acquire(limits, sub, tokens, waiter=key)
+            decision = limiter.try_acquire(limits, sub, tokens, waiter=key,
+                                           concurrency_key=concurrency_key(spec, impl.node, state))
         except LimiterUnavailable as exc:  # Redis blinked: nothing was granted, try again soon
             raise self.retry(countdown=1.0, max_retries=None, exc=exc)
         except RateLimitExceeded as exc:  # larger than the whole budget: waiting cannot help
@@ -156,7 +158,9 @@ def _holding_lease(self, run_id, node_id, key, state, meta, client) -> dict:
                      extra={"stream": True} if stream else {})
     update: dict = {}
     try:
-        update = run_step(spec, impl, state, ctx)
+        # a max_concurrency slot stays leased while the step runs
+        with limiter.holding(plan[0], decision) if decision is not None else nullcontext():
+            update = run_step(spec, impl, state, ctx)
         return {"ok": True}
     except RunCancelled:
         return {"ok": False, "cancelled": True, "error": "run was cancelled"}

@@ -17,6 +17,7 @@ from ..graph.runtime import RunContext
 from ..graph.step import describe
 from ..graph.validate import parse_valid, spec_hash
 from ..runs.advance import advance
+from ..runs.children import QueuedChildRuns, parent_to_wake
 from ..runs.observer import RecordingObserver
 from ..runs.people import StorePeople
 from ..store.runs import TERMINAL
@@ -82,6 +83,8 @@ def _advance(run_id: str, worker: str) -> str:
     ctx = RunContext(run_id=run_id, observer=observer, limiter=resources.limiter(), tenant_id=begun["tenant_id"],
                      dispatch=dispatch, resume=dispatch.recall,
                      people=StorePeople(store, bus, wake_at=lambda rid, at: _wake_at(rid, at)),
+                     # a child run is a run of its own: queued here, its end wakes this one
+                     children=QueuedChildRuns(store, lambda rid: wake(resources.redis_client(), celery_app, rid)),
                      extra={"stream": True} if options.get("stream") else {})
     status = "unknown"
     try:
@@ -102,7 +105,16 @@ def _wake_at(run_id: str, when: float) -> None:
 
 
 def _listeners() -> list:
-    """Outbound webhooks (agentflow.webhooks.deliver tasks); never fail the run."""
+    """Outbound webhooks (agentflow.webhooks.deliver tasks), and the parent of a child run
+    woken when its last child of a step ends; never fail the run."""
     from .webhook_task import celery_notifier
 
-    return [celery_notifier(resources.store().factory)]
+    return [celery_notifier(resources.store().factory), _wake_parent]
+
+
+def _wake_parent(record: dict) -> None:
+    if not record.get("parent_run_id"):
+        return  # not a child run: nothing to look up
+    parent = parent_to_wake(resources.store(), record.get("run_id"))
+    if parent is not None:
+        wake(resources.redis_client(), celery_app, parent)

@@ -87,9 +87,12 @@ def list_workflow_runs(workflow_id: str, svc: ServicesDep, tenant: TenantDep, li
 
 @router.get("/runs", response_model=RunPage, responses=ERRORS, summary="Runs, newest first")
 def list_runs(svc: ServicesDep, tenant: TenantDep, limit: Limit = 50, cursor: Cursor = None,
-              workflow_id: Annotated[str | None, Query(max_length=128)] = None) -> dict[str, Any]:
+              workflow_id: Annotated[str | None, Query(max_length=128)] = None,
+              parent_run_id: Annotated[str | None, Query(max_length=36, description=(
+                  "Only the runs this run started (workflow and map nodes) or that re-run it."))] = None,
+              ) -> dict[str, Any]:
     items, next_id = svc.runs.list(workflow_id=workflow_id, tenant_id=tenant, limit=limit,
-                                   before=decode_str(cursor))
+                                   before=decode_str(cursor), parent_run_id=parent_run_id)
     return _page(items, next_id)
 
 
@@ -98,6 +101,7 @@ def get_run(run_id: str, svc: ServicesDep, tenant: TenantDep) -> dict[str, Any]:
     record = svc.runs.get(run_id, tenant)
     if record is None:
         raise not_found("run", run_id)
+    record["children"] = svc.runs.children(run_id)
     return record
 
 
@@ -108,10 +112,12 @@ def cancel_run(run_id: str, svc: ServicesDep, tenant: TenantDep) -> dict[str, An
     if status is None:
         raise not_found("run", run_id)
     if status == "cancelled":
-        try:
-            svc.dispatcher.cancel(run_id)
-        except Exception as exc:  # the stored flag still stops it at the next step
-            log.warning("dispatcher could not cancel run %s: %s", run_id, scrub(str(exc))[:200])
+        # the store cancelled its child runs too (workflow and map nodes): stop them as well
+        for child in [run_id, *svc.runs.descendants(run_id)]:
+            try:
+                svc.dispatcher.cancel(child)
+            except Exception as exc:  # the stored flag still stops it at the next step
+                log.warning("dispatcher could not cancel run %s: %s", child, scrub(str(exc))[:200])
         record = svc.runs.get(run_id, tenant)
         if record is not None:
             svc.dispatcher.bus.publish(run_id, "end", record)

@@ -196,6 +196,8 @@ export interface Actions {
   deleteWorkflow(id: string): Promise<void>;
   startRun(input: RunInput): Promise<string | null>;
   openRun(runId: string): Promise<void>;
+  /** Open a run of any workflow (a child or parent run): its workflow, then the run. */
+  openRunOf(runId: string): Promise<void>;
   cancelRun(): Promise<void>;
   loadRuns(): Promise<void>;
   clearRun(): void;
@@ -764,6 +766,18 @@ export const createWorkflowStore = () =>
           stopWatch = null;
           set({ runView: { ...emptyRun(), run, ...stepsFrom(run), watching: live }, tab: "run" });
           if (live) watch(runId);
+        } catch (e) {
+          fail(e);
+        }
+      },
+
+      async openRunOf(runId) {
+        try {
+          const run = await api.getRun(runId);
+          if (run.workflow_id && run.workflow_id !== get().savedId) {
+            if (!(await get().openWorkflow(run.workflow_id))) return;
+          }
+          await get().openRun(runId);
         } catch (e) {
           fail(e);
         }
