@@ -11,6 +11,7 @@ import time
 import pytest
 
 from agentflow.graph.spec import Queue
+from agentflow.graph.step import QueueCharge
 from agentflow.ratelimit import QueueLimits
 
 from tests.distributed.conftest import dist_env, workers  # noqa: F401  (fixtures)
@@ -57,7 +58,7 @@ def wait_end(env, run_id: str, timeout: float = 120) -> dict:
 def limiter_stats(env, spec: dict):
     from agentflow.ratelimit.redis import RedisLimiter
 
-    limits = QueueLimits.from_spec(Queue.model_validate(spec["queues"][0]), namespace=spec["id"])
+    limits = QueueLimits.of(QueueCharge.of(Queue.model_validate(spec["queues"][0]), namespace=spec["id"]))
     return RedisLimiter(env["REDIS_URL"]).stats(limits)
 
 
