@@ -108,12 +108,23 @@ def _run_node(self, run_id: str, node_id: str, key: str, state: dict, meta: dict
     # grant, so a grant is never taken for an execution that cannot go ahead.
     lease = Lease(client, keys.step_lock(key), STEP_LEASE)
     if not lease.acquire():
-        return {"ok": False, "duplicate": True}  # the live holder wakes the run
+        # Another delivery holds the step. If it lives, it wakes the run when done and this
+        # copy, looked at again once that lease could have lapsed, finds the step ended; if
+        # it died (a redelivered message of a killed worker), this copy runs the step then.
+        left = client.pttl(keys.step_lock(key))
+        send_later(client, "agentflow.node", [run_id, node_id, key, state], _queue_of(self.request),
+                   time.time() + max(left, 0) / 1000 + 0.5, task_id=key, kwargs={"meta": meta})
+        return {"ok": False, "duplicate": True}
     try:
         reply = _holding_lease(self, run_id, node_id, key, state, meta, client)
     finally:
         lease.release()
-    if not reply.get("delayed"):
+    if "delayed" in reply:
+        # Put back only once the lease is let go: the pump may send it again at once, and a
+        # delivery that found the lease still held would be dropped as a duplicate.
+        send_later(client, "agentflow.node", [run_id, node_id, key, state], _queue_of(self.request),
+                   time.time() + reply["delayed"], task_id=key, kwargs={"meta": meta})
+    else:
         wake(client, celery_app, run_id)
     return reply
 
@@ -145,9 +156,7 @@ def _holding_lease(self, run_id, node_id, key, state, meta, client) -> dict:
             return {"ok": False, "error": str(exc)}
         if not decision.allowed:
             # the limiter says when this step's turn comes; it waits in Redis, not in a worker
-            send_later(client, "agentflow.node", [run_id, node_id, key, state], _queue_of(self.request),
-                       time.time() + max(decision.retry_after, 0.01), task_id=key, kwargs={"meta": meta})
-            return {"ok": False, "delayed": decision.retry_after}
+            return {"ok": False, "delayed": max(decision.retry_after, 0.01)}
 
     queue = _queue_of(self.request)
     observer = RecordingObserver(store, resources.bus(), queue_of=lambda _n: queue, worker=self.request.hostname or HOST,

@@ -27,7 +27,7 @@ from .delayed import send_later
 from .infra import transient
 from .lease import Lease
 from .node_dispatch import NodeDispatcher
-from .wake import wake
+from .wake import NEWS_TTL, wake
 
 log = logging.getLogger(__name__)
 LOCK_TTL = 15  # seconds; the lease is renewed every LOCK_TTL/3 while the driver lives
@@ -37,9 +37,12 @@ MAX_ROUNDS = 1000  # advances of one run in one delivery before it yields to oth
 @celery_app.task(name="agentflow.run", bind=True, acks_late=True, reject_on_worker_lost=True, max_retries=None)
 def run_workflow(self, run_id: str) -> str:
     client = resources.redis_client()
+    # News first: if the lease is held, its holder advances again when it sees this; if the
+    # holder is dead, the recovery sweep finds news on a run nobody advances and wakes it.
+    client.set(keys.run_news(run_id), "1", ex=NEWS_TTL)
     lease = Lease(client, keys.run_lock(run_id), LOCK_TTL, on_renew=lambda: resources.store().heartbeat(run_id))
     if not lease.acquire():
-        return "busy"  # the driver holding the run advances it again when it sees the news
+        return "busy"
     status = "unknown"
     try:
         for _ in range(MAX_ROUNDS):

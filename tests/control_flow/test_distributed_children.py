@@ -37,7 +37,9 @@ def save(env, spec: dict) -> None:
     from agentflow.store.db import session_factory
     from agentflow.store.workflows import WorkflowStore
 
-    WorkflowStore(session_factory(env["DATABASE_URL"])).save(spec)
+    from agentflow.graph.spec import WorkflowSpec
+
+    WorkflowStore(session_factory(env["DATABASE_URL"])).save("default", WorkflowSpec.model_validate(spec))
 
 
 def children_of(store, run_id: str, node: str) -> list[dict]:
