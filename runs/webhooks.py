@@ -39,7 +39,7 @@ from typing import Any, Callable, Protocol
 import httpx
 
 from ..graph.errors import BlockedAddressError, StepError
-from ..graph.secrets import SecretNotAllowed, read_secret
+from ..graph.secrets import MissingSecret, SecretNotAllowed, read_secret
 from ..store.hooks import HookStore
 
 log = logging.getLogger("agentflow.webhooks")
@@ -172,12 +172,9 @@ def post_once(webhook: dict[str, Any], body: bytes, event: str, delivery_id: int
     key = None
     if webhook.get("secret_env"):
         try:
-            key = read_secret(webhook["secret_env"], required=False)
-        except SecretNotAllowed as exc:
+            key = read_secret(webhook["secret_env"])
+        except (SecretNotAllowed, MissingSecret) as exc:
             return Outcome(False, False, None, f"{exc}: cannot sign the delivery")
-        if not key:
-            return Outcome(False, False, None, f"environment variable {webhook['secret_env']} is not set: "
-                                               "cannot sign the delivery")
     headers = {"Content-Type": "application/json", "User-Agent": "AgentFlow-Webhooks/1",
                "X-AgentFlow-Event": event, "X-AgentFlow-Delivery": str(delivery_id or ""),
                **signed_headers(key, body)}

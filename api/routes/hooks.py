@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from functools import partial
 from typing import Any
 
@@ -25,7 +24,7 @@ import anyio
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
-from ...graph.secrets import SecretNotAllowed, check_env_name, read_secret
+from ...graph.secrets import MissingSecret, SecretNotAllowed, check_env_name, read_secret
 from ...runs.webhooks import (REPLAY_TTL, SIGNATURE_HEADER, TIMESTAMP_HEADER, RedisReplayGuard, ReplayGuard,
                               check_signature, replay_key)
 from ...store.hooks import HookReplays, HookStore
@@ -55,8 +54,12 @@ def create_hook(body: HookCreate, request: Request, svc: ServicesDep, tenant: Te
         raise ApiError(422, f"workflow {body.workflow_id!r} not found",
                        [{"path": "workflow_id", "message": "no such workflow"}])
     allowed_key_env(body.secret_env)
-    if not os.environ.get(body.secret_env):
-        log.warning("hook for %s: environment variable %s is not set on this server; its triggers "
+    try:
+        configured = read_secret(body.secret_env, required=False)
+    except MissingSecret:
+        configured = None
+    if not configured:
+        log.warning("hook for %s: secret %s is not set on this server; its triggers "
                     "will be refused until it is", body.workflow_id, body.secret_env)
     return _public(HookStore(svc.factory).create_hook(tenant, body.workflow_id, body.secret_env), request)
 
@@ -152,10 +155,10 @@ async def trigger_hook(hook_id: str, request: Request, svc: ServicesDep) -> JSON
         raise not_found("hook", hook_id)
     try:
         key = read_secret(hook["secret_env"], required=False)
-    except SecretNotAllowed:
+    except (SecretNotAllowed, MissingSecret):
         key = None
     if not key:
-        log.warning("hook %s: environment variable %s is not set (or not allowed); refusing its trigger",
+        log.warning("hook %s: secret %s is not set (or not allowed); refusing its trigger",
                     hook_id, hook["secret_env"])
         raise _unauthorized("the server cannot verify signatures for this hook (its key is not configured)")
     signature = request.headers.get(SIGNATURE_HEADER)
