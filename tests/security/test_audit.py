@@ -108,7 +108,7 @@ def test_signed_hook_trigger_is_recorded_as_the_hook(world, monkeypatch):
     # a replay starts nothing and records nothing
     again = api.client.post(f"/hooks/{hook_id}", content=body, headers={
         TIMESTAMP_HEADER: stamp, SIGNATURE_HEADER: f"sha256={digest}", "Content-Type": "application/json"})
-    assert again.json().get("duplicate") is True
+    assert again.status_code == 409 and again.json()["run_id"] == run_id, again.text
     assert len(audit(api, action="run.start_hook")) == 1
     # a bad signature records nothing either
     bad = api.client.post(f"/hooks/{hook_id}", content=body, headers={
