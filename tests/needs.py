@@ -69,17 +69,14 @@ def redis_error(url: str = REDIS_URL) -> str | None:
         return f"Redis is not reachable at {url} ({exc})"
 
 
-def need_redis(url: str = REDIS_URL, db: int | None = None):
-    """A client of the local Redis (optionally on db number `db`), or the test fails."""
+def need_redis(url: str = REDIS_URL):
+    """A client of the Redis at `url` (its path is the db number), or the test fails."""
     import redis
 
     why = redis_error(url)
     if why:
         missing(f"{why} - run scripts/services.sh or set AF_RL_REDIS_URL")
-    client = redis.Redis.from_url(url, socket_connect_timeout=2)
-    if db is not None:
-        client = redis.Redis(**{**client.connection_pool.connection_kwargs, "db": db})
-    return client
+    return redis.Redis.from_url(url, socket_connect_timeout=2)
 
 
 def need_redis_server() -> str:

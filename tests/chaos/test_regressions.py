@@ -26,7 +26,7 @@ from tests.needs import need_postgres, need_redis
 
 
 def _redis():
-    return need_redis("redis://127.0.0.1:6379/0", db=15)
+    return need_redis("redis://127.0.0.1:6379/15")
 
 
 # ---------------------------------------------------------------- 1. kombu dead channels
