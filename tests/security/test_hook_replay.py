@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import subprocess
 import sys
 import threading
@@ -24,75 +23,29 @@ import pytest
 
 from agentflow.runs.webhooks import sign
 from tests.helpers import rules_spec
+from tests.servers.agentflow_serve import AgentflowServe, server_env
 
 HOOK_KEY = "replay-hook-key-0123456789abcdef"
 JWT_SECRET = "replay-jwt-secret-" + "x" * 24
 AT_ONCE = 10
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def _servers_env(home: Path) -> dict[str, str]:
+    return server_env(home, AGENTFLOW_AUTH="required", AGENTFLOW_JWT_SECRET=JWT_SECRET, AF_REPLAY_HOOK_KEY=HOOK_KEY,
+                      AGENTFLOW_RATE_IP_PER_MINUTE="0", AGENTFLOW_RATE_TENANT_PER_MINUTE="0")
 
 
-class Servers:
-    """`agentflow serve` processes sharing one environment; stopped by `stop`."""
-
-    def __init__(self, env: dict[str, str], logs: Path):
-        self.env, self.logs, self.procs, self.urls = env, logs, [], []
-
-    def start(self) -> str:
-        port = _free_port()
-        log = open(self.logs / f"serve-{port}.log", "wb")
-        proc = subprocess.Popen([sys.executable, "-m", "agentflow.cli", "serve", "--port", str(port),
-                                 "--host", "127.0.0.1", "--log-level", "warning"],
-                                env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        self.procs.append(proc)
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            assert proc.poll() is None, (self.logs / f"serve-{port}.log").read_text()[-3000:]
-            try:
-                if httpx.get(url + "/health", timeout=1).status_code == 200:
-                    self.urls.append(url)
-                    return url
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        raise TimeoutError(f"agentflow serve on {port} did not start")
-
-    def token(self) -> str:
-        return subprocess.run([sys.executable, "-m", "agentflow.cli", "token", "create", "--tenant", "default",
-                               "--role", "admin", "--ttl", "3600"], env=self.env, capture_output=True,
-                              text=True, check=True).stdout.strip()
-
-    def stop(self) -> None:
-        for proc in self.procs:
-            proc.terminate()
-        for proc in self.procs:
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-
-
-def _base_env(home: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith("AGENTFLOW_") and k not in ("DATABASE_URL", "REDIS_URL")}
-    env.update(AGENTFLOW_HOME=str(home), AGENTFLOW_LOAD_EXAMPLES="0", AGENTFLOW_AUTH="required",
-               AGENTFLOW_JWT_SECRET=JWT_SECRET, AF_REPLAY_HOOK_KEY=HOOK_KEY, PYTHONUNBUFFERED="1",
-               AGENTFLOW_RATE_IP_PER_MINUTE="0", AGENTFLOW_RATE_TENANT_PER_MINUTE="0")
-    return env
+def _admin_token(env: dict[str, str]) -> str:
+    return subprocess.run([sys.executable, "-m", "agentflow.cli", "token", "create", "--tenant", "default",
+                           "--role", "admin", "--ttl", "3600"], env=env, capture_output=True,
+                          text=True, check=True).stdout.strip()
 
 
 @pytest.fixture(params=["embedded", "distributed"])
 def servers(request, tmp_path):
     """(base URLs, admin token, Redis URL or None): one embedded server, or two distributed API processes on a
     fresh Postgres database and a private redis-server (no other test's queues touched)."""
-    env = _base_env(tmp_path / "home")
+    env = _servers_env(tmp_path / "home")
     with contextlib.ExitStack() as stack:
         if request.param == "distributed":
             from tests.chaos.conftest import fresh_database
@@ -104,12 +57,11 @@ def servers(request, tmp_path):
             redis.start()
             stack.callback(redis.stop)
             env.update(DATABASE_URL=stack.enter_context(fresh_database()), REDIS_URL=redis.url)
-        group = Servers(env, tmp_path)
-        stack.callback(group.stop)
-        group.start()
-        if request.param == "distributed":
-            group.start()   # a second API process: the guard must hold across processes
-        yield group.urls, group.token(), env.get("REDIS_URL")
+        # distributed: a second API process, and the guard must hold across processes
+        count = 2 if request.param == "distributed" else 1
+        urls = [stack.enter_context(AgentflowServe(env, tmp_path / f"serve-{i}.log", "--log-level", "warning")).url
+                for i in range(count)]
+        yield urls, _admin_token(env), env.get("REDIS_URL")
 
 
 def _signed(body: bytes, at: int) -> dict[str, str]:

@@ -6,20 +6,14 @@ a step error naming the secret but no value, and the value is redacted everywher
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-import time
-from pathlib import Path
 
 import httpx
 import pytest
 
 from agentflow.graph import secrets
-from tests.security.test_secrets_canary import Exchanges, _free_port, canary_value, database_text, llm_spec
+from tests.security.test_secrets_canary import Exchanges, canary_value, database_text, llm_spec, wait_ended
+from tests.servers.agentflow_serve import AgentflowServe, server_env
 from tests.servers.openai_server import OpenAIServer
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def _reset() -> None:
@@ -101,38 +95,19 @@ def test_a_run_reads_its_llm_key_from_a_secrets_file(tmp_path):
     canary = canary_value()
     home, secrets_dir = tmp_path / "home", tmp_path / "run-secrets"
     secrets_dir.mkdir()
-    port, jwt_secret = _free_port(), "file-secrets-jwt-0123456789abcdef"
+    jwt_secret = "file-secrets-jwt-0123456789abcdef"
+    exchanges = Exchanges()
     with OpenAIServer() as server:
         (secrets_dir / "OPENAI_API_KEY").write_text(canary + "\n")
         (secrets_dir / "OPENAI_BASE_URL").write_text(server.base_url)
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("AGENTFLOW_", "OPENAI_"))
-               and k not in ("DATABASE_URL", "REDIS_URL")}
-        env.update(AGENTFLOW_HOME=str(home), AGENTFLOW_AUTH="required", AGENTFLOW_JWT_SECRET=jwt_secret,
-                   AGENTFLOW_LOAD_EXAMPLES="0", AGENTFLOW_SECRETS_PROVIDER="file",
-                   AGENTFLOW_SECRETS_DIR=str(secrets_dir), PYTHONUNBUFFERED="1")
-        log_path = tmp_path / "serve.log"
-        with open(log_path, "wb") as log:
-            proc = subprocess.Popen([sys.executable, "-m", "agentflow.cli", "serve", "--port", str(port),
-                                     "--host", "127.0.0.1", "--log-level", "debug", "--access-log"],
-                                    env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
-        base = f"http://127.0.0.1:{port}"
-        exchanges = Exchanges()
-        try:
-            deadline = time.monotonic() + 60
-            while True:
-                assert proc.poll() is None, log_path.read_text(errors="replace")[-3000:]
-                try:
-                    if httpx.get(f"{base}/health", timeout=2).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                assert time.monotonic() < deadline, "the server did not start"
-                time.sleep(0.2)
+        env = server_env(home, drop_prefixes=("OPENAI_",), AGENTFLOW_AUTH="required", AGENTFLOW_JWT_SECRET=jwt_secret,
+                         AGENTFLOW_SECRETS_PROVIDER="file", AGENTFLOW_SECRETS_DIR=str(secrets_dir))
+        with AgentflowServe(env, tmp_path / "serve.log", "--log-level", "debug", "--access-log") as served:
             with pytest.MonkeyPatch.context() as mp:
                 mp.setenv("AGENTFLOW_JWT_SECRET", jwt_secret)
                 mp.setenv("AGENTFLOW_HOME", str(home))
                 token = issue_token("acme", "admin", 600, "file-secrets-test", settings=Settings())
-            with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {token}"}, timeout=30) as http:
+            with httpx.Client(base_url=served.url, headers={"Authorization": f"Bearer {token}"}, timeout=30) as http:
                 def call(method, url, **kw):
                     return exchanges.add(http.request(method, url, **kw))
 
@@ -140,15 +115,10 @@ def test_a_run_reads_its_llm_key_from_a_secrets_file(tmp_path):
                     assert call("POST", "/workflows", json=spec).status_code == 201
                     run_id = call("POST", f"/workflows/{spec['id']}/runs",
                                   json={"input": {"user_input": "hello"}}).json()["run_id"]
-                    deadline = time.monotonic() + 30
-                    while True:
-                        record = call("GET", f"/runs/{run_id}").json()
-                        if record["status"] in ("succeeded", "failed", "cancelled"):
-                            call("GET", f"/runs/{run_id}/trace")
-                            call("GET", f"/runs/{run_id}/events")
-                            return record
-                        assert time.monotonic() < deadline, record
-                        time.sleep(0.1)
+                    record = wait_ended(call, run_id)
+                    call("GET", f"/runs/{run_id}/trace")
+                    call("GET", f"/runs/{run_id}/events")
+                    return record
 
                 server.responder = lambda req: f"the key is {canary}"   # a provider that echoes it
                 ok = run(llm_spec("from-file"))
@@ -163,14 +133,7 @@ def test_a_run_reads_its_llm_key_from_a_secrets_file(tmp_path):
                 error = json.dumps(failed)
                 assert f"needs the secret file {secrets_dir}/SUPPORT_LLM_KEY, which is not set" in error, error
                 assert len(server.calls) == 1   # the step failed before calling anyone
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-    output = log_path.read_text(errors="replace")
+    output = served.log()
     assert "GET /runs/" in output   # debug and access logs were on
     assert canary not in output, [line for line in output.splitlines() if canary in line][:5]
     assert canary not in exchanges.text() and "***" in exchanges.text()
