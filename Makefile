@@ -10,7 +10,7 @@ STUDIO_SRC := $(shell find studio/app studio/components studio/lib studio/packag
 export AGENTFLOW_HOME ?= $(HOME)/.agentflow
 export AGENTFLOW_PORT ?= 8000
 
-.PHONY: run test test-fast test-chaos up down bench studio venv migrate clean help
+.PHONY: run test test-fast test-chaos test-redis-floor up down bench studio venv migrate clean help
 
 help:
 	@echo "make run    - AgentFlow embedded (SQLite, no Redis): API + Studio on http://localhost:$(AGENTFLOW_PORT)"
@@ -61,6 +61,11 @@ test: $(STAMP) $(STUDIO_OUT)
 # For a developer without the services: no browser, distributed or chaos tests, and skips allowed.
 test-fast: $(STAMP)
 	AGENTFLOW_TEST_ALLOW_SKIP=1 $(PY) -m pytest -q -m "not browser and not distributed and not chaos" -p no:cacheprovider
+
+# The redis-py floor in pyproject.toml, installed beside the venv, against the Redis-facing tests.
+test-redis-floor: $(STAMP)
+	bash scripts/services.sh
+	PY=$(PY) bash scripts/check_redis_floor.sh
 
 test-chaos: $(STAMP)
 	bash scripts/services.sh
