@@ -53,8 +53,8 @@ run: $(STAMP) $(STUDIO_OUT)
 
 # Nothing may skip: a missing service or browser fails the run (tests/skip_policy.py).
 test: $(STAMP) $(STUDIO_OUT)
-	bash scripts/services.sh
-	bash scripts/ensure_chromium.sh
+	@bash scripts/services.sh; s=$$?; bash scripts/ensure_chromium.sh; c=$$?; \
+	  if [ $$s -ne 0 ] || [ $$c -ne 0 ]; then echo "make test: stopped - what is MISSING is named above" >&2; exit 1; fi
 	@if [ -f studio/package.json ]; then cd studio && npm test; fi
 	AGENTFLOW_TEST_ALLOW_SKIP=0 $(PY) -m pytest -q -p no:cacheprovider
 
