@@ -40,6 +40,10 @@ class Settings(BaseSettings):
     jwt_tenant_claim: str = Field("tenant", alias="AGENTFLOW_JWT_TENANT_CLAIM")
     jwt_role_claim: str = Field("role", alias="AGENTFLOW_JWT_ROLE_CLAIM")
     cors_origins: str = Field("", alias="AGENTFLOW_CORS_ORIGINS")  # comma-separated Studio origins
+    # where the secrets specs name are read from (graph/secrets.py, docs/secrets.md):
+    # env | file | package.module:factory | a comma-separated list tried in order
+    secrets_provider: str = Field("env", alias="AGENTFLOW_SECRETS_PROVIDER")
+    secrets_dir: Path = Field(Path("/run/secrets"), alias="AGENTFLOW_SECRETS_DIR")  # for `file`
     # API abuse limits (0 = off): requests a minute and burst, per tenant and per client IP
     rate_tenant_per_minute: float = Field(1200, alias="AGENTFLOW_RATE_TENANT_PER_MINUTE")
     rate_tenant_burst: int = Field(300, alias="AGENTFLOW_RATE_TENANT_BURST")

@@ -492,7 +492,6 @@ class HookList(BaseModel):
 class HookAccepted(BaseModel):
     run_id: str
     status: RunStatus
-    duplicate: bool = Field(False, description="The same signed request was accepted before: its run.")
 
 
 WebhookEvent = Literal["run.succeeded", "run.failed", "run.cancelled"]

@@ -162,6 +162,19 @@ class Hook(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
+class HookReplay(Base):
+    """A signed trigger already accepted (the embedded replay guard; distributed mode keeps
+    these in Redis). The key is the primary key, so of two identical requests arriving at
+    once exactly one INSERT wins; `run_id` is empty while its run is being started."""
+
+    __tablename__ = "hook_replays"
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)   # sha256 of hook id + signature
+    run_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (Index("ix_hook_replays_expires", "expires_at"),)
+
+
 class Webhook(Base):
     """Outbound notification on run end, signed with the key named by `secret_env`."""
 

@@ -2,7 +2,7 @@ import os
 
 import pytest
 
-pytest_plugins = ["tests.fixtures_servers"]
+pytest_plugins = ["tests.fixtures_servers", "tests.skip_policy"]
 
 
 @pytest.fixture

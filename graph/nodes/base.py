@@ -110,9 +110,9 @@ class NodeImpl:
     def secret(self, env_name: str | None, ctx: RunContext, required: bool = True) -> str | None:
         try:
             return read_secret(env_name, ctx.env, required=required)
-        except MissingSecret:
-            raise StepError(f"source '{self.source.id if self.source else '?'}' needs the environment "
-                            f"variable {env_name}, which is not set", node_id=self.node.id) from None
+        except MissingSecret as exc:  # names the secret and where it was looked for, never a value
+            raise StepError(f"source '{self.source.id if self.source else '?'}' needs the {exc.where}, "
+                            "which is not set", node_id=self.node.id) from None
 
 
 def max_output_bytes() -> int:

@@ -22,9 +22,8 @@ def client_for(source: Any, env: Mapping[str, str] | None, timeout: float = 60.0
     rotated key is picked up; the cache is keyed by the key's hash, not the key."""
     try:
         api_key = read_secret(source.api_key_env, env) if source.api_key_env else None
-    except MissingSecret:
-        raise StepError(f"source '{source.id}' needs the environment variable {source.api_key_env}, "
-                        "which is not set") from None
+    except MissingSecret as exc:
+        raise StepError(f"source '{source.id}' needs the {exc.where}, which is not set") from None
     base_url = read_secret(source.base_url_env, env, required=False) if source.base_url_env else None
     key = (hashlib.sha256((api_key or "").encode()).hexdigest(), base_url)
     with _clients_lock:

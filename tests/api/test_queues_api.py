@@ -205,11 +205,9 @@ def test_tenants_see_only_their_queues(tmp_path):
 @pytest.mark.redis
 def test_distributed_mode_reads_the_workers_redis_limiter(make_client):
     """With REDIS_URL the route reads the same Redis state the node workers write."""
-    from tests.ratelimit.conftest import REDIS_URL, redis_available
+    from tests.needs import REDIS_URL, need_redis
 
-    why = redis_available()
-    if why:
-        pytest.skip(why)
+    need_redis(REDIS_URL)
     import redis
 
     from agentflow.api.routes.queues import queue_limiter

@@ -12,28 +12,16 @@ import uuid
 import pytest
 
 from agentflow.workers.launch import WorkerProcesses as Workers  # one launcher for tests and benches
-from tests.fixtures_servers import pg_base_url
+from tests.needs import need_postgres, need_redis
 
 REDIS_HOST = "127.0.0.1"
-
-
-def _redis_ok() -> bool:
-    try:
-        import redis
-
-        return bool(redis.Redis(host=REDIS_HOST, socket_connect_timeout=2).ping())
-    except Exception:
-        return False
 
 
 @pytest.fixture(scope="module")
 def dist_env(tmp_path_factory):
     """Environment for API and workers: fresh database + Redis db, short visibility timeout."""
-    base = pg_base_url()
-    if base is None:
-        pytest.skip("PostgreSQL is not reachable at 127.0.0.1:5432; distributed tests need it")
-    if not _redis_ok():
-        pytest.skip("Redis is not reachable at 127.0.0.1:6379; distributed tests need it")
+    base = need_postgres("distributed tests need it")
+    need_redis(f"redis://{REDIS_HOST}:6379/0")
     import psycopg
     import redis
 
