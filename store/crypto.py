@@ -233,6 +233,73 @@ class EncryptedJSON(TypeDecorator):
         return open_value(value, self.where)
 
 
+# ---------------------------------------------------------------- LangGraph checkpoints
+# The run driver's Postgres checkpointer keeps a run's state in its own tables: blobs go
+# through a serializer (encrypted here, the key id in the blob's `type`), but the stock
+# saver keeps plain values (str, numbers) inline in the checkpoint's JSONB. With a key set,
+# strings are boxed before `put` so they go to blobs too; numbers and booleans (tokens,
+# cost, branch markers) stay inline.
+
+CHECKPOINT_AAD = "checkpoint"
+CIPHER_PREFIX = "af1."  # "<serde type>+af1.<key id>" in checkpoint_blobs.type / checkpoint_writes.type
+
+
+class _Boxed:
+    """A string channel value on its way to a blob (unboxed by CheckpointSerde)."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: str):
+        self.value = value
+
+
+class CheckpointSerde:
+    """LangGraph's serializer (JsonPlusSerializer) with the bytes sealed under the current
+    key; with no key, it writes what the stock one writes."""
+
+    def __init__(self, inner: Any = None):
+        from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
+
+        self.inner = inner or JsonPlusSerializer()
+
+    def dumps_typed(self, obj: Any) -> tuple[str, bytes]:
+        if isinstance(obj, _Boxed):
+            obj = obj.value
+        typ, data = self.inner.dumps_typed(obj)
+        ring = keyring()
+        if not ring.enabled or data is None:
+            return typ, data
+        kid, nonce, ct = ring.encrypt(bytes(data), CHECKPOINT_AAD)
+        return f"{typ}+{CIPHER_PREFIX}{kid}", nonce + ct
+
+    def loads_typed(self, data: tuple[str, bytes]) -> Any:
+        typ, blob = data
+        if "+" in typ:
+            typ, cipher = typ.split("+", 1)
+            if not cipher.startswith(CIPHER_PREFIX):
+                raise KeyUnavailable(cipher, "a checkpoint", reason="it was written with an unknown cipher")
+            blob = keyring().decrypt(cipher[len(CIPHER_PREFIX):], blob[:12], blob[12:], CHECKPOINT_AAD)
+        return self.inner.loads_typed((typ, blob))
+
+
+class SealedCheckpoints:
+    """Mixin for a LangGraph saver: with a key set, string channel values go to (encrypted)
+    blobs instead of the checkpoint's plain JSONB."""
+
+    def put(self, config: Any, checkpoint: Any, metadata: Any, new_versions: Any) -> Any:
+        if keyring().enabled:
+            values = checkpoint["channel_values"]
+            if any(isinstance(v, str) for v in values.values()):
+                checkpoint = {**checkpoint, "channel_values": {
+                    k: _Boxed(v) if isinstance(v, str) else v for k, v in values.items()}}
+        return super().put(config, checkpoint, metadata, new_versions)  # type: ignore[misc]
+
+
+def sealed_saver(saver_class: type) -> type:
+    """`saver_class` with its string values boxed; build it with `serde=CheckpointSerde()`."""
+    return type(f"Sealed{saver_class.__name__}", (SealedCheckpoints, saver_class), {})
+
+
 # Every encrypted column, for `agentflow keys rotate`: (table, primary key, column).
 ENCRYPTED_COLUMNS: list[tuple[str, str, str]] = [
     ("runs", "id", "input"), ("runs", "id", "state"),
@@ -291,4 +358,101 @@ def rotate(engine: Any, batch_size: int = 200, progress: Any = None, ring: Keyri
         total += done
         if progress is not None:
             progress(f"{where}: {done} value(s) re-encrypted")
+    if pg:
+        total += _rotate_checkpoints(engine, ring, batch_size, progress)
     return total
+
+
+def _reseal_blob(ring: Keyring, typ: str, blob: bytes) -> tuple[str, bytes]:
+    """A checkpoint blob's (type, bytes) sealed under the current key (opened first if sealed)."""
+    base, _, cipher = typ.partition("+")
+    data = bytes(blob)
+    if cipher:
+        if not cipher.startswith(CIPHER_PREFIX):
+            raise KeyUnavailable(cipher, reason="it was written with an unknown cipher")
+        data = ring.decrypt(cipher[len(CIPHER_PREFIX):], data[:12], data[12:], CHECKPOINT_AAD)
+    kid, nonce, ct = ring.encrypt(data, CHECKPOINT_AAD)
+    return f"{base}+{CIPHER_PREFIX}{kid}", nonce + ct
+
+
+def _rotate_checkpoints(engine: Any, ring: Keyring, batch_size: int, progress: Any) -> int:
+    """The run driver's LangGraph tables (PostgreSQL, when they exist): blobs and task writes
+    re-encrypted, and string values a checkpoint kept inline in its JSONB (written before a
+    key was set) moved to encrypted blobs, where the saver reads them first."""
+    from sqlalchemy import inspect, text
+
+    if not inspect(engine).has_table("checkpoint_blobs"):
+        return 0
+    total, current = 0, f"%+{CIPHER_PREFIX}{ring.kid}"
+    for table, keys in (("checkpoint_blobs", ("thread_id", "checkpoint_ns", "channel", "version")),
+                        ("checkpoint_writes", ("thread_id", "checkpoint_ns", "checkpoint_id", "task_id", "idx"))):
+        cols = ", ".join(keys)
+        row_key = f"({cols}) > ({', '.join(f':k{i}' for i in range(len(keys)))})"
+        select_sql = (f"SELECT {cols}, type, blob FROM {table} WHERE blob IS NOT NULL AND type <> 'empty' "
+                      f"AND type NOT LIKE :current {{after}} ORDER BY {cols} LIMIT :n")
+        first, following = text(select_sql.format(after="")), text(select_sql.format(after=f"AND {row_key}"))
+        match = " AND ".join(f"{k} = :k{i}" for i, k in enumerate(keys))
+        put = text(f"UPDATE {table} SET type = :type, blob = :blob WHERE {match} AND type = :old_type "
+                   "AND blob = :old_blob")
+        after, done = None, 0
+        while True:
+            with engine.begin() as conn:
+                params = {"current": current, "n": batch_size}
+                rows = conn.execute(first if after is None else following,
+                                    {**params, **{f"k{i}": v for i, v in enumerate(after or ())}}).all()
+                for row in rows:
+                    *key, typ, blob = row
+                    with about(f"a checkpoint of run {key[0]}"):
+                        new_type, new_blob = _reseal_blob(ring, typ, blob)
+                    done += conn.execute(put, {**{f"k{i}": v for i, v in enumerate(key)}, "type": new_type,
+                                               "blob": new_blob, "old_type": typ, "old_blob": bytes(blob)}).rowcount
+            if not rows:
+                break
+            after = tuple(rows[-1][:len(keys)])
+            if len(rows) < batch_size:
+                break
+        total += done
+        if progress is not None:
+            progress(f"{table}: {done} value(s) re-encrypted")
+    total += _seal_inline_checkpoint_values(engine, ring, batch_size, progress)
+    return total
+
+
+def _seal_inline_checkpoint_values(engine: Any, ring: Keyring, batch_size: int, progress: Any) -> int:
+    from sqlalchemy import text
+
+    serde = CheckpointSerde()
+    pick = text("SELECT thread_id, checkpoint_ns, checkpoint_id, CAST(checkpoint AS TEXT) FROM checkpoints "
+                "WHERE EXISTS (SELECT 1 FROM jsonb_each(checkpoint -> 'channel_values') v "
+                "WHERE jsonb_typeof(v.value) = 'string') "
+                "AND (thread_id, checkpoint_ns, checkpoint_id) > (:t, :ns, :id) "
+                "ORDER BY thread_id, checkpoint_ns, checkpoint_id LIMIT :n")
+    blob = text("INSERT INTO checkpoint_blobs (thread_id, checkpoint_ns, channel, version, type, blob) "
+                "VALUES (:t, :ns, :channel, :version, :type, :blob) "
+                "ON CONFLICT (thread_id, checkpoint_ns, channel, version) DO NOTHING")
+    put = text("UPDATE checkpoints SET checkpoint = CAST(:new AS jsonb) WHERE thread_id = :t "
+               "AND checkpoint_ns = :ns AND checkpoint_id = :id AND checkpoint = CAST(:old AS jsonb)")
+    after, done = ("", "", ""), 0
+    while True:
+        with engine.begin() as conn:
+            rows = conn.execute(pick, {"t": after[0], "ns": after[1], "id": after[2], "n": batch_size}).all()
+            for thread_id, ns, checkpoint_id, old in rows:
+                checkpoint = json.loads(old)
+                values, versions = checkpoint.get("channel_values") or {}, checkpoint.get("channel_versions") or {}
+                moved = [k for k, v in values.items() if isinstance(v, str) and k in versions]
+                for channel in moved:
+                    plain_type, data = serde.inner.dumps_typed(values.pop(channel))
+                    typ, sealed = _reseal_blob(ring, plain_type, data)
+                    conn.execute(blob, {"t": thread_id, "ns": ns, "channel": channel,
+                                        "version": str(versions[channel]), "type": typ, "blob": sealed})
+                if moved:
+                    done += conn.execute(put, {"t": thread_id, "ns": ns, "id": checkpoint_id, "old": old,
+                                               "new": json.dumps(checkpoint)}).rowcount
+        if not rows:
+            break
+        after = tuple(rows[-1][:3])
+        if len(rows) < batch_size:
+            break
+    if progress is not None:
+        progress(f"checkpoints: {done} checkpoint(s) had plain values moved to encrypted blobs")
+    return done

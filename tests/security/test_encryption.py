@@ -402,3 +402,88 @@ def test_rotate_while_runs_are_written_on_postgres(tmp_path, apps, llm, pg_dsn):
     for i, run_id in enumerate(late):
         record = app.client.get(f"/runs/{run_id}").json()
         assert record["status"] == "succeeded" and record["input"]["user_input"] == f"late-{i}", record
+
+
+def use_keys(monkeypatch, key: str | None, old: str | None = None) -> None:
+    from agentflow.settings import get_settings
+    from agentflow.store import crypto
+
+    for name, value in (("AGENTFLOW_ENCRYPTION_KEY", key), ("AGENTFLOW_ENCRYPTION_OLD_KEYS", old)):
+        if value is None:
+            monkeypatch.delenv(name, raising=False)
+        else:
+            monkeypatch.setenv(name, value)
+    get_settings.cache_clear()
+    crypto.reset()
+
+
+@pg
+def test_checkpoints_encrypted_resumed_and_rotated_on_postgres(pg_dsn, apps, monkeypatch):
+    """The run driver's checkpointer (sealed HoldingPostgresSaver): a graph interrupted
+    before its last node leaves no plaintext string in the LangGraph tables and resumes from
+    what was stored; checkpoints written before the key was set (strings inline in the
+    JSONB) and under key A are rotated to key B and still resume with A gone."""
+    from typing import TypedDict
+
+    from langgraph.graph import END, START, StateGraph
+    from psycopg.rows import dict_row
+    from psycopg_pool import ConnectionPool
+
+    from agentflow.store import crypto
+    from agentflow.store.db import get_engine, migrate
+    from agentflow.workers.checkpoints import HoldingPostgresSaver
+
+    class State(TypedDict):
+        text: str
+        trail: list
+
+    def build(saver):
+        g = StateGraph(State)
+        g.add_node("a", lambda s: {"text": s["text"] + " CKPT-A", "trail": s["trail"] + ["a"]})
+        g.add_node("b", lambda s: {"text": s["text"] + " CKPT-B", "trail": s["trail"] + ["b"]})
+        g.add_edge(START, "a")
+        g.add_edge("a", "b")
+        g.add_edge("b", END)
+        return g.compile(checkpointer=saver, interrupt_before=["b"])
+
+    def saver(pool):
+        return crypto.sealed_saver(HoldingPostgresSaver)(pool, serde=crypto.CheckpointSerde())
+
+    def tables_text(pool, thread: str = "%") -> str:
+        with pool.connection() as conn:
+            rows = [str(r) for t in ("checkpoints", "checkpoint_blobs", "checkpoint_writes")
+                    for r in conn.execute(f"SELECT * FROM {t} WHERE thread_id LIKE %s", (thread,)).fetchall()]
+        return "\n".join(rows)
+
+    migrate(pg_dsn)  # the store's tables, which rotation walks too
+    key_a, key_b = new_key(), new_key()
+    with ConnectionPool(pg_dsn, min_size=1, max_size=4, kwargs={"autocommit": True, "prepare_threshold": 0,
+                                                                 "row_factory": dict_row}) as pool:
+        saver(pool).setup()
+        threads = {}
+        for label, key in (("plain", None), ("under-a", key_a)):
+            use_keys(monkeypatch, key)
+            thread = {"configurable": {"thread_id": label}}
+            build(saver(pool)).invoke({"text": f"CKPT-SECRET-{label}", "trail": []}, thread)
+            threads[label] = thread
+            if key is not None:
+                text = tables_text(pool, label)
+                assert "CKPT-SECRET" not in text and "CKPT-A" not in text, text
+                assert f"+af1.{kid_of(key_a)}" in text
+        assert "CKPT-SECRET-plain" in tables_text(pool)  # written before any key: plain, as the stock saver
+
+        use_keys(monkeypatch, key_b, old=key_a)
+        count = crypto.rotate(get_engine(pg_dsn), batch_size=2)
+        assert count > 0
+        text = tables_text(pool)
+        assert "CKPT-SECRET" not in text and kid_of(key_a) not in text, text[:2000]
+
+        use_keys(monkeypatch, key_b)  # A is gone
+        for label, thread in threads.items():
+            resumed = build(saver(pool))
+            assert resumed.get_state(thread).next == ("b",)
+            out = resumed.invoke(None, thread)
+            assert out["text"] == f"CKPT-SECRET-{label} CKPT-A CKPT-B" and out["trail"] == ["a", "b"]
+        use_keys(monkeypatch, None)  # no key at all: a clear error, not garbage
+        with pytest.raises(crypto.KeyUnavailable, match=f"key id {kid_of(key_b)}, which is not configured"):
+            build(saver(pool)).get_state(threads["under-a"])
