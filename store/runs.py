@@ -237,9 +237,14 @@ class RunStore:
     def begin(self, run_id: str) -> dict | None:
         """Mark a queued (or resumed) run running and return what its executor needs
         (spec, input, options, rerun_from, tenant_id, attempts) in one statement; None when the run
-        is missing, ended or cancelled."""
-        with one_statement(self.engine) as conn, crypto.about(f"run {run_id}"):
-            row = conn.execute(_HOT["begin"], {"run_id": run_id, "now": utcnow()}).first()
+        is missing, ended or cancelled, or failed here because its encryption key is not configured."""
+        try:
+            with one_statement(self.engine) as conn, crypto.about(f"run {run_id}"):
+                row = conn.execute(_HOT["begin"], {"run_id": run_id, "now": utcnow()}).first()
+        except crypto.KeyUnavailable as exc:
+            # this executor lacks the run's key: the run ends with the reason, not stuck running
+            self.finish(run_id, "failed", error=str(exc))
+            return None
         if row is None:
             return None
         out = dict(row._mapping)

@@ -487,3 +487,35 @@ def test_checkpoints_encrypted_resumed_and_rotated_on_postgres(pg_dsn, apps, mon
         use_keys(monkeypatch, None)  # no key at all: a clear error, not garbage
         with pytest.raises(crypto.KeyUnavailable, match=f"key id {kid_of(key_b)}, which is not configured"):
             build(saver(pool)).get_state(threads["under-a"])
+
+
+def test_a_run_whose_key_is_missing_fails_with_the_reason(tmp_path, apps, monkeypatch):
+    """An executor without the run's key ends the run `failed`, its error naming the key id
+    (not stuck `running`, not run on garbage)."""
+    from agentflow.runs.embedded import EmbeddedExecutor
+    from agentflow.settings import get_settings
+    from agentflow.store.crypto import KeyUnavailable
+    from agentflow.store.db import migrate, session_factory
+    from agentflow.store.runs import RunStore
+    from tests.helpers import rules_spec
+
+    monkeypatch.setenv("AGENTFLOW_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    key = new_key()
+    use_keys(monkeypatch, key)
+    url = get_settings().db_url
+    migrate(url)
+    store = RunStore(session_factory(url))
+    run_id = store.create(rules_spec(), {"user_input": "queued under the key"})
+    use_keys(monkeypatch, None)
+    executor = EmbeddedExecutor(store, workers=1)
+    try:
+        with pytest.raises(KeyUnavailable, match=f"key id {kid_of(key)}"):
+            executor.execute(run_id)  # its record cannot be shown without the key either
+    finally:
+        executor.shutdown()
+    with sqlite3.connect(tmp_path / "home" / "agentflow.db") as conn:
+        status, error = conn.execute("SELECT status, error FROM runs WHERE id = ?", (run_id,)).fetchone()
+    assert status == "failed" and error.startswith(f"run {run_id} was encrypted with key id {kid_of(key)}")
+    use_keys(monkeypatch, None, old=key)
+    assert store.get(run_id)["input"] == {"user_input": "queued under the key"}
