@@ -165,7 +165,11 @@ def cmd_worker(args) -> int:
 
 
 def cmd_beat(args) -> int:
+    from .settings import get_settings
+    from .store import crypto
     from .workers.app import run_beat
+
+    crypto.configure(get_settings())  # a malformed key stops beat here
 
     return run_beat(loglevel=args.log_level)
 

@@ -32,6 +32,8 @@ from typing import Any, Iterator
 from sqlalchemy import JSON
 from sqlalchemy.types import TypeDecorator
 
+from ..settings import get_settings
+
 VERSION = "v1"
 _ENVELOPE_KEYS = frozenset(("enc", "kid", "n", "ct"))
 
@@ -160,8 +162,6 @@ def keyring() -> Keyring:
     """The keyring of the current settings (rebuilt when the settings object changes,
     e.g. after `get_settings.cache_clear()` in tests)."""
     global _cache
-    from ..settings import get_settings
-
     settings = get_settings()
     cached = _cache
     if cached is not None and cached[0] is settings:
@@ -175,8 +175,6 @@ def configure(settings: Any) -> Keyring:
     """Use the keys of these settings in this process (the API's own settings object, which
     may not be the cached one); raises BadKey for a malformed key, so a server fails at start."""
     global _cache
-    from ..settings import get_settings
-
     ring = keyring_from(settings)
     _cache = (get_settings(), ring)
     return ring
