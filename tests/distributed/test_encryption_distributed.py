@@ -10,10 +10,9 @@ import subprocess
 import uuid
 
 import pytest
-from fastapi.testclient import TestClient
 
 from tests.api.support import wait_run
-from tests.distributed.conftest import dist_env, workers  # noqa: F401  (fixtures)
+from tests.distributed.conftest import api_client, dist_env, workers  # noqa: F401  (fixtures)
 from tests.security.test_encryption import kid_of, llm_spec, new_key
 from tests.servers.openai_server import OpenAIServer
 
@@ -38,23 +37,10 @@ def cluster(dist_env, workers):
 
 @pytest.fixture
 def api(cluster, dist_env, monkeypatch):
-    from agentflow.api.main import create_app
-    from agentflow.settings import Settings, get_settings
     from agentflow.store import crypto
-    from agentflow.workers import app as worker_app, dispatch
 
-    for key in ("DATABASE_URL", "REDIS_URL", "AGENTFLOW_HOME", "OPENAI_API_KEY", "OPENAI_BASE_URL",
-                "AGENTFLOW_ENCRYPTION_KEY"):
-        monkeypatch.setenv(key, dist_env[key])
-    monkeypatch.setenv("AGENTFLOW_AUTH", "off")
-    monkeypatch.setenv("AGENTFLOW_LOAD_EXAMPLES", "0")
-    celery = worker_app.make_celery(dist_env["REDIS_URL"])  # this module's broker (see test_distributed_features)
-    monkeypatch.setattr(worker_app, "celery_app", celery)
-    monkeypatch.setattr(dispatch, "celery_app", celery)
-    get_settings.cache_clear()
-    with TestClient(create_app(Settings())) as client:
+    with api_client(dist_env, monkeypatch, ("OPENAI_API_KEY", "OPENAI_BASE_URL", "AGENTFLOW_ENCRYPTION_KEY")) as client:
         yield client
-    get_settings.cache_clear()
     crypto.reset()
 
 
