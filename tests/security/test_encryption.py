@@ -214,6 +214,14 @@ def test_canary_encrypted_at_rest_on_sqlite(tmp_path, apps, llm):
     # search on what is not secret still works
     listed = c.get("/runs", params={"limit": 10}).json()["items"]
     assert [r["run_id"] for r in listed] == [record["run_id"]] and listed[0]["tokens_used"] > 0
+    # a re-run from the writer copies the earlier steps (re-encrypted) and starts from the stored state
+    r = c.post(f"/runs/{record['run_id']}/rerun",
+               json={"from_node": "writer", "state": {"user_input": f"again {canary}"}})
+    assert r.status_code == 202, r.text
+    rerun = app.wait(r.json()["run_id"])
+    assert rerun["status"] == "succeeded" and f"again {canary}" in json.dumps(rerun["state"]), rerun
+    retrace = c.get(f"/runs/{rerun['run_id']}/trace").json()
+    assert canary in json.dumps(retrace["initial_state"]) and llm.answer in json.dumps(retrace["final_state"])
 
     # a signed inbound hook: its body becomes the run input, stored encrypted too
     os.environ["ENC_TEST_HOOK_KEY"] = "hook-signing-key-0123456789"
