@@ -2,7 +2,8 @@
 
 With `AGENTFLOW_ENCRYPTION_KEY` set (32 random bytes, base64), every secret JSON value -
 run inputs and states, step inputs and outputs (the trace is built from them), schedule
-inputs, LangGraph checkpoints - is written as an envelope in its own JSON column:
+inputs - is written as an envelope in its own JSON column (`EncryptedJSON`; the run
+driver's LangGraph checkpoints are sealed by `CheckpointSerde`, further down):
 
     {"enc": "v1", "kid": "<key id>", "n": "<nonce, base64>", "ct": "<ciphertext+tag, base64>"}
 
