@@ -259,8 +259,9 @@ def test_missing_key_is_a_clear_503_on_sqlite(tmp_path, apps, llm):
         detail = r.json()["detail"]
         assert detail.startswith(f"run {run_id} was encrypted with key id {kid_of(key)}, which is not configured")
         assert key not in r.text
-        r = app.client.get(f"/runs/{run_id}/trace")
-        assert r.status_code == 503 and kid_of(key) in r.json()["detail"], r.text
+        for path in (f"/runs/{run_id}/trace", f"/runs/{run_id}/events"):
+            r = app.client.get(path)
+            assert r.status_code == 503 and kid_of(key) in r.json()["detail"], r.text
         # what is not secret stays readable
         assert [x["run_id"] for x in app.client.get("/runs").json()["items"]] == [run_id]
         app.close()
