@@ -239,14 +239,22 @@ def cmd_serve(args) -> int:
 
 
 def cmd_worker(args) -> int:
+    from .settings import get_settings
+    from .store import crypto
     from .workers.app import DEFAULT_QUEUES, run_worker
+
+    crypto.configure(get_settings())  # a malformed key stops the worker here, not at its first run
 
     return run_worker(queues=args.queues or DEFAULT_QUEUES, concurrency=args.concurrency, pool=args.pool,
                       loglevel=args.log_level, hostname=args.hostname)
 
 
 def cmd_beat(args) -> int:
+    from .settings import get_settings
+    from .store import crypto
     from .workers.app import run_beat
+
+    crypto.configure(get_settings())  # a malformed key stops beat here
 
     return run_beat(loglevel=args.log_level)
 
@@ -296,6 +304,42 @@ def cmd_plugins(args) -> int:
         if e.package == "agentflow":  # our own entry points: only a broken install gets here
             print(f"agentflow: FAILED {e.group} {e.name!r}: {e.error}", file=sys.stderr)
     return 1 if reg.errors else 0
+
+
+def cmd_keys_generate(args) -> int:
+    from .store.crypto import generate_key, key_id, parse_key
+
+    key = generate_key()
+    print(key)
+    print(f"key id {key_id(parse_key(key))}: set it as AGENTFLOW_ENCRYPTION_KEY; keep the previous key in "
+          "AGENTFLOW_ENCRYPTION_OLD_KEYS until `agentflow keys rotate` has run", file=sys.stderr)
+    return 0
+
+
+def cmd_keys_rotate(args) -> int:
+    from .settings import get_settings
+    from .store import crypto
+    from .store.db import get_engine, migrate, safe_url
+
+    settings = get_settings()
+    ring = crypto.configure(settings)
+    if not ring.enabled:
+        print("agentflow: set AGENTFLOW_ENCRYPTION_KEY to the key to rotate to "
+              "(and AGENTFLOW_ENCRYPTION_OLD_KEYS to the keys it replaces)", file=sys.stderr)
+        return 2
+    url = settings.db_url
+    migrate(url)
+    print(f"re-encrypting under key id {ring.kid} in {safe_url(url)}, {args.batch_size} rows a batch",
+          file=sys.stderr)
+    try:
+        count = crypto.rotate(get_engine(url), batch_size=args.batch_size,
+                              progress=lambda line: print(f"  {line}", file=sys.stderr, flush=True))
+    except crypto.KeyUnavailable as exc:
+        print(f"agentflow: {exc}; what was done so far is kept, run again once the key is set",
+              file=sys.stderr)
+        return 1
+    print(f"{count} value(s) re-encrypted under key id {ring.kid}")
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -367,6 +411,15 @@ def build_parser() -> argparse.ArgumentParser:
     tc.add_argument("--ttl", type=int, default=3600, help="seconds")
     tc.add_argument("--subject", default="cli")
     tc.set_defaults(func=cmd_token)
+
+    k = sub.add_parser("keys", help="encryption keys of data at rest (AGENTFLOW_ENCRYPTION_KEY)")
+    ksub = k.add_subparsers(dest="keys_command", required=True)
+    kg = ksub.add_parser("generate", help="print a fresh key (base64 of 32 random bytes)")
+    kg.set_defaults(func=cmd_keys_generate)
+    kr = ksub.add_parser("rotate", help="re-encrypt every stored value under AGENTFLOW_ENCRYPTION_KEY, "
+                                        "in batches, while the system runs")
+    kr.add_argument("--batch-size", type=int, default=200, help="rows a transaction (default 200)")
+    kr.set_defaults(func=cmd_keys_rotate)
     return p
 
 
@@ -377,7 +430,13 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     install_log_redaction()
     args = build_parser().parse_args(argv)
-    return int(args.func(args) or 0)
+    from .store.crypto import BadKey
+
+    try:
+        return int(args.func(args) or 0)
+    except BadKey as exc:  # a malformed AGENTFLOW_ENCRYPTION_KEY: say which, never quote it
+        print(f"agentflow: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -49,6 +49,10 @@ class Settings(BaseSettings):
     rate_tenant_burst: int = Field(300, alias="AGENTFLOW_RATE_TENANT_BURST")
     rate_ip_per_minute: float = Field(600, alias="AGENTFLOW_RATE_IP_PER_MINUTE")
     rate_ip_burst: int = Field(200, alias="AGENTFLOW_RATE_IP_BURST")
+
+    # ---- encryption at rest (store/crypto.py): base64 of 32 bytes; old keys only decrypt
+    encryption_key: SecretStr | None = Field(None, alias="AGENTFLOW_ENCRYPTION_KEY")
+    encryption_old_keys: SecretStr | None = Field(None, alias="AGENTFLOW_ENCRYPTION_OLD_KEYS")  # comma-separated
 
     @property
     def distributed(self) -> bool:

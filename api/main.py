@@ -22,6 +22,7 @@ from pydantic import TypeAdapter
 
 from ..graph.spec import Source, WorkflowSpec
 from ..settings import Settings, get_settings
+from ..store import crypto
 from ..store.db import migrate, safe_url
 from . import errors
 from . import security
@@ -79,6 +80,7 @@ def _startup(services: Services) -> None:
 
 def create_app(settings: Settings | None = None, dispatcher: Dispatcher | None = None) -> FastAPI:
     settings = settings or get_settings()
+    crypto.configure(settings)  # a malformed AGENTFLOW_ENCRYPTION_KEY stops the server here
     services = Services.build(settings, dispatcher)
 
     @asynccontextmanager

@@ -73,10 +73,14 @@ class EmbeddedExecutor:
             if self._saver is None:
                 from langgraph.checkpoint.sqlite import SqliteSaver
 
+                from ..store import crypto
+
                 path = str(self.checkpoints) if self.checkpoints is not None else ":memory:"
                 if self.checkpoints is not None:
                     self.checkpoints.parent.mkdir(parents=True, exist_ok=True)
-                self._saver = SqliteSaver(sqlite3.connect(path, check_same_thread=False))
+                # encrypted like the run rows when AGENTFLOW_ENCRYPTION_KEY is set
+                self._saver = crypto.sealed_saver(SqliteSaver)(sqlite3.connect(path, check_same_thread=False),
+                                                               serde=crypto.CheckpointSerde())
             return self._saver
 
     def wake_at(self, run_id: str, when: float) -> None:

@@ -7,6 +7,8 @@ from datetime import datetime, timezone
 from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from .crypto import EncryptedJSON
+
 DEFAULT_TENANT = "default"
 
 
@@ -57,8 +59,9 @@ class Run(Base):
     workflow_version: Mapped[int | None] = mapped_column(Integer, nullable=True)
     spec: Mapped[dict] = mapped_column(JSON)  # the exact spec this run executes
     status: Mapped[str] = mapped_column(String(16), default="queued")
-    input: Mapped[dict] = mapped_column(JSON)
-    state: Mapped[dict | None] = mapped_column(JSON, nullable=True)
+    # encrypted when AGENTFLOW_ENCRYPTION_KEY is set (store/crypto.py)
+    input: Mapped[dict] = mapped_column(EncryptedJSON("runs.input"))
+    state: Mapped[dict | None] = mapped_column(EncryptedJSON("runs.state"), nullable=True)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     tokens_used: Mapped[int] = mapped_column(BigInteger, default=0)
     cost: Mapped[float] = mapped_column(Float, default=0.0)
@@ -78,7 +81,7 @@ class Run(Base):
     # execution options of this run, e.g. {"stream": true} (migration 0003)
     options: Mapped[dict | None] = mapped_column(JSON, nullable=True)
     # what a paused run waits for: [{"kind": "step"|"human"|"children", "node", "key", ...}] (0004)
-    waiting_for: Mapped[list | None] = mapped_column(JSON, nullable=True)
+    waiting_for: Mapped[list | None] = mapped_column(EncryptedJSON("runs.waiting_for"), nullable=True)
 
     __table_args__ = (
         Index("ix_runs_tenant_workflow_created", "tenant_id", "workflow_id", "created_at"),
@@ -106,8 +109,9 @@ class Step(Base):
     tokens: Mapped[int] = mapped_column(Integer, default=0)
     cost: Mapped[float] = mapped_column(Float, default=0.0)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
-    output: Mapped[dict | None] = mapped_column(JSON, nullable=True)   # the state delta the step wrote
-    input: Mapped[dict | None] = mapped_column(JSON, nullable=True)    # what the step read (trace replay)
+    # the state delta the step wrote, and what it read (trace replay); encrypted with a key set
+    output: Mapped[dict | None] = mapped_column(EncryptedJSON("steps.output"), nullable=True)
+    input: Mapped[dict | None] = mapped_column(EncryptedJSON("steps.input"), nullable=True)
     # run:node:superstep - the same key on a redelivered step, so a finished one is reused.
     step_key: Mapped[str | None] = mapped_column(String(320), nullable=True)
 
@@ -121,7 +125,7 @@ class Schedule(Base):
     workflow_id: Mapped[str] = mapped_column(String(128))
     cron: Mapped[str | None] = mapped_column(String(128), nullable=True)
     interval_seconds: Mapped[float | None] = mapped_column(Float, nullable=True)
-    input: Mapped[dict] = mapped_column(JSON)
+    input: Mapped[dict] = mapped_column(EncryptedJSON("schedules.input"))
     enabled: Mapped[bool] = mapped_column(Boolean, default=True)
     last_run_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     next_run_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)

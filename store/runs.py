@@ -15,6 +15,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from ..graph.secrets import redact
+from . import crypto
 from .db import autocommit_one, one_statement, session_scope
 from .models import DEFAULT_TENANT, Run, Step, utcnow
 
@@ -115,7 +116,7 @@ def _start_statements() -> dict[str, Any]:
     audit = f"INSERT INTO audit_log ({audit_cols}) VALUES ({audit_vals})"
     pg_audit = (f"WITH started AS ({run}), logged AS (INSERT INTO audit_log ({audit_cols}) "
                 f"SELECT {audit_vals} FROM started) SELECT workflow_version FROM started")
-    typed = [bindparam("input", type_=JSON), bindparam("options", type_=JSON),
+    typed = [bindparam("input", type_=Run.__table__.c.input.type), bindparam("options", type_=JSON),
              bindparam("created_at", type_=DateTime(timezone=True))]
     audit_typed = [bindparam("a_detail", type_=JSON), bindparam("a_at", type_=DateTime(timezone=True))]
 
@@ -227,6 +228,7 @@ class RunStore:
         engine = self.engine
         if engine.dialect.driver == "psycopg":
             # one statement, so it needs no transaction around it: one round trip
+            params["input"] = crypto.seal(params["input"], "runs.input")  # the driver skips the column type
             for key in ("input", "options", "a_detail"):
                 if params.get(key) is not None:
                     params[key] = json.dumps(params[key])
@@ -248,7 +250,7 @@ class RunStore:
     def get(self, run_id: str, tenant_id: str | None = None, with_steps: bool = True) -> dict | None:
         # Core, and only the columns shown (the ORM loaded the spec and every step's input and
         # output JSON too); two reads in autocommit, no BEGIN and ROLLBACK: every poll and run end
-        with one_statement(self.engine) as conn:
+        with one_statement(self.engine) as conn, crypto.about(f"run {run_id}"):
             row = conn.execute(_HOT["get"], {"run_id": run_id}).first()
             if row is None or (tenant_id is not None and row.tenant_id != tenant_id):
                 return None
@@ -259,7 +261,7 @@ class RunStore:
 
     @retry_on_disconnect
     def spec_of(self, run_id: str) -> tuple[dict, dict, str] | None:
-        with session_scope(self.factory) as s:
+        with session_scope(self.factory) as s, crypto.about(f"run {run_id}"):
             run = s.get(Run, run_id)
             return (run.spec, run.input, run.status) if run else None
 
@@ -277,9 +279,14 @@ class RunStore:
     def begin(self, run_id: str) -> dict | None:
         """Mark a queued (or resumed) run running and return what its executor needs
         (spec, input, options, rerun_from, tenant_id, attempts) in one statement; None when the run
-        is missing, ended or cancelled."""
-        with one_statement(self.engine) as conn:
-            row = conn.execute(_HOT["begin"], {"run_id": run_id, "now": utcnow()}).first()
+        is missing, ended or cancelled, or failed here because its encryption key is not configured."""
+        try:
+            with one_statement(self.engine) as conn, crypto.about(f"run {run_id}"):
+                row = conn.execute(_HOT["begin"], {"run_id": run_id, "now": utcnow()}).first()
+        except crypto.KeyUnavailable as exc:
+            # this executor lacks the run's key: the run ends with the reason, not stuck running
+            self.finish(run_id, "failed", error=str(exc))
+            return None
         if row is None:
             return None
         out = dict(row._mapping)
@@ -497,23 +504,23 @@ class RunStore:
              parent_run_id: str | None = None) -> tuple[list[dict], str | None]:
         """Newest first; `before` is the cursor (a run id) returned by the previous page.
         `parent_run_id`: only the runs it started or that re-run it."""
+        listed = [Run.__table__.c[k] for k in _RUN_FIELDS if k not in ("input", "state")]  # nothing to decrypt
         with session_scope(self.factory) as s:
-            q = select(Run).where(Run.tenant_id == tenant_id)
+            q = select(*listed).where(Run.tenant_id == tenant_id)
             if workflow_id is not None:
                 q = q.where(Run.workflow_id == workflow_id)
             if parent_run_id is not None:
                 q = q.where(Run.parent_run_id == parent_run_id)
             if before:
-                anchor = s.get(Run, before)
+                anchor = s.execute(select(Run.created_at, Run.id, Run.tenant_id).where(Run.id == before)).first()
                 if anchor is not None and anchor.tenant_id == tenant_id:  # another tenant's id tells nothing
                     # row-value comparison: an index seek to the cursor, not a walk past every
                     # newer run as the equivalent OR did (bench/scale.py)
                     q = q.where(tuple_(Run.created_at, Run.id) < tuple_(anchor.created_at, anchor.id))
-            rows = list(s.scalars(q.order_by(Run.created_at.desc(), Run.id.desc()).limit(limit + 1)))
-            items = [run_dict(r) for r in rows[:limit]]
+            rows = list(s.execute(q.order_by(Run.created_at.desc(), Run.id.desc()).limit(limit + 1)))
+            items = [run_dict({"input": None, "state": None, **r._mapping}) for r in rows[:limit]]
             for item in items:
-                item.pop("input", None)
-                item.pop("state", None)
+                del item["input"], item["state"]
             return items, (rows[limit - 1].id if len(rows) > limit else None)
 
     # ---- steps

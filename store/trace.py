@@ -20,6 +20,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from ..graph.state import GraphState, initial_state
+from . import crypto
 from .db import session_scope
 from .models import Run, Step
 from .runs import step_dict
@@ -106,7 +107,7 @@ class TraceStore:
         self.factory = factory
 
     def load(self, run_id: str, tenant_id: str | None = None) -> tuple[Run, list[Step]] | None:
-        with session_scope(self.factory) as s:
+        with session_scope(self.factory) as s, crypto.about(f"run {run_id}"):
             run = s.get(Run, run_id)
             if run is None or (tenant_id is not None and run.tenant_id != tenant_id):
                 return None
@@ -118,7 +119,7 @@ class TraceStore:
         if run.rerun_from is None or not run.parent_run_id:
             return None
         parent_id, found = run.parent_run_id, None
-        with session_scope(self.factory) as s:
+        with session_scope(self.factory) as s, crypto.about(f"run {parent_id}"):
             for _ in range(depth):
                 row = s.execute(select(Run.input, Run.parent_run_id, Run.rerun_from)
                                 .where(Run.id == parent_id)).first()

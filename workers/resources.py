@@ -11,6 +11,7 @@ import redis
 from ..graph.secrets import install_log_redaction
 from ..runs.events import RedisEventBus
 from ..settings import get_settings
+from ..store import crypto
 from ..store.db import IdleCheck, session_factory
 from .checkpoints import HoldingPostgresSaver
 from ..store.runs import RunStore
@@ -66,7 +67,8 @@ def checkpointer():
 
             pool = ConnectionPool(url, min_size=1, max_size=16, open=True, check=check, reset=idle.used,
                                   kwargs={"autocommit": True, "prepare_threshold": 0, "row_factory": dict_row})
-            saver = HoldingPostgresSaver(pool)
+            # encrypted with AGENTFLOW_ENCRYPTION_KEY set (store/crypto.py)
+            saver = crypto.sealed_saver(HoldingPostgresSaver)(pool, serde=crypto.CheckpointSerde())
             with pool.connection() as conn:  # workers start together: one creates the tables
                 # try-lock and sleep: a session blocked inside pg_advisory_lock holds a
                 # snapshot, and the saver's CREATE INDEX CONCURRENTLY would wait on it forever.
