@@ -38,6 +38,11 @@ class Settings(BaseSettings):
     rate_ip_per_minute: float = Field(600, alias="AGENTFLOW_RATE_IP_PER_MINUTE")
     rate_ip_burst: int = Field(200, alias="AGENTFLOW_RATE_IP_BURST")
 
+    # ---- collaborative editing (api/collab.py): a client whose message or whose edits would
+    # take the shared document past these sizes is disconnected (close code 1009)
+    collab_max_doc_bytes: int = Field(4_000_000, alias="AGENTFLOW_COLLAB_MAX_DOC_BYTES")
+    collab_max_message_bytes: int = Field(1_000_000, alias="AGENTFLOW_COLLAB_MAX_MESSAGE_BYTES")
+
     @property
     def distributed(self) -> bool:
         return bool(self.redis_url)
