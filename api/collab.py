@@ -114,13 +114,13 @@ def _awareness_ok(payload: bytes) -> bool:
 
 @dataclass
 class Verdict:
-    message: bytes | None        # what the room gets (None: dropped)
+    message: bytes | None        # what the room's loop handles (None: nothing left to do)
     update: bytes | None = None  # a document update to store and relay
     awareness: bool = False      # an awareness message to relay
 
 
 class Guard:
-    """The checks of one client's messages, before its room sees them."""
+    """One client's messages checked before its room handles them (its updates applied here)."""
 
     def __init__(self, room: "WorkflowRoom", principal: Principal, max_message: int, max_doc: int):
         self.room = room
@@ -167,11 +167,14 @@ class Guard:
             # sends is applied.
             log.debug("dropped an update of viewer %s in %s", self.principal.subject, self.room.key)
             return Verdict(None)
-        if self.room.size + len(payload) > self.max_doc and self.room.measure() + len(payload) > self.max_doc:
+        if self.room.size + len(payload) > self.max_doc and self.room.size_after(payload) > self.max_doc:
             raise Refused(CLOSE_TOO_BIG, f"the document would exceed {self.max_doc} bytes "
                                          "(AGENTFLOW_COLLAB_MAX_DOC_BYTES)")
-        self.room.size += len(payload)
-        return Verdict(message, update=payload)
+        # Applied here rather than by the room's loop, to learn what it changed: a client
+        # that sends back what it was sent (pycrdt's Provider does) changes nothing, and
+        # is neither stored nor named among the editors.
+        change = self.room.apply(payload)
+        return Verdict(None, update=change if change != EMPTY_UPDATE else None)
 
 
 # ---------------------------------------------------------------- the client's socket
@@ -259,22 +262,45 @@ class WorkflowRoom(YRoom):
         self.users = 0
         self.size = len(doc.get_update())
         self.on_message_error = self._message_error
+        self._change = EMPTY_UPDATE
+        self._watch = doc.observe(self._changed)
 
-    def measure(self) -> int:
-        """The document's real size (`size` adds up accepted updates, which overlap)."""
-        self.size = len(self.ydoc.get_update())
-        return self.size
+    def apply(self, update: bytes) -> bytes:
+        """Apply a client's update; the update of what it changed (the room's observer
+        sends that to every client here)."""
+        self._change = EMPTY_UPDATE
+        self.ydoc.apply_update(update)
+        self.size += len(self._change)
+        return self._change
+
+    def _changed(self, event) -> None:
+        self._change = event.update
+
+    def size_after(self, update: bytes) -> int:
+        """The document's real size with `update` applied (tried on a copy). `size` only
+        adds up what updates changed, an upper bound; near the limit it is not enough: a
+        client that sends back what it was sent adds nothing."""
+        copy = Doc()
+        current = self.ydoc.get_update()
+        self.size = len(current)
+        copy.apply_update(current)
+        copy.apply_update(update)
+        return len(copy.get_update())
 
     def record(self, update: bytes, subject: str) -> None:
         """Store a client's update, then tell the other replicas."""
         self.hub.spawn(self._store_then_relay, update, subject)
 
     async def _store_then_relay(self, update: bytes, subject: str) -> None:
+        writing = self.hub.writing
+        writing[self.key] += 1
         try:
             await anyio.to_thread.run_sync(self.hub.store.append, self.tenant, self.workflow_id, update, subject)
         except Exception:
             log.exception("cannot store an update of %s: it lives in memory until the room closes", self.key)
             self.hub.unsaved[self.key].append((update, subject))
+        finally:
+            writing[self.key] -= 1
         await self.hub.publish(self.key, b"u" + update)
 
     def relay(self, payload: bytes) -> None:
@@ -317,6 +343,7 @@ class CollabHub:
         self.rooms: dict[str, WorkflowRoom] = {}
         self.unsaved: dict[str, list[tuple[bytes, str]]] = defaultdict(list)
         self._locks: dict[str, anyio.Lock] = defaultdict(anyio.Lock)
+        self.writing: dict[str, int] = defaultdict(int)  # updates of a room being stored
         self._tg: TaskGroup | None = None
         self.relay = None
         if settings.distributed:
@@ -367,6 +394,8 @@ class CollabHub:
             if room is None:
                 if self.relay is not None:
                     await self.relay.subscribe(key)  # before loading: see collab_relay.py
+                while self.writing[key] or self.unsaved.get(key):  # the room closed a moment ago
+                    await anyio.sleep(0.01)
                 doc = await anyio.to_thread.run_sync(self._load, tenant, workflow_id)
                 room = WorkflowRoom(self, tenant, workflow_id, doc)
                 await self._tg.start(room.start)

@@ -78,6 +78,13 @@ async def closed_with(ws: ClientConnection, timeout: float = 10) -> tuple[int | 
             return (frame.code, frame.reason) if frame else (None, "")
 
 
+async def close_of(ws: ClientConnection, timeout: float = 10) -> tuple[int | None, str]:
+    """Wait for the server to close a socket that someone else reads (a Provider's)."""
+    with anyio.fail_after(timeout):
+        await ws.wait_closed()
+    return ws.close_code, ws.close_reason or ""
+
+
 async def eventually(check, timeout: float = 5, interval: float = 0.05):
     """`check()` once it returns a true value; its last failure when it never does."""
     deadline = anyio.current_time() + timeout
