@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
@@ -264,6 +265,7 @@ class WorkflowRoom(YRoom):
         self.on_message_error = self._message_error
         self._change = EMPTY_UPDATE
         self._watch = doc.observe(self._changed)
+        self._outbox_in, self._outbox_out = anyio.create_memory_object_stream[tuple[bytes, str]](math.inf)
 
     def apply(self, update: bytes) -> bytes:
         """Apply a client's update; the update of what it changed (the room's observer
@@ -288,20 +290,28 @@ class WorkflowRoom(YRoom):
         return len(copy.get_update())
 
     def record(self, update: bytes, subject: str) -> None:
-        """Store a client's update, then tell the other replicas."""
-        self.hub.spawn(self._store_then_relay, update, subject)
+        """Store a client's update, then tell the other replicas: in order, one at a time,
+        so the other replicas get this room's updates in the order it applied them."""
+        self.hub.writing[self.key] += 1
+        self._outbox_in.send_nowait((update, subject))
 
-    async def _store_then_relay(self, update: bytes, subject: str) -> None:
+    async def drain(self) -> None:
+        """Store and relay what `record` queued, until the room closes and all is done."""
         writing = self.hub.writing
-        writing[self.key] += 1
-        try:
-            await anyio.to_thread.run_sync(self.hub.store.append, self.tenant, self.workflow_id, update, subject)
-        except Exception:
-            log.exception("cannot store an update of %s: it lives in memory until the room closes", self.key)
-            self.hub.unsaved[self.key].append((update, subject))
-        finally:
-            writing[self.key] -= 1
-        await self.hub.publish(self.key, b"u" + update)
+        async with self._outbox_out:
+            async for update, subject in self._outbox_out:
+                try:
+                    await anyio.to_thread.run_sync(self.hub.store.append, self.tenant, self.workflow_id,
+                                                   update, subject)
+                except Exception:
+                    log.exception("cannot store an update of %s: kept in memory until the room closes", self.key)
+                    self.hub.unsaved[self.key].append((update, subject))
+                finally:
+                    writing[self.key] -= 1
+                await self.hub.publish(self.key, b"u" + update)
+
+    def close_outbox(self) -> None:
+        self._outbox_in.close()
 
     def relay(self, payload: bytes) -> None:
         self.hub.spawn(self.hub.publish, self.key, payload)
@@ -344,6 +354,7 @@ class CollabHub:
         self.unsaved: dict[str, list[tuple[bytes, str]]] = defaultdict(list)
         self._locks: dict[str, anyio.Lock] = defaultdict(anyio.Lock)
         self.writing: dict[str, int] = defaultdict(int)  # updates of a room being stored
+        self._joining: dict[str, list[bytes]] = {}        # relayed messages of rooms being opened
         self._tg: TaskGroup | None = None
         self.relay = None
         if settings.distributed:
@@ -374,6 +385,8 @@ class CollabHub:
         room = self.rooms.get(key)
         if room is not None:
             room.remote(payload)
+        elif key in self._joining:  # heard while the room loads: applied once it is there
+            self._joining[key].append(payload)
 
     def _load(self, tenant: str, workflow_id: str) -> Doc:
         doc = Doc()
@@ -392,16 +405,27 @@ class CollabHub:
         async with self._locks[key]:
             room = self.rooms.get(key)
             if room is None:
-                if self.relay is not None:
-                    await self.relay.subscribe(key)  # before loading: see collab_relay.py
-                while self.writing[key] or self.unsaved.get(key):  # the room closed a moment ago
-                    await anyio.sleep(0.01)
-                doc = await anyio.to_thread.run_sync(self._load, tenant, workflow_id)
-                room = WorkflowRoom(self, tenant, workflow_id, doc)
-                await self._tg.start(room.start)
-                self.rooms[key] = room
+                room = await self._open(tenant, workflow_id, key)
             room.users += 1
             return room
+
+    async def _open(self, tenant: str, workflow_id: str, key: str) -> WorkflowRoom:
+        self._joining[key] = []
+        try:
+            if self.relay is not None:
+                await self.relay.subscribe(key)  # before loading: see collab_relay.py
+            while self.writing[key] or self.unsaved.get(key):  # the room closed a moment ago
+                await anyio.sleep(0.01)
+            doc = await anyio.to_thread.run_sync(self._load, tenant, workflow_id)
+            room = WorkflowRoom(self, tenant, workflow_id, doc)
+            await self._tg.start(room.start)
+            self._tg.start_soon(room.drain)
+            self.rooms[key] = room
+            for payload in self._joining[key]:
+                room.remote(payload)
+            return room
+        finally:
+            self._joining.pop(key, None)
 
     async def leave(self, room: WorkflowRoom) -> None:
         async with self._locks[room.key]:
@@ -409,6 +433,7 @@ class CollabHub:
             if room.users > 0 or self.rooms.get(room.key) is not room:
                 return
             del self.rooms[room.key]
+            room.close_outbox()  # its drain stores what is queued, then ends
             await room.stop()
             if self.relay is not None:
                 await self.relay.unsubscribe(room.key)
