@@ -4,6 +4,7 @@ import { useRef } from "react";
 import { asSpec } from "@/lib/spec";
 import { useWorkflowStore } from "@/lib/useWorkflowStore";
 import { specText } from "./JsonPreview";
+import { PresenceBar } from "./Presence";
 import { Button } from "./ui";
 
 export function Toolbar() {
@@ -13,8 +14,9 @@ export function Toolbar() {
   const viewingVersion = useWorkflowStore((s) => s.viewingVersion);
   const savedId = useWorkflowStore((s) => s.savedId);
   const dirty = useWorkflowStore((s) => s.dirty);
-  const canUndo = useWorkflowStore((s) => s.past.length > 0 && !s.overlay);
-  const canRedo = useWorkflowStore((s) => s.future.length > 0 && !s.overlay);
+  // in a live session, undo is the session's: only this user's own edits
+  const canUndo = useWorkflowStore((s) => !s.overlay && (s.collab.status === "live" ? s.collab.canUndo : s.past.length > 0));
+  const canRedo = useWorkflowStore((s) => !s.overlay && (s.collab.status === "live" ? s.collab.canRedo : s.future.length > 0));
   const busy = useWorkflowStore((s) => s.busy);
   const st = useWorkflowStore.getState();
   const fileRef = useRef<HTMLInputElement>(null);
@@ -69,7 +71,8 @@ export function Toolbar() {
       <span data-testid="workflow-version" className="rounded bg-slate-100 px-1.5 py-0.5 text-[11px] font-medium text-slate-500">
         {version}
       </span>
-      {dirty && <span data-testid="dirty" title="Unsaved changes" className="h-2 w-2 rounded-full bg-amber-400" />}
+      {dirty && <span data-testid="dirty" title="Unsaved changes" className="h-2 w-2 shrink-0 rounded-full bg-amber-400" />}
+      <PresenceBar />
       <div className="mx-2 h-6 w-px bg-slate-200" />
       <Button variant="ghost" data-testid="btn-undo" disabled={!canUndo} onClick={st.undo} title="Undo (Ctrl+Z)">
         ↶
