@@ -32,7 +32,8 @@ from typing import Any
 
 import anyio
 from anyio.abc import TaskGroup
-from pycrdt import Decoder, Doc, YMessageType, YSyncMessageType, merge_updates, read_message
+from pycrdt import (Decoder, Doc, YMessageType, YSyncMessageType, create_awareness_message, merge_updates,
+                    read_message)
 from pycrdt.websocket import YRoom
 from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
@@ -101,16 +102,19 @@ async def principal_of(websocket: WebSocket) -> Principal:
 # ---------------------------------------------------------------- checking messages
 
 
-def _awareness_ok(payload: bytes) -> bool:
-    """An awareness update: a count, then per client its id, clock and JSON state."""
+def awareness_clients(payload: bytes) -> dict[int, bool]:
+    """The clients of an awareness update (a count, then per client its id, clock and
+    JSON state), each with whether it still has a state; ValueError when malformed."""
     decoder = Decoder(payload)
+    clients: dict[int, bool] = {}
     for _ in range(decoder.read_var_uint()):
-        decoder.read_var_uint()
+        client = decoder.read_var_uint()
         decoder.read_var_uint()
         state = decoder.read_var_string()
-        if state:
-            json.loads(state)
-    return decoder.i0 == len(payload)
+        clients[client] = json.loads(state) is not None if state else False
+    if decoder.i0 != len(payload):
+        raise ValueError("trailing bytes")
+    return clients
 
 
 @dataclass
@@ -127,6 +131,7 @@ class Guard:
         self.room = room
         self.principal = principal
         self.may_edit = principal.allows(roles.SOCKETS[PATH][1])
+        self.presence: set[int] = set()
         self.max_message = max_message
         self.max_doc = max_doc
 
@@ -140,8 +145,9 @@ class Guard:
             if kind == YMessageType.SYNC:
                 return self._sync(message)
             if kind == YMessageType.AWARENESS:
-                if not _awareness_ok(read_message(message[1:])):
-                    raise ValueError("trailing bytes")
+                for client, present in awareness_clients(read_message(message[1:])).items():
+                    # whose presence this socket speaks for: removed when it goes
+                    (self.presence.add if present else self.presence.discard)(client)
                 return Verdict(message, awareness=True)
         except Refused:
             raise
@@ -277,6 +283,27 @@ class WorkflowRoom(YRoom):
 
     def _changed(self, event) -> None:
         self._change = event.update
+
+    async def serve(self, channel: "SocketChannel") -> None:  # type: ignore[override]
+        # YRoom tells a newcomer nobody's presence until each client renews it (15 s):
+        # send what the room knows at once, and take back a client's presence when it goes
+        known = [c for c in self.awareness.states if c != self.awareness.client_id]
+        if known:
+            await channel.send(create_awareness_message(self.awareness.encode_awareness_update(known)))
+        try:
+            await super().serve(channel)
+        finally:
+            self.forget(sorted(channel.guard.presence))
+
+    def forget(self, clients: list[int]) -> None:
+        clients = [c for c in clients if c in self.awareness.states]
+        if not clients:
+            return
+        self.awareness.remove_awareness_states(clients, "gone")
+        message = create_awareness_message(self.awareness.encode_awareness_update(clients))
+        for client in list(self.clients):
+            self.hub.spawn(client.send, message)
+        self.relay(b"a" + message)
 
     def size_after(self, update: bytes) -> int:
         """The document's real size with `update` applied (tried on a copy). `size` only
