@@ -56,19 +56,19 @@ export function Toolbar() {
     <header className="flex h-12 shrink-0 items-center gap-2 border-b border-slate-200 bg-white px-3">
       <div className="flex items-center gap-2 pr-2">
         <span className="flex h-7 w-7 items-center justify-center rounded-lg bg-indigo-600 text-sm font-bold text-white">A</span>
-        <span className="hidden text-sm font-semibold text-slate-700 xl:inline">AgentFlow Studio</span>
+        <span className="hidden whitespace-nowrap text-sm font-semibold text-slate-700 2xl:inline">AgentFlow Studio</span>
       </div>
       <input
         data-testid="workflow-name"
         aria-label="Workflow name"
-        className="w-72 min-w-0 rounded-md border border-transparent px-2 py-1 text-sm font-semibold text-slate-800 hover:border-slate-200 focus:border-indigo-500 focus:outline-none"
+        className="w-72 min-w-[9rem] shrink rounded-md border border-transparent px-2 py-1 text-sm font-semibold text-slate-800 hover:border-slate-200 focus:border-indigo-500 focus:outline-none"
         value={name ?? ""}
         onChange={(e) => st.setWorkflowFields({ name: e.target.value })}
       />
-      <span className="font-mono text-xs text-slate-400" data-testid="workflow-id">
+      <span className="min-w-0 max-w-[14rem] shrink truncate whitespace-nowrap font-mono text-xs text-slate-400" data-testid="workflow-id" title={id}>
         {id}
       </span>
-      <span data-testid="workflow-version" className="rounded bg-slate-100 px-1.5 py-0.5 text-[11px] font-medium text-slate-500">
+      <span data-testid="workflow-version" className="shrink-0 whitespace-nowrap rounded bg-slate-100 px-1.5 py-0.5 text-[11px] font-medium text-slate-500">
         {version}
       </span>
       {dirty && <span data-testid="dirty" title="Unsaved changes" className="h-2 w-2 shrink-0 rounded-full bg-amber-400" />}
