@@ -49,15 +49,16 @@ class RedisRelay:
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         self._client = aioredis.from_url(self.url)
         self._pubsub = self._client.pubsub()
-        # a pub/sub connection needs a subscription before it can be read
-        await self._pubsub.subscribe(self.prefix + b"-")
-        task_status.started()
+        task_status.started()  # the API starts even when Redis is down; rooms then stay local
         try:
             while True:
                 try:
+                    if not self._pubsub.subscribed:
+                        # a pub/sub connection needs a subscription before it can be read
+                        await self._pubsub.subscribe(self.prefix + b"-")
                     message = await self._pubsub.get_message(timeout=1.0)
                 except (aioredis.ConnectionError, aioredis.TimeoutError, OSError) as exc:
-                    # redis-py subscribes again when it reconnects
+                    # redis-py subscribes again to every channel when it reconnects
                     log.warning("collaboration relay: Redis unreachable (%s); retrying", exc)
                     await anyio.sleep(1.0)
                     continue
@@ -89,7 +90,12 @@ class RedisRelay:
         """Returns once Redis has confirmed the subscription."""
         channel = self._channel(key)
         event = self._subscribed.setdefault(channel, anyio.Event())
-        await self._pubsub.subscribe(channel)
+        try:
+            await self._pubsub.subscribe(channel)
+        except (aioredis.ConnectionError, aioredis.TimeoutError, OSError) as exc:
+            log.warning("collaboration relay: cannot subscribe to %s (%s): the room is local until "
+                        "Redis is back", channel, exc)
+            return
         with anyio.move_on_after(SUBSCRIBE_TIMEOUT):
             await event.wait()
         if not event.is_set():
@@ -98,7 +104,10 @@ class RedisRelay:
     async def unsubscribe(self, key: str) -> None:
         channel = self._channel(key)
         self._subscribed.pop(channel, None)
-        await self._pubsub.unsubscribe(channel)
+        try:
+            await self._pubsub.unsubscribe(channel)
+        except (aioredis.ConnectionError, aioredis.TimeoutError, OSError):
+            pass  # the connection is gone, and its subscriptions with it
 
     async def publish(self, key: str, payload: bytes) -> None:
         try:
