@@ -195,6 +195,17 @@ export function bindStore(doc: Y.Doc, store: StoreLike, workflowId: string, opts
   let synced: WorkflowSpec | null = null; // the spec last in agreement with the document
   let applying = false;
 
+  /** Show `spec` in the store without taking it for a local edit. */
+  const show = (s: StudioState, spec: WorkflowSpec) => {
+    applying = true;
+    try {
+      s.applyRemote(spec);
+    } finally {
+      applying = false;
+    }
+    synced = store.getState().spec;
+  };
+
   const pull = () => {
     const s = store.getState();
     if (!ours(s)) return;
@@ -204,13 +215,7 @@ export function bindStore(doc: Y.Doc, store: StoreLike, workflowId: string, opts
       synced = s.spec; // the same workflow: nothing to show
       return;
     }
-    applying = true;
-    try {
-      s.applyRemote(spec);
-    } finally {
-      applying = false;
-    }
-    synced = store.getState().spec;
+    show(s, spec);
   };
 
   const first = store.getState();
@@ -232,14 +237,7 @@ export function bindStore(doc: Y.Doc, store: StoreLike, workflowId: string, opts
     }
     if (s.spec !== synced) {
       if (opts.readOnly) {
-        const spec = readSpec(doc) ?? synced;
-        applying = true;
-        try {
-          s.applyRemote(spec);
-        } finally {
-          applying = false;
-        }
-        synced = store.getState().spec;
+        show(s, readSpec(doc) ?? synced);
         opts.onReadOnlyEdit?.();
         return;
       }

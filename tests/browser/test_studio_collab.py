@@ -24,6 +24,8 @@ from tests.browser.conftest import CHROMIUM, CHROMIUM_ARGS, ROOT, STUDIO_INDEX, 
 from tests.collab.conftest import SECRET, token
 from tests.helpers import rules_spec
 
+pytestmark = [pytest.mark.browser, pytest.mark.timeout(240)]  # it uses no `page` fixture: mark it here
+
 WID = "collab-demo"
 LIVE = 1000  # ms: what a co-editor may wait to see an edit
 

@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Page, expect
 
+from tests.browser.conftest import run_triage
+
 SIZES = [(1280, 800), (1920, 1080)]
 TABS = ["properties", "queues", "sources", "json", "problems", "run", "history", "replay"]
 
@@ -102,11 +104,7 @@ def test_run_panel_keeps_tokens_and_cost_apart(page: Page, artifacts: Path):
     page.set_viewport_size({"width": 1280, "height": 800})
     page.goto(page.base_url + "/?workflow=support-triage")
     expect(page.get_by_test_id("node-writer")).to_be_visible()
-    page.get_by_test_id("tab-run").click()
-    page.get_by_test_id("run-input").fill("Please draw a cat and explain both")
-    page.get_by_test_id("run-metadata").fill('{"customer": "alice"}')
-    page.get_by_test_id("run-start").click()
-    expect(page.get_by_test_id("run-status")).to_have_attribute("data-status", "succeeded", timeout=90_000)
+    run_triage(page)
     gaps = page.evaluate("""() => [...document.querySelectorAll('[data-testid^=run-step-tokens-]')].map((cell) => {
         const text = (el) => { const r = document.createRange(); r.selectNodeContents(el); return r.getBoundingClientRect(); };
         const cost = cell.nextElementSibling;

@@ -20,6 +20,8 @@ from tests.collab.conftest import SECRET, save, token
 from tests.features.conftest import free_port
 from tests.helpers import rules_spec
 
+pytestmark = [pytest.mark.distributed, pytest.mark.timeout(180)]
+
 
 def _serve(env: dict, log_path) -> tuple[subprocess.Popen, str]:
     port = free_port()
