@@ -232,3 +232,40 @@ def test_a_viewer_page_watches_but_cannot_change_the_workflow(server, open_as, a
     expect(vic.get_by_test_id("workflow-name")).to_have_value("Renamed by the editor", timeout=LIVE)
     late = open_as("late", workflow="watched")
     wait_spec(late, "s => s.name === 'Renamed by the editor' && s.nodes.length === 3", 5000)
+
+
+def test_studio_works_alone_when_live_editing_is_refused(server, browser, artifacts):
+    """The socket closed by the server with a code (here: a stand-in that refuses every
+    collaboration socket as a foreign tenant would be): Studio says so, stops retrying,
+    and editing, undo and saving work as without collaboration."""
+    tok = token(subject="solo")
+    assert server.api("PUT", "/workflows/solo", tok, json=rules_spec(id="solo", name="Solo")).status_code in (200, 201)
+    ctx = browser.new_context(viewport={"width": 1280, "height": 800})
+    page = ctx.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    attempts = []
+
+    def refuse(ws):
+        attempts.append(ws.url)
+        ws.close(code=4404, reason="workflow 'solo' not found")
+
+    page.route_web_socket("**/collab", refuse)
+    try:
+        page.goto(f"{server.url}/?workflow=solo#token={tok}")
+        status = page.get_by_test_id("collab-status")
+        expect(status).to_have_attribute("data-status", "unavailable")
+        expect(status).to_have_attribute("title", "Live editing is off: workflow 'solo' not found")
+        page.get_by_test_id("workflow-name").fill("Solo, edited")
+        page.get_by_test_id("btn-undo").click()  # the store's own undo: the rename goes
+        expect(page.get_by_test_id("workflow-name")).to_have_value("Solo")
+        page.get_by_test_id("btn-redo").click()
+        page.get_by_test_id("btn-save").click()
+        expect(page.get_by_test_id("workflow-version")).to_have_text("v2")
+        saved = server.api("GET", "/workflows/solo", tok).json()["spec"]
+        assert saved["name"] == "Solo, edited"
+        page.wait_for_timeout(1500)
+        assert len(attempts) == 1, attempts  # refused for good: no reconnecting
+    finally:
+        ctx.close()
+    assert not errors, errors
