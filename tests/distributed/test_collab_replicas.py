@@ -90,6 +90,17 @@ def test_clients_of_two_replicas_edit_one_document(replicas):
                 _add_node(b, f"b{i}")
             await eventually(lambda: read_spec(a) == read_spec(b) and len(read_spec(a)["nodes"]) == 3 + 1 + 40,
                              timeout=5)
+            # an edit through the other replica arrives within a second (contract section 9)
+            delays = []
+            for i in range(20):
+                start = anyio.current_time()
+                roots(a)["meta"]["description"] = json.dumps(f"edit {i}")
+                await eventually(lambda i=i: read_spec(b).get("description") == f"edit {i}", timeout=2,
+                                 interval=0.002)
+                delays.append(anyio.current_time() - start)
+            delays.sort()
+            print(f"replica to replica: median {delays[10] * 1000:.1f} ms, max {delays[-1] * 1000:.1f} ms")
+            assert delays[-1] < 1.0, delays
             # a third client joining on either replica loads the same document
             async with shared_doc(two, "shared", token(subject="carol")) as (c, _):
                 assert read_spec(c) == read_spec(a)
