@@ -48,14 +48,14 @@ export function Studio() {
   // Live co-editing of the saved workflow open here; Studio works alone when it is not available.
   useEffect(() => {
     if (!savedId) return;
+    const moved = new AbortController();
     let stop: (() => void) | null = null;
-    let cancelled = false;
-    void startCollab(savedId, useWorkflowStore).then((s) => {
-      if (cancelled) s();
+    void startCollab(savedId, useWorkflowStore, moved.signal).then((s) => {
+      if (moved.signal.aborted) s();
       else stop = s;
     });
     return () => {
-      cancelled = true;
+      moved.abort();
       stop?.();
     };
   }, [savedId]);

@@ -314,17 +314,20 @@ function peersOf(awareness: WebsocketProvider["awareness"]): Peer[] {
   return peers.sort((a, b) => a.clientId - b.clientId);
 }
 
-/** Join the collaborative session of `workflowId`; returns what leaves it. */
-export async function startCollab(workflowId: string, store: StoreLike): Promise<() => void> {
+/** Join the collaborative session of `workflowId`; returns what leaves it. `signal`: the
+ * caller moved on (another workflow opened) while we asked who we are: join nothing. */
+export async function startCollab(workflowId: string, store: StoreLike, signal?: AbortSignal): Promise<() => void> {
   session?.stop();
   store.getState().setCollab({ ...collabOff(), status: "connecting" });
   let me: { subject: string; role: string };
   try {
     me = await api.getMe();
   } catch (e) {
-    store.getState().setCollab({ status: "unavailable", reason: (e as Error).message });
+    if (!signal?.aborted) store.getState().setCollab({ status: "unavailable", reason: (e as Error).message });
     return () => undefined;
   }
+  if (signal?.aborted) return () => undefined;
+  session?.stop();
   const readOnly = me.role === "viewer";
   const token = api.currentApiToken();
   const doc = new Y.Doc();
@@ -393,8 +396,10 @@ export async function startCollab(workflowId: string, store: StoreLike): Promise
       setUndoDelegate(null);
       provider.destroy();
       doc.destroy();
-      if (session === current) session = null;
-      store.getState().setCollab(collabOff());
+      if (session === current) {
+        session = null;
+        store.getState().setCollab(collabOff());
+      }
     },
   };
   session = current;
