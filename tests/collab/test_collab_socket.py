@@ -5,6 +5,7 @@ closed with a code and reason while the others in the room carry on."""
 from __future__ import annotations
 
 import json
+from contextlib import asynccontextmanager
 
 import anyio
 import httpx
@@ -43,13 +44,20 @@ def _names(doc) -> list[str]:
     return [n["id"] for n in read_spec(doc)["nodes"]]
 
 
+@asynccontextmanager
+async def alice_and_bob(url: str, workflow_id: str):
+    """Two editors' documents on one workflow."""
+    async with shared_doc(url, workflow_id, token(subject="alice")) as (a, _), \
+            shared_doc(url, workflow_id, token(subject="bob")) as (b, _):
+        yield a, b
+
+
 def test_two_clients_see_each_others_edits_and_concurrent_edits_merge(server):
     url = server["served"].url
     save(url, rules_spec(id="merge"), token())
 
     async def main():
-        async with shared_doc(url, "merge", token(subject="alice")) as (a, _), \
-                shared_doc(url, "merge", token(subject="bob")) as (b, _):
+        async with alice_and_bob(url, "merge") as (a, b):
             assert read_spec(a)["name"] == read_spec(b)["name"] == rules_spec()["name"]
             _set_name(a, "Renamed by Alice")
             await eventually(lambda: read_spec(b)["name"] == "Renamed by Alice", timeout=1)
@@ -70,8 +78,7 @@ def test_the_document_survives_a_restart_and_versions_name_who_edited(server):
     save(url, rules_spec(id="durable"), token())
 
     async def edit():
-        async with shared_doc(url, "durable", token(subject="alice")) as (a, _), \
-                shared_doc(url, "durable", token(subject="bob")) as (b, _):
+        async with alice_and_bob(url, "durable") as (a, b):
             _add_node(a, {"id": "kept", "type": "aggregator", "config": {"fields": ["intent"]}})
             roots(a)["edges"].append(json.dumps({"from": "final", "to": "kept"}))
             _set_name(b, "Kept across restarts")
