@@ -18,7 +18,8 @@ awareness). This module adds what the API needs around it:
 - distributed mode: rooms of several replicas are one room through Redis (collab_relay.py).
 
 Close codes: 4400 malformed message, 4401 not authenticated, 4403 role too low, 4404 no
-such workflow for this tenant, 1009 too big, 1003 a text frame, 1013 server busy.
+such workflow for this tenant, 1009 too big, 1003 a text frame, 1013 over the request limits
+(api/abuse.py: opening a socket counts as a request) or the identity provider unreachable.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from . import roles
-from .auth import Principal, auth_config, authenticate
+from .auth import Principal, auth_config, authenticate, client_host
 from .collab_doc import is_empty, seed_update
 from .errors import ApiError
 
@@ -83,6 +84,18 @@ def _authenticate(websocket: WebSocket) -> Principal:
     return cfg.verify(token)
 
 
+async def _count_against_limits(websocket: WebSocket, principal: Principal) -> None:
+    """Opening a socket counts as one request against the address's and the tenant's
+    limits (api/abuse.py), as any REST call does."""
+    limits = getattr(websocket.app.state, "api_limits", None)
+    if limits is None or limits.exempt(websocket.scope, auth_config(websocket).mode):
+        return
+    try:
+        await limits.check_async((client_host(websocket.scope),), principal.tenant)
+    except ApiError as exc:  # RateLimited
+        raise Refused(CLOSE_TRY_LATER, str(exc.detail)) from None
+
+
 async def principal_of(websocket: WebSocket) -> Principal:
     try:
         if auth_config(websocket).jwks_url:  # checking the token may fetch the provider's keys
@@ -92,6 +105,7 @@ async def principal_of(websocket: WebSocket) -> Principal:
     except ApiError as exc:
         code = CLOSE_UNAUTHENTICATED if exc.status_code == 401 else CLOSE_TRY_LATER
         raise Refused(code, str(exc.detail)) from None
+    await _count_against_limits(websocket, principal)
     watch, _ = roles.SOCKETS[PATH]
     if principal.via == "public" or not principal.allows(watch):
         raise Refused(CLOSE_FORBIDDEN, f"forbidden: role {principal.role!r} cannot open this document "

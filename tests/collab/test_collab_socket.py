@@ -203,3 +203,27 @@ def test_a_text_frame_is_refused(server):
             assert (await closed_with(ws))[0] == 1003
 
     anyio.run(main)
+
+
+def test_opening_sockets_counts_against_the_request_limits(serve_factory, tmp_path):
+    limited = serve_factory(AGENTFLOW_AUTH="required", AGENTFLOW_JWT_SECRET=SECRET,
+                            DATABASE_URL=f"sqlite:///{tmp_path / 'limited.db'}",
+                            AGENTFLOW_RATE_TENANT_PER_MINUTE="6", AGENTFLOW_RATE_TENANT_BURST="3")
+    save(limited.url, rules_spec(id="busy"), token(tenant="busy"))  # one request of the burst
+
+    async def main():
+        codes = []
+        for _ in range(4):
+            async with raw_socket(limited.url, "busy", token(tenant="busy")) as ws:
+                try:
+                    with anyio.fail_after(1):
+                        await ws.recv()  # a socket let in gets the room's first sync message
+                    codes.append("open")
+                except TimeoutError:
+                    codes.append("silent")
+                except Exception:
+                    codes.append((await closed_with(ws))[0])
+        return codes
+
+    codes = anyio.run(main)
+    assert codes[:2] == ["open", "open"] and 1013 in codes[2:], codes
