@@ -53,6 +53,10 @@ class Settings(BaseSettings):
     # ---- encryption at rest (store/crypto.py): base64 of 32 bytes; old keys only decrypt
     encryption_key: SecretStr | None = Field(None, alias="AGENTFLOW_ENCRYPTION_KEY")
     encryption_old_keys: SecretStr | None = Field(None, alias="AGENTFLOW_ENCRYPTION_OLD_KEYS")  # comma-separated
+    # ---- collaborative editing (api/collab.py): a client whose message or whose edits would
+    # take the shared document past these sizes is disconnected (close code 1009)
+    collab_max_doc_bytes: int = Field(4_000_000, alias="AGENTFLOW_COLLAB_MAX_DOC_BYTES")
+    collab_max_message_bytes: int = Field(1_000_000, alias="AGENTFLOW_COLLAB_MAX_MESSAGE_BYTES")
 
     @property
     def distributed(self) -> bool:

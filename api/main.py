@@ -91,7 +91,8 @@ def create_app(settings: Settings | None = None, dispatcher: Dispatcher | None =
         # it again on every full collection (about 2% of the API's CPU under load).
         gc.freeze()
         try:
-            yield
+            async with app.state.collab:  # the collaborative rooms (api/collab.py)
+                yield
         finally:
             services.close()
 
@@ -118,6 +119,9 @@ def create_app(settings: Settings | None = None, dispatcher: Dispatcher | None =
 
         notify = CeleryNotifier(services.factory)
     install_webhooks(services, notify)  # outbound deliveries when runs end
+    from . import collab
+
+    collab.install(app, services)  # WebSocket /workflows/{id}/collab: live co-editing (Yjs)
     mount_studio(app, settings)  # last: the mount at "/" takes what no API route matched
 
     security.add_middleware(app, services)  # audit + per-IP limit, inside CORS

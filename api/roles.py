@@ -113,6 +113,12 @@ PERMISSIONS: dict[tuple[str, str], Rule] = {
     ("GET", "/queues/{queue_id}"): _r("viewer"),
 }
 
+# WebSockets authenticate themselves when they open (api/collab.py): the role that may
+# connect and watch, and the role whose edits are applied (a viewer's are refused).
+SOCKETS: dict[str, tuple[str, str]] = {
+    "/workflows/{workflow_id}/collab": ("viewer", "editor"),
+}
+
 # A route nobody listed: only an admin may call it, and a write is still audited.
 UNLISTED = Rule("admin")
 

@@ -76,6 +76,9 @@ class VersionSummary(BaseModel):
     version: int
     created_at: datetime
     spec_hash: str
+    author: str | None = Field(None, description="Who saved this version (the token's subject).")
+    editors: list[str] = Field(default_factory=list, description=(
+        "Who edited the workflow's shared document (collaborative editing) since the version before."))
 
 
 class VersionList(BaseModel):

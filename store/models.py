@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import (JSON, BigInteger, Boolean, DateTime, Float, ForeignKey, Index, Integer, LargeBinary, String,
+                        Text, UniqueConstraint)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from .crypto import EncryptedJSON
@@ -39,6 +40,9 @@ class WorkflowVersion(Base):
     spec: Mapped[dict] = mapped_column(JSON)
     spec_hash: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    author: Mapped[str | None] = mapped_column(String(256), nullable=True)  # who saved it
+    # who edited the shared document since the version before (collaborative editing)
+    editors: Mapped[list | None] = mapped_column(JSON, nullable=True)
 
 
 class SourceRow(Base):
@@ -207,3 +211,19 @@ class WebhookDelivery(Base):
     at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
     __table_args__ = (Index("ix_deliveries_webhook", "webhook_id", "at"),)
+
+
+class CollabUpdate(Base):
+    """One Yjs update of a workflow's shared document (api/collab.py), in arrival order.
+    Loading the document applies them all; `store.collab` merges them into one row now
+    and then so a document does not grow a row per keystroke forever."""
+
+    __tablename__ = "collab_updates"
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)
+    tenant_id: Mapped[str] = mapped_column(String(64))
+    workflow_id: Mapped[str] = mapped_column(String(128))
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+    subject: Mapped[str | None] = mapped_column(String(256), nullable=True)  # None: a merge of several
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    __table_args__ = (Index("ix_collab_updates_doc", "tenant_id", "workflow_id", "id"),)

@@ -10,7 +10,7 @@ from ...graph.spec import WorkflowSpec
 from ...graph.validate import Problem, validate
 from .. import metrics
 from ..body import JSONRoute, JsonBody, documented_body, json_body
-from ..deps import ServicesDep, TenantDep
+from ..deps import PrincipalDep, ServicesDep, TenantDep, save_workflow
 from ..errors import ApiError, not_found, summarize
 from ..pagination import Cursor, Limit, decode_time_id, encode
 from ..schemas import (SPEC_REF, ErrorResponse, ExecuteRequest, ExecuteResult, ValidationResult,
@@ -77,10 +77,8 @@ def execute_workflow(req: ExecuteRequest, svc: ServicesDep, tenant: TenantDep,
 @router.post("/workflows", status_code=201, response_model=WorkflowRecord, responses=ERRORS,
              summary="Save a workflow (a new version unless identical to the current one)",
              openapi_extra=SPEC_BODY)
-def create_workflow(body: JsonBody, svc: ServicesDep, tenant: TenantDep) -> dict[str, Any]:
-    spec = parse_spec(body, resolver=svc.workflows.resolver(tenant))
-    record, _ = svc.workflows.save(tenant, spec)
-    return record
+def create_workflow(body: JsonBody, svc: ServicesDep, tenant: TenantDep, principal: PrincipalDep) -> dict[str, Any]:
+    return save_workflow(svc, tenant, principal, parse_spec(body, resolver=svc.workflows.resolver(tenant)))
 
 
 @router.get("/workflows", response_model=WorkflowPage, responses=ERRORS, summary="List workflows, newest first")
@@ -103,13 +101,13 @@ def get_workflow(workflow_id: str, svc: ServicesDep, tenant: TenantDep) -> dict[
             responses={201: {"model": WorkflowRecord, "description": "created"}, **ERRORS},
             summary="Replace a workflow (saved as a new version; created when absent)")
 def replace_workflow(workflow_id: str, body: JsonBody, svc: ServicesDep, tenant: TenantDep,
-                     response: Response) -> dict[str, Any]:
+                     principal: PrincipalDep, response: Response) -> dict[str, Any]:
     mismatch = []
     if isinstance(body, dict) and isinstance(body.get("id"), str) and body["id"] != workflow_id:
         mismatch.append(Problem("id", f"must equal the workflow id in the path ({workflow_id!r})"))
     spec = parse_spec(body, mismatch, resolver=svc.workflows.resolver(tenant))
     existed = svc.workflows.exists(tenant, workflow_id)
-    record, _ = svc.workflows.save(tenant, spec)
+    record = save_workflow(svc, tenant, principal, spec)
     response.status_code = 200 if existed else 201
     return record
 

@@ -137,9 +137,10 @@ export function RunPanel() {
                 <tr className="text-left text-[10px] uppercase text-slate-400">
                   <th className="py-1 font-medium">Node</th>
                   <th className="font-medium">Status</th>
-                  <th className="text-right font-medium">Time</th>
-                  <th className="text-right font-medium">Tokens</th>
-                  <th className="text-right font-medium">Cost</th>
+                  {/* gaps between the number columns: "28" and "$0.00000" ran together */}
+                  <th className="pl-3 text-right font-medium">Time</th>
+                  <th className="pl-3 text-right font-medium">Tokens</th>
+                  <th className="pl-3 text-right font-medium">Cost</th>
                 </tr>
               </thead>
               <tbody>
@@ -163,9 +164,9 @@ export function RunPanel() {
                       <td>
                         <StatusBadge status={s.status} />
                       </td>
-                      <td className="text-right">{formatMs(s.duration_ms ?? elapsed(s.started_at, s.finished_at))}</td>
-                      <td className="text-right">{s.tokens ?? "–"}</td>
-                      <td className="text-right">{formatCost(s.cost)}</td>
+                      <td className="whitespace-nowrap pl-3 text-right tabular-nums">{formatMs(s.duration_ms ?? elapsed(s.started_at, s.finished_at))}</td>
+                      <td className="whitespace-nowrap pl-3 text-right tabular-nums" data-testid={`run-step-tokens-${id}`}>{s.tokens ?? "–"}</td>
+                      <td className="whitespace-nowrap pl-3 text-right tabular-nums" data-testid={`run-step-cost-${id}`}>{formatCost(s.cost)}</td>
                     </tr>
                   );
                 })}

@@ -176,6 +176,9 @@ const q = (params: Record<string, string | number | undefined | null>) => {
 };
 const enc = encodeURIComponent;
 
+/** Who the API takes us for: the name shown to co-editors, and whether we may edit. */
+export const getMe = () => request<{ subject: string; tenant: string; role: string; auth: string }>("GET", "/auth/me");
+
 // ------------------------------------------------------------------ schema & validation
 
 export const getSchema = () => request<Record<string, unknown>>("GET", "/schema");

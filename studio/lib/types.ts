@@ -355,6 +355,10 @@ export interface WorkflowVersion {
   version: number;
   created_at?: string;
   spec_hash?: string;
+  /** Who saved it (the token's subject). */
+  author?: string | null;
+  /** Who edited the shared document (live co-editing) since the version before. */
+  editors?: string[];
 }
 
 export interface Page<T> {

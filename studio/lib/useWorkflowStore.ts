@@ -118,6 +118,34 @@ export interface DashboardView {
   error: string | null;
 }
 
+/** Someone else in the workflow's collaborative session (their awareness state). */
+export interface Peer {
+  clientId: number;
+  name: string;
+  color: string;
+  /** Where their pointer is on the canvas, in flow coordinates. */
+  cursor: Position | null;
+  selection: string[];
+}
+
+/** Live co-editing of the open workflow (lib/collab.ts); "off" when there is none. */
+export interface CollabView {
+  status: "off" | "connecting" | "live" | "unavailable";
+  /** Why it is unavailable (the server's close reason). */
+  reason: string | null;
+  peers: Peer[];
+  /** The signed-in user may watch but not edit (role viewer). */
+  readOnly: boolean;
+  canUndo: boolean;
+  canRedo: boolean;
+}
+
+/** Undo and redo of a collaborative session: only this user's own edits (Y.UndoManager). */
+export interface UndoDelegate {
+  undo(): void;
+  redo(): void;
+}
+
 export interface Notice {
   kind: "info" | "success" | "error";
   text: string;
@@ -156,6 +184,7 @@ interface Data extends Snapshot {
   /** Start runs with `stream: true` (LLM nodes send their tokens as they come). */
   streamRuns: boolean;
   dashboard: DashboardView;
+  collab: CollabView;
 }
 
 export interface Actions {
@@ -220,6 +249,10 @@ export interface Actions {
   replayPause(): void;
   rerunFrom(fromNode: string, state: Record<string, unknown>): Promise<string | null>;
   setStreamRuns(on: boolean): void;
+  // collaboration (lib/collab.ts)
+  /** The shared document changed under us: show it, without an undo step of ours. */
+  applyRemote(spec: WorkflowSpec): void;
+  setCollab(patch: Partial<CollabView>): void;
   // dashboard
   loadDashboard(): Promise<void>;
   setDashboardRange(range: RangeId): void;
@@ -234,6 +267,7 @@ const COALESCE_MS = 1200;
 const emptyIndex = (): ProblemIndex => ({ nodes: {}, edges: {}, queues: {}, sources: {}, workflow: [] });
 const emptyValidation = (): ValidationView => ({ status: "idle", valid: null, problems: [], index: emptyIndex(), stale: false, message: null });
 const emptyRun = (): RunView => ({ run: null, steps: {}, order: [], tokens: {}, transport: null, watching: false, error: null });
+export const collabOff = (): CollabView => ({ status: "off", reason: null, peers: [], readOnly: false, canUndo: false, canRedo: false });
 const emptyReplay = (): ReplayView => ({ runId: null, status: "idle", trace: null, cursor: 0, playing: false, rerunning: false, error: null });
 export const REPLAY_STEP_MS = 800;
 
@@ -279,8 +313,14 @@ export function appendToken(rv: RunView, nodeId: string, delta: string): RunView
   return { ...rv, tokens, order: [...rv.order, nodeId], steps: { ...rv.steps, [nodeId]: { node_id: nodeId, status: "running" } } };
 }
 
+/** While a collaborative session is live, undo and redo are its (only one's own edits). */
+let undoDelegate: UndoDelegate | null = null;
+export function setUndoDelegate(d: UndoDelegate | null): void {
+  undoDelegate = d;
+}
+
 /** Keep canvas positions of nodes that still exist; place new ones. */
-function mergeLayout(spec: WorkflowSpec, old: Record<string, Position>, sizes: Record<string, Size>): Record<string, Position> {
+export function mergeLayout(spec: WorkflowSpec, old: Record<string, Position>, sizes: Record<string, Size>): Record<string, Position> {
   const missing = new Set<string>();
   const out: Record<string, Position> = {};
   for (const n of spec.nodes) {
@@ -426,6 +466,7 @@ export const createWorkflowStore = () =>
       replay: emptyReplay(),
       streamRuns: true,
       dashboard: { range: "24h", workflowId: null, status: "idle", summary: null, query: null, error: null },
+      collab: collabOff(),
 
       // ---------------------------------------------------------------- document
       newWorkflow() {
@@ -547,6 +588,7 @@ export const createWorkflowStore = () =>
       },
 
       undo() {
+        if (undoDelegate && !get().overlay) return undoDelegate.undo();
         const st = get();
         const prev = st.past[st.past.length - 1];
         if (!prev || st.overlay) return; // a diff or replay is on show: the document is out of sight
@@ -562,6 +604,7 @@ export const createWorkflowStore = () =>
       },
 
       redo() {
+        if (undoDelegate && !get().overlay) return undoDelegate.redo();
         const st = get();
         const next = st.future[0];
         if (!next || st.overlay) return;
@@ -574,6 +617,23 @@ export const createWorkflowStore = () =>
           selectedNodes: st.selectedNodes.filter((id) => next.spec.nodes.some((n) => n.id === id)),
           selectedEdges: [],
         });
+      },
+
+      applyRemote(spec) {
+        const st = get();
+        if (spec === st.spec) return;
+        const ids = new Set(spec.nodes.map((n) => n.id));
+        set({
+          spec,
+          layout: mergeLayout(spec, st.layout, st.measured),
+          dirty: true,
+          validation: st.validation.status === "done" ? { ...st.validation, stale: true } : st.validation,
+          selectedNodes: st.selectedNodes.filter((id) => ids.has(id)),
+        });
+      },
+
+      setCollab(patch) {
+        set({ collab: { ...get().collab, ...patch } });
       },
 
       // ---------------------------------------------------------------- canvas

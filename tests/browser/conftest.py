@@ -192,3 +192,14 @@ def triage_path() -> Path:
     if not path.is_file():
         missing("triage.json not found (shared/examples or examples/)")
     return path
+
+
+def run_triage(page) -> None:
+    """Start the support-triage example from the open page's run panel; wait until it succeeds."""
+    from playwright.sync_api import expect
+
+    page.get_by_test_id("tab-run").click()
+    page.get_by_test_id("run-input").fill("Please draw a cat and explain both")
+    page.get_by_test_id("run-metadata").fill('{"customer": "alice"}')
+    page.get_by_test_id("run-start").click()
+    expect(page.get_by_test_id("run-status")).to_have_attribute("data-status", "succeeded", timeout=90_000)

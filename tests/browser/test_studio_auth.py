@@ -16,7 +16,7 @@ import httpx
 import pytest
 from playwright.sync_api import expect
 
-from tests.browser.conftest import CHROMIUM, CHROMIUM_ARGS, ROOT, _agentflow_cmd, _free_port
+from tests.browser.conftest import CHROMIUM, CHROMIUM_ARGS, ROOT, _agentflow_cmd, _free_port, run_triage
 from tests.needs import missing
 
 SECRET = "browser-auth-secret-0123456789abcdef"
@@ -121,11 +121,7 @@ def test_required_mode_with_a_token_designs_and_runs_live(required_server, fresh
     item.click()
     expect(fresh_page.get_by_test_id("node-writer")).to_be_visible()
 
-    fresh_page.get_by_test_id("tab-run").click()
-    fresh_page.get_by_test_id("run-input").fill("Please draw a cat and explain both")
-    fresh_page.get_by_test_id("run-metadata").fill('{"customer": "alice"}')
-    fresh_page.get_by_test_id("run-start").click()
-    expect(fresh_page.get_by_test_id("run-status")).to_have_attribute("data-status", "succeeded", timeout=90_000)
+    run_triage(fresh_page)
     expect(fresh_page.get_by_test_id("node-final")).to_have_attribute("data-status", "succeeded")
 
     streams = [(u, a) for u, a in requests if re.search(r"/runs/[^/]+/events$", u)]
