@@ -38,6 +38,16 @@ class Settings(BaseSettings):
     rate_ip_per_minute: float = Field(600, alias="AGENTFLOW_RATE_IP_PER_MINUTE")
     rate_ip_burst: int = Field(200, alias="AGENTFLOW_RATE_IP_BURST")
 
+    # ---- integrations (contract section 8; docs/features.md)
+    # executables an mcp source with transport stdio may start (comma-separated; "*" = any)
+    mcp_stdio_commands: str = Field("", alias="AGENTFLOW_MCP_STDIO_COMMANDS")
+    # how long an MCP tools/call of a workflow waits for the run before answering its run id
+    mcp_call_wait_s: float = Field(30.0, alias="AGENTFLOW_MCP_CALL_WAIT_S")
+    # OpenTelemetry: unset = off, and the SDK is never imported (runs/telemetry.py)
+    otel_endpoint: str | None = Field(None, alias="OTEL_EXPORTER_OTLP_ENDPOINT")
+    otel_traces_endpoint: str | None = Field(None, alias="OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+    otel_service_name: str = Field("agentflow", alias="OTEL_SERVICE_NAME")
+
     @property
     def distributed(self) -> bool:
         return bool(self.redis_url)

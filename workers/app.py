@@ -19,7 +19,7 @@ from .compat import guard_dead_channels
 
 RUN_QUEUE = "runs"
 NODE_QUEUES = {"llm": "agentflow.llm", "router": "agentflow.llm", "image": "agentflow.image",
-               "db": "agentflow.db", "api": "agentflow.api"}
+               "db": "agentflow.db", "api": "agentflow.api", "tool": "agentflow.api"}
 ALL_QUEUES = [RUN_QUEUE, "agentflow.llm", "agentflow.image", "agentflow.db", "agentflow.api"]
 CONTROL_QUEUE = "agentflow.control"  # schedule ticks and the orphan reaper
 

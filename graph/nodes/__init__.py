@@ -16,6 +16,7 @@ from .image import ImageNodeImpl
 from .input import InputNodeImpl
 from .llm import LLMNodeImpl
 from .router import RouterNodeImpl
+from .tool import ToolNodeImpl
 
 NODE_IMPLS: dict[str, type[NodeImpl]] = {
     "input": InputNodeImpl,
@@ -25,6 +26,7 @@ NODE_IMPLS: dict[str, type[NodeImpl]] = {
     "db": DBNodeImpl,
     "aggregator": AggregatorNodeImpl,
     "api": APINodeImpl,
+    "tool": ToolNodeImpl,
 }
 
 
