@@ -17,6 +17,7 @@ from ..graph.step import StepFailed, describe
 from ..graph.validate import parse_valid
 from ..store.runs import RunStore
 from .events import EventBus, MemoryEventBus
+from . import telemetry
 from .observer import RecordingObserver, RunCancelled
 
 log = logging.getLogger(__name__)
@@ -78,7 +79,8 @@ class EmbeddedExecutor:
         spec = parse_valid(begun["spec"])
         run_input, rerun_from = begun["input"], begun["rerun_from"]
         queue_of = {n.id: n.queue for n in spec.nodes}.get
-        obs = observer or RecordingObserver(self.store, self.bus, queue_of=queue_of)
+        trace = telemetry.run_scope(run_id, begun["options"], spec.id, begun["tenant_id"])
+        obs = observer or trace.observe(RecordingObserver(self.store, self.bus, queue_of=queue_of))
         extra = dict(self.extra)
         if begun["options"].get("stream"):
             extra["stream"] = True
@@ -97,6 +99,7 @@ class EmbeddedExecutor:
         else:
             self.store.finish(run_id, "succeeded", state=final)
         record = self.store.get(run_id) or {}
+        trace.end(record.get("status"), record.get("error"))
         self.bus.publish(run_id, "end", record)
         run_ended(record, self.listeners)
         return record

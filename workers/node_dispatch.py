@@ -48,7 +48,8 @@ def _infra_errors() -> tuple[type[BaseException], ...]:
 
 class NodeDispatcher:
     def __init__(self, run_id: str, spec, spec_hash: str | None = None, stream: bool = False,
-                 first_attempt: bool = False, tenant_id: str | None = None, on_done=None):
+                 first_attempt: bool = False, tenant_id: str | None = None, on_done=None,
+                 traceparent: str | None = None):
         self.run_id = run_id
         self.on_done = on_done  # told the superstep of each step back (the checkpointer writes after it)
         # A first attempt of a run has finished no step yet; a cancel is still seen, by the
@@ -57,6 +58,8 @@ class NodeDispatcher:
         self.types = {n.id: n.type for n in spec.nodes}
         # what a node task would otherwise read from the store for every new run
         self.meta = {"spec_hash": spec_hash, "stream": stream, "tenant_id": tenant_id}
+        if traceparent is not None:  # the run's span (runs/telemetry.py): step spans are its children
+            self.meta["traceparent"] = traceparent
         self._orphaned: dict[str, float] = {}  # step key -> when its running step was first seen leaseless
 
     def __call__(self, node_id: str, state: dict, superstep: int) -> dict:

@@ -17,6 +17,7 @@ from ..graph.runtime import CONFIG_KEY, RunContext
 from ..graph.step import StepFailed, describe
 from ..graph.validate import parse_valid, spec_hash
 from ..runs.embedded import RECURSION_LIMIT, state_from_input
+from ..runs import telemetry
 from ..runs.observer import RecordingObserver, RunCancelled
 from . import resources
 from .app import celery_app
@@ -65,10 +66,11 @@ def _drive(run_id: str, worker: str) -> str:
     resumed = begun["attempts"] > 1 and saver.get_tuple({"configurable": {"thread_id": run_id}}) is not None
     # checkpoints are written after the supersteps whose remote nodes finished (checkpoints.py)
     saver.track(run_id, fresh=not resumed)
-    observer = RecordingObserver(store, bus, queue_of=lambda _n: "runs", worker=worker)
+    trace = telemetry.run_scope(run_id, options, spec.id, begun["tenant_id"])
+    observer = trace.observe(RecordingObserver(store, bus, queue_of=lambda _n: "runs", worker=worker))
     dispatch = NodeDispatcher(run_id, spec, spec_hash(begun["spec"]), bool(options.get("stream")),
                               first_attempt=begun["attempts"] == 1, tenant_id=begun["tenant_id"],
-                              on_done=lambda step: saver.remote_done(run_id, step))
+                              on_done=lambda step: saver.remote_done(run_id, step), traceparent=trace.traceparent)
     ctx = RunContext(run_id=run_id, observer=observer, limiter=resources.limiter(), tenant_id=begun["tenant_id"],
                      dispatch=dispatch, resume=dispatch.recall,
                      extra={"stream": True} if options.get("stream") else {})
@@ -97,6 +99,7 @@ def _drive(run_id: str, worker: str) -> str:
     else:
         store.finish(run_id, "succeeded", state=final)
     record = store.get(run_id) or {}
+    trace.end(record.get("status"), record.get("error"))
     bus.publish(run_id, "end", record)
     _run_ended({**record, "tenant_id": begun["tenant_id"]} if record else record)
     return record.get("status", "unknown")
