@@ -20,6 +20,7 @@ import asyncio
 import concurrent.futures
 import os
 import shutil
+import sys
 import threading
 from dataclasses import dataclass, field
 from typing import Any, Mapping
@@ -77,7 +78,7 @@ def _label(source: Any) -> str:
 
 def _server_target(source: Any, env: Mapping[str, str] | None):
     """What mcp.Client connects to, plus the httpx2 client to close (http)."""
-    from mcp import StdioServerParameters
+    from mcp import StdioServerParameters, stdio_client
     from mcp.client.streamable_http import streamable_http_client
     from mcp.shared._httpx_utils import create_mcp_http_client
 
@@ -87,7 +88,8 @@ def _server_target(source: Any, env: Mapping[str, str] | None):
                 raise StepError(f"{_label(source)} needs a command (transport stdio)")
             command = check_command(source)
             server_env = {var: read_secret(ours, env) for var, ours in source.env.items()}
-            return StdioServerParameters(command=command, args=list(source.args), env=server_env), None
+            params = StdioServerParameters(command=command, args=list(source.args), env=server_env)
+            return stdio_client(params, errlog=_errlog()), None
         if not source.url:
             raise StepError(f"{_label(source)} needs a url (transport http)")
         parts = urlsplit(source.url)
@@ -102,6 +104,23 @@ def _server_target(source: Any, env: Mapping[str, str] | None):
         return streamable_http_client(source.url, http_client=http), http
     except MissingSecret as exc:
         raise StepError(f"{_label(source)}: {exc}") from None
+
+
+def _errlog():
+    """Where a stdio server's stderr goes: ours, when it is a real file (a Celery worker
+    replaces sys.stderr with a logging proxy that has no file descriptor)."""
+    for stream in (sys.stderr, sys.__stderr__):
+        try:
+            if stream is not None and stream.fileno() >= 0:
+                return stream
+        except (AttributeError, OSError, ValueError):
+            continue
+    if "devnull" not in _DEVNULL:
+        _DEVNULL["devnull"] = open(os.devnull, "w")  # noqa: SIM115 - lives as long as the process
+    return _DEVNULL["devnull"]
+
+
+_DEVNULL: dict[str, Any] = {}
 
 
 def _error(source: Any, exc: BaseException) -> StepError:
