@@ -178,6 +178,12 @@ def cmd_token(args) -> int:
     return 0
 
 
+def cmd_mcp(args) -> int:
+    from .api.mcp import serve_stdio
+
+    return serve_stdio(tenant=args.tenant)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="agentflow", description="Validate, run and serve AgentFlow workflows.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -220,6 +226,10 @@ def build_parser() -> argparse.ArgumentParser:
     b = sub.add_parser("beat", help="celery beat for scheduled workflows")
     b.add_argument("--log-level", default="info")
     b.set_defaults(func=cmd_beat)
+
+    mc = sub.add_parser("mcp", help="an MCP server on stdin/stdout: the saved workflows as tools")
+    mc.add_argument("--tenant", default="default", help="whose workflows (acts as that tenant's admin)")
+    mc.set_defaults(func=cmd_mcp)
 
     t = sub.add_parser("token", help="API tokens")
     tsub = t.add_subparsers(dest="token_command", required=True)

@@ -86,7 +86,8 @@ def create_app(settings: Settings | None = None, dispatcher: Dispatcher | None =
         # it again on every full collection (about 2% of the API's CPU under load).
         gc.freeze()
         try:
-            yield
+            async with services.extra["mcp"].run():  # the /mcp transport's task group
+                yield
         finally:
             services.close()
 
@@ -108,6 +109,9 @@ def create_app(settings: Settings | None = None, dispatcher: Dispatcher | None =
     from ..runs.webhooks import install as install_webhooks
 
     install_webhooks(services)  # outbound deliveries when runs end
+    from . import mcp as mcp_api
+
+    services.extra["mcp"] = mcp_api.install(app, services)  # /mcp: the workflows as MCP tools
     mount_studio(app, settings)  # last: the mount at "/" takes what no API route matched
 
     security.add_middleware(app, services)  # audit + per-IP limit, inside CORS
