@@ -27,7 +27,6 @@ import anyio
 from fastapi import Depends, Request
 from fastapi.responses import Response
 
-from ..runs import telemetry
 from ..store.models import DEFAULT_TENANT
 from ..store.runs import TERMINAL
 from .auth import Principal, authorize
@@ -106,7 +105,10 @@ def build_server(services, default: Caller | None = None):
         if problems:
             return text_result(problems, error=True)
         run_input = {"user_input": args.get("user_input", ""), "metadata": args.get("metadata") or {}}
-        started = await anyio.to_thread.run_sync(_start, services, caller, params.name, run_input)
+        try:
+            started = await anyio.to_thread.run_sync(_start, services, caller, params.name, run_input)
+        except ApiError as exc:
+            return text_result(str(exc.detail), error=True)
         if started is None:
             return text_result(f"no workflow {params.name!r}", error=True)
         record = await _wait(services, started, services.settings.mcp_call_wait_s)
@@ -139,20 +141,16 @@ def _check_arguments(args: dict) -> str | None:
 
 
 def _start(services, caller: Caller, workflow_id: str, run_input: dict) -> str | None:
-    options = telemetry.with_run_trace(None)
-    created = services.runs.create_from_workflow(caller.tenant, workflow_id, run_input, options=options)
-    if created is None:
-        return None
-    run_id = created[0]
-    telemetry.submitted(options, run_id, workflow_id)
-    try:
-        services.dispatcher.submit(run_id)
-    except Exception as exc:
-        from .errors import scrub
+    """The run id, None when the tenant has no such workflow; an ApiError when it could not be queued."""
+    from .routes.runs import submit_run
+    from .schemas import RunCreate
 
-        reason = scrub(str(exc) or type(exc).__name__)[:200]
-        services.runs.finish(run_id, "failed", error=f"could not be queued: {reason}")
-    return run_id
+    try:
+        return submit_run(services, caller.tenant, workflow_id, RunCreate(input=run_input), None)
+    except ApiError as exc:
+        if exc.status_code == 404:
+            return None
+        raise
 
 
 async def _wait(services, run_id: str, bound: float) -> dict:

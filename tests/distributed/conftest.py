@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import uuid
+from contextlib import contextmanager
 
 import pytest
 
@@ -57,6 +58,34 @@ def dist_env(tmp_path_factory):
     with psycopg.connect(base, autocommit=True) as admin:
         admin.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
     redis.Redis.from_url(redis_url).flushdb()
+
+
+@contextmanager
+def distributed_api(dist_env, monkeypatch, keys=()):
+    """An in-process API (TestClient, auth off) on the module's database and broker, with
+    `keys` of dist_env copied into this process's environment."""
+    from fastapi.testclient import TestClient
+
+    from agentflow.api.main import create_app
+    from agentflow.settings import Settings, get_settings
+
+    for key in ("DATABASE_URL", "REDIS_URL", "AGENTFLOW_HOME", *keys):
+        monkeypatch.setenv(key, dist_env[key])
+    monkeypatch.setenv("AGENTFLOW_AUTH", "off")
+    monkeypatch.setenv("AGENTFLOW_LOAD_EXAMPLES", "0")
+    # The process-wide Celery app reads REDIS_URL when first imported, maybe by an earlier
+    # test module with another Redis db: send this module's tasks to its own broker.
+    from agentflow.workers import app as worker_app, dispatch
+
+    celery = worker_app.make_celery(dist_env["REDIS_URL"])
+    monkeypatch.setattr(worker_app, "celery_app", celery)
+    monkeypatch.setattr(dispatch, "celery_app", celery)
+    get_settings.cache_clear()
+    try:
+        with TestClient(create_app(Settings())) as client:
+            yield client
+    finally:
+        get_settings.cache_clear()
 
 
 @pytest.fixture(scope="module")

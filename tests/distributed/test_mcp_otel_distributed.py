@@ -12,10 +12,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from fastapi.testclient import TestClient
 
 from tests.api.support import wait_run
-from tests.distributed.conftest import dist_env, workers  # noqa: F401  (fixtures)
+from tests.distributed.conftest import dist_env, distributed_api, workers  # noqa: F401  (fixtures)
 from tests.servers.openai_server import OpenAIServer
 from tests.servers.otlp_receiver import OTLPReceiver
 
@@ -63,25 +62,12 @@ def services(dist_env, workers):  # noqa: F811
 
 @pytest.fixture
 def api(services, dist_env, monkeypatch):  # noqa: F811
-    from agentflow.api.main import create_app
     from agentflow.runs import telemetry
-    from agentflow.settings import Settings, get_settings
-    from agentflow.workers import app as worker_app, dispatch
 
-    for key in ("DATABASE_URL", "REDIS_URL", "AGENTFLOW_HOME", "OTEL_EXPORTER_OTLP_ENDPOINT",
-                "OTEL_BSP_SCHEDULE_DELAY"):
-        monkeypatch.setenv(key, dist_env[key])
-    monkeypatch.setenv("AGENTFLOW_AUTH", "off")
-    monkeypatch.setenv("AGENTFLOW_LOAD_EXAMPLES", "0")
-    celery = worker_app.make_celery(dist_env["REDIS_URL"])
-    monkeypatch.setattr(worker_app, "celery_app", celery)
-    monkeypatch.setattr(dispatch, "celery_app", celery)
-    get_settings.cache_clear()
-    telemetry.reset()
-    with TestClient(create_app(Settings())) as client:
+    telemetry.reset()  # the API's tracer, built with this module's endpoint
+    with distributed_api(dist_env, monkeypatch, ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_BSP_SCHEDULE_DELAY")) as client:
         yield client
     telemetry.reset()
-    get_settings.cache_clear()
 
 
 def test_tools_on_workers_in_one_trace_across_processes(api, services, workers):  # noqa: F811
