@@ -41,7 +41,7 @@ def tool_step(impl: NodeImpl, state: dict, ctx, index: int, name: str, arguments
     the observer (its step key derived from the node's, so it never answers for the node),
     and charged to the node's queue like any call the node makes."""
     node = impl.node
-    step_name = f"{node.id}.tool:{name}"
+    step_name = f"{node.id}.tool:{name}"[:128]  # the length of a step's node_id column
     extra: dict[str, Any] = {}
     if getattr(ctx.observer, "records_input", False):
         extra["input"] = {"tool": name, "arguments": arguments}
