@@ -80,7 +80,7 @@ class EmbeddedExecutor:
         run_input, rerun_from = begun["input"], begun["rerun_from"]
         queue_of = {n.id: n.queue for n in spec.nodes}.get
         trace = telemetry.run_scope(run_id, begun["options"], spec.id, begun["tenant_id"])
-        obs = observer or trace.observe(RecordingObserver(self.store, self.bus, queue_of=queue_of))
+        obs = trace.observe(observer or RecordingObserver(self.store, self.bus, queue_of=queue_of))
         extra = dict(self.extra)
         if begun["options"].get("stream"):
             extra["stream"] = True

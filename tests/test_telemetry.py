@@ -139,3 +139,19 @@ print(json.dumps({"status": record["status"], "state": sorted(telemetry._state),
     assert out.returncode == 0, out.stderr[-3000:]
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert result == {"status": "succeeded", "state": [], "sdk": []}
+
+
+def test_agentflow_run_exports_its_trace_before_exiting(otlp, tmp_path):
+    """The CLI's run (with its progress observer) is traced too, and the spans still
+    batched when the process ends are sent on the way out."""
+    from tests.helpers import rules_spec
+
+    spec_path = tmp_path / "spec.json"
+    spec_path.write_text(json.dumps(rules_spec()))
+    env = dict(__import__("os").environ, AGENTFLOW_HOME=str(tmp_path / "home"),
+               OTEL_EXPORTER_OTLP_ENDPOINT=otlp.url, OTEL_BSP_SCHEDULE_DELAY="60000")
+    out = subprocess.run([sys.executable, "-m", "agentflow.cli", "run", str(spec_path), "--input", "hi",
+                          "--progress"], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-3000:]
+    names = {s.name for s in otlp.wait_for(lambda ss: len(ss) >= 4, timeout=10)}
+    assert names == {"agentflow.run", "agentflow.step input", "agentflow.step route", "agentflow.step final"}
