@@ -142,6 +142,12 @@ def test_tool_error_and_disallowed_command_fail_the_step(executor, monkeypatch):
     assert record["status"] == "failed"
     assert "tool 'fail' of mcp source 'tools' failed" in record["error"]
 
+    # the server's own credentials cannot be handed to an MCP server
+    monkeypatch.setenv("DATABASE_URL", "postgresql://u:hunter2-secret@db/x")
+    record = execute(executor, tool_spec(stdio_source(env={"DSN": "DATABASE_URL"}), "env_value", {"name": "DSN"}))
+    assert record["status"] == "failed" and "server credential" in record["error"]
+    assert "hunter2" not in json.dumps(record)
+
     monkeypatch.setenv("AGENTFLOW_MCP_STDIO_COMMANDS", "/usr/bin/true")
     from agentflow.settings import get_settings
 
