@@ -342,6 +342,12 @@ def cmd_keys_rotate(args) -> int:
     return 0
 
 
+def cmd_mcp(args) -> int:
+    from .api.mcp import serve_stdio
+
+    return serve_stdio(tenant=args.tenant)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="agentflow", description="Validate, run and serve AgentFlow workflows.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -402,6 +408,9 @@ def build_parser() -> argparse.ArgumentParser:
         pv = plsub.add_parser(verb, help=f"pip {verb} into this agentflow's environment (restart servers and workers)")
         pv.add_argument("packages", nargs="+", metavar="NAME", help="distribution name (or pip requirement)")
     plsub.add_parser("list", help="the default: installed plugins, versions and load errors")
+    mc = sub.add_parser("mcp", help="an MCP server on stdin/stdout: the saved workflows as tools")
+    mc.add_argument("--tenant", default="default", help="whose workflows (acts as that tenant's admin)")
+    mc.set_defaults(func=cmd_mcp)
 
     t = sub.add_parser("token", help="API tokens")
     tsub = t.add_subparsers(dest="token_command", required=True)

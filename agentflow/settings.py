@@ -57,6 +57,15 @@ class Settings(BaseSettings):
     # take the shared document past these sizes is disconnected (close code 1009)
     collab_max_doc_bytes: int = Field(4_000_000, alias="AGENTFLOW_COLLAB_MAX_DOC_BYTES")
     collab_max_message_bytes: int = Field(1_000_000, alias="AGENTFLOW_COLLAB_MAX_MESSAGE_BYTES")
+    # ---- integrations (contract section 8; docs/features.md)
+    # executables an mcp source with transport stdio may start (comma-separated; "*" = any)
+    mcp_stdio_commands: str = Field("", alias="AGENTFLOW_MCP_STDIO_COMMANDS")
+    # how long an MCP tools/call of a workflow waits for the run before answering its run id
+    mcp_call_wait_s: float = Field(30.0, alias="AGENTFLOW_MCP_CALL_WAIT_S")
+    # OpenTelemetry: unset = off, and the SDK is never imported (runs/telemetry.py)
+    otel_endpoint: str | None = Field(None, alias="OTEL_EXPORTER_OTLP_ENDPOINT")
+    otel_traces_endpoint: str | None = Field(None, alias="OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+    otel_service_name: str = Field("agentflow", alias="OTEL_SERVICE_NAME")
 
     @property
     def distributed(self) -> bool:

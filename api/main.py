@@ -91,7 +91,7 @@ def create_app(settings: Settings | None = None, dispatcher: Dispatcher | None =
         # it again on every full collection (about 2% of the API's CPU under load).
         gc.freeze()
         try:
-            async with app.state.collab:  # the collaborative rooms (api/collab.py)
+            async with app.state.collab, services.extra["mcp"].run():  # collaborative rooms, /mcp's task group
                 yield
         finally:
             services.close()
@@ -122,6 +122,9 @@ def create_app(settings: Settings | None = None, dispatcher: Dispatcher | None =
     from . import collab
 
     collab.install(app, services)  # WebSocket /workflows/{id}/collab: live co-editing (Yjs)
+    from . import mcp as mcp_api
+
+    services.extra["mcp"] = mcp_api.install(app, services)  # /mcp: the workflows as MCP tools
     mount_studio(app, settings)  # last: the mount at "/" takes what no API route matched
 
     security.add_middleware(app, services)  # audit + per-IP limit, inside CORS

@@ -111,6 +111,11 @@ PERMISSIONS: dict[tuple[str, str], Rule] = {
     # ---- issue 5: queue limits of the tenant's workflows with live limiter figures (read-only)
     ("GET", "/queues"): _r("viewer"),
     ("GET", "/queues/{queue_id}"): _r("viewer"),
+    # ---- issue 18: MCP over streamable HTTP (api/mcp.py). Listing tools is a read; a call
+    # that starts a run checks the editor role itself. Stateless: GET/DELETE answer 405.
+    ("GET", "/mcp"): _r("viewer"),
+    ("POST", "/mcp"): Rule("viewer", "mcp.request", "mcp", None),
+    ("DELETE", "/mcp"): Rule("viewer", "mcp.request", "mcp", None),
 }
 
 # WebSockets authenticate themselves when they open (api/collab.py): the role that may

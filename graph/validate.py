@@ -187,6 +187,7 @@ def _validate(data: Any) -> list[Problem]:
     problems += _check_edges(edges, raw_ids["nodes"], known_fields)
     problems += _check_templates(nodes, known_fields)
     problems += _check_queues(queues, known_fields)
+    problems += [p for i, src in sources if src.kind == "mcp" for p in _check_mcp_source(f"sources[{i}]", src)]
     if isinstance(start, str) and start in raw_ids["nodes"]:
         # Graph checks use every node id as written, so a node with a config error
         # does not make everything behind it look unreachable.
@@ -259,6 +260,41 @@ def _check_nodes(nodes, queue_by_id, source_by_id, raw_ids) -> list[Problem]:
             out += _check_router(base, cfg)
         elif node.type == "db":
             out += _check_sql(base, cfg)
+        elif node.type == "llm":
+            out += _check_llm_tools(base, cfg, source_by_id, raw_ids)
+    return out
+
+
+def _check_llm_tools(base: str, cfg, source_by_id, raw_ids) -> list[Problem]:
+    """`tools` names mcp sources of the spec, each once."""
+    out = []
+    for j, source_id in enumerate(cfg.tools):
+        src = source_by_id.get(source_id)
+        if src is None:
+            if source_id not in raw_ids["sources"]:
+                out.append(Problem(f"{base}.config.tools[{j}]", f"unknown source {source_id!r}"))
+        elif src.kind != "mcp":
+            out.append(Problem(f"{base}.config.tools[{j}]",
+                               f"source {source_id!r} is of kind {src.kind!r}; tools must name mcp sources"))
+    if len(set(cfg.tools)) != len(cfg.tools):
+        out.append(Problem(f"{base}.config.tools", "each mcp source may be named once"))
+    return out
+
+
+def _check_mcp_source(base: str, src) -> list[Problem]:
+    """A stdio server needs a command, an http one a url; neither takes the other's fields."""
+    out = []
+    if src.transport == "stdio":
+        if not src.command:
+            out.append(Problem(f"{base}.command", "an mcp source with transport 'stdio' needs a command"))
+        if src.url is not None:
+            out.append(Problem(f"{base}.url", "a url is for transport 'http'"))
+    else:
+        if not src.url:
+            out.append(Problem(f"{base}.url", "an mcp source with transport 'http' needs a url"))
+        for field in ("command", "args", "env"):
+            if getattr(src, field):
+                out.append(Problem(f"{base}.{field}", f"{field} is for transport 'stdio'"))
     return out
 
 
@@ -374,7 +410,7 @@ def _template_strings(cfg):
         value = getattr(cfg, name, None)
         if isinstance(value, str):
             yield name, value
-    for name in ("params", "query", "headers", "body", "metadata"):
+    for name in ("params", "query", "headers", "body", "metadata", "arguments"):
         value = getattr(cfg, name, None)
         if name == "query" and isinstance(value, str):
             continue  # SQL text: parameters come through params only

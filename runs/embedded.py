@@ -23,6 +23,7 @@ from ..store.runs import RunStore
 from .advance import RECURSION_LIMIT, advance, run_ended, state_from_input  # noqa: F401 - re-exported
 from .children import EmbeddedChildRuns
 from .events import EventBus, MemoryEventBus
+from . import telemetry
 from .observer import RecordingObserver
 from .people import StorePeople
 
@@ -115,7 +116,8 @@ class EmbeddedExecutor:
             return record
         spec = parse_valid(begun["spec"])
         queue_of = {n.id: n.queue for n in spec.nodes}.get
-        obs = observer or RecordingObserver(self.store, self.bus, queue_of=queue_of)
+        trace = telemetry.run_scope(run_id, begun["options"], spec.id, begun["tenant_id"])
+        obs = trace.observe(observer or RecordingObserver(self.store, self.bus, queue_of=queue_of))
         extra = dict(self.extra)
         if begun["options"].get("stream"):
             extra["stream"] = True
@@ -128,7 +130,7 @@ class EmbeddedExecutor:
         # a re-run starts at its chosen node, its input being the state at that point
         advance(self.store, self.bus, spec, run_id, ctx, run_input=begun["input"] if fresh else None,
                 tenant_id=begun["tenant_id"], checkpointer=saver, start=begun["rerun_from"],
-                listeners=self.listeners)
+                listeners=[*self.listeners, lambda rec: trace.end(rec.get("status"), rec.get("error"))])
         return self.store.get(run_id) or {}
 
     def shutdown(self) -> None:

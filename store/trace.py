@@ -60,6 +60,15 @@ def state_from_input(run_input: dict[str, Any] | None) -> dict[str, Any]:
     return initial_state(data.pop("user_input", ""), data.pop("metadata", None), **data)
 
 
+# Steps recorded for a call made inside a node's step (an llm node's tool calls): shown in
+# the trace, but their output is what the call answered, not an update of the state.
+CALL_STEP_TYPES = frozenset({"tool_call"})
+
+
+def updates_state(step: Any) -> bool:
+    return step.node_type not in CALL_STEP_TYPES
+
+
 def trace_step(index: int, step: Step) -> dict[str, Any]:
     base = step_dict(step)
     return {"index": index, "node_id": step.node_id, "node_type": step.node_type, "status": step.status,
@@ -85,7 +94,7 @@ def walk(run: Run, steps: list[Step], base_initial: dict | None = None
             # the re-run's own steps begin from its (possibly edited) start state
             state, switched = dict(start), True
         before.append(state)
-        if step.status == "succeeded" or (step.status == "reused" and not switched):
+        if updates_state(step) and (step.status == "succeeded" or (step.status == "reused" and not switched)):
             state = apply_update(state, step.output)
         item = trace_step(index, step)
         item["state_after"] = state

@@ -24,6 +24,7 @@ from ..graph.runtime import RunContext
 from ..graph.step import StepFailed, concurrency_key, describe, queue_plan, run_step
 from ..graph.validate import parse_valid
 from ..ratelimit.base import LimiterUnavailable, RateLimitExceeded
+from ..runs import telemetry
 from ..runs.observer import RecordingObserver, RunCancelled
 from . import keys, resources
 from .app import celery_app
@@ -159,12 +160,15 @@ def _holding_lease(self, run_id, node_id, key, state, meta, client) -> dict:
             return {"ok": False, "delayed": max(decision.retry_after, 0.01)}
 
     queue = _queue_of(self.request)
-    observer = RecordingObserver(store, resources.bus(), queue_of=lambda _n: queue, worker=self.request.hostname or HOST,
-                                 step_key=key)
+    observer = telemetry.observe(RecordingObserver(store, resources.bus(), queue_of=lambda _n: queue,
+                                                   worker=self.request.hostname or HOST, step_key=key),
+                                 meta.get("traceparent"))
     # LLM tokens go out on the Redis bus
     stream = bool(meta["stream"] if "stream" in meta else _options_for(run_id).get("stream"))
-    ctx = RunContext(run_id=run_id, observer=observer, limiter=None,  # the grant was taken above
-                     extra={"stream": True} if stream else {})
+    # the node's own grant was taken above; calls inside the step (an llm node's tool
+    # calls) are charged through queue_limiter (graph/nodes/tool.py)
+    ctx = RunContext(run_id=run_id, observer=observer, limiter=None, tenant_id=meta.get("tenant_id"),
+                     extra={"stream": True, "queue_limiter": limiter} if stream else {"queue_limiter": limiter})
     update: dict = {}
     try:
         # a max_concurrency slot stays leased while the step runs

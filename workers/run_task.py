@@ -18,6 +18,7 @@ from ..graph.step import describe
 from ..graph.validate import parse_valid, spec_hash
 from ..runs.advance import advance
 from ..runs.children import QueuedChildRuns, parent_to_wake
+from ..runs import telemetry
 from ..runs.observer import RecordingObserver
 from ..runs.people import StorePeople
 from ..store.runs import TERMINAL
@@ -80,9 +81,11 @@ def _advance(run_id: str, worker: str) -> str:
     # first pause) starts over from the input, reading finished steps back by key
     resumed = begun["attempts"] > 1 and saver.get_tuple({"configurable": {"thread_id": run_id}}) is not None
     saver.track(run_id, fresh=not resumed)
-    observer = RecordingObserver(store, bus, queue_of=lambda _n: RUN_QUEUE, worker=worker)
+    trace = telemetry.run_scope(run_id, options, spec.id, begun["tenant_id"])
+    observer = trace.observe(RecordingObserver(store, bus, queue_of=lambda _n: RUN_QUEUE, worker=worker))
     dispatch = NodeDispatcher(run_id, spec, spec_hash(begun["spec"]), bool(options.get("stream")),
-                              first_attempt=begun["attempts"] == 1, tenant_id=begun["tenant_id"])
+                              first_attempt=begun["attempts"] == 1, tenant_id=begun["tenant_id"],
+                              traceparent=trace.traceparent)
     ctx = RunContext(run_id=run_id, observer=observer, limiter=resources.limiter(), tenant_id=begun["tenant_id"],
                      dispatch=dispatch, resume=dispatch.recall,
                      people=StorePeople(store, bus, wake_at=lambda rid, at: _wake_at(rid, at)),
@@ -93,7 +96,8 @@ def _advance(run_id: str, worker: str) -> str:
     try:
         status = advance(store, bus, spec, run_id, ctx, run_input=None if resumed else begun["input"],
                          tenant_id=begun["tenant_id"], checkpointer=saver, start=begun["rerun_from"],
-                         listeners=_listeners(), reraise=transient)
+                         listeners=[*_listeners(), lambda rec: trace.end(rec.get("status"), rec.get("error"))],
+                         reraise=transient)
     finally:
         if status in TERMINAL:
             saver.discard(run_id)  # nothing resumes an ended run

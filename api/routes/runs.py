@@ -15,6 +15,7 @@ from fastapi.responses import JSONResponse
 from sse_starlette import EventSourceResponse
 
 from ...graph.secrets import redact
+from ...runs import telemetry
 from ...store.runs import TERMINAL
 from .. import metrics
 from ..audit import claim
@@ -52,18 +53,25 @@ async def start_run(workflow_id: str, request: Request, svc: ServicesDep, tenant
     # the insert itself on the submit path (bench/api_submit.py)
     body = body or RunCreate()
     audit = claim(request.scope, 202)
-    run_id = await anyio.to_thread.run_sync(partial(_start, svc, tenant, workflow_id, body, audit))
+    run_id = await anyio.to_thread.run_sync(partial(submit_run, svc, tenant, workflow_id, body, audit,
+                                                    request.headers.get("traceparent")))
     metrics.RUNS_SUBMITTED.labels(svc.mode, "api").inc()
     return JSONResponse({"run_id": run_id, "status": "queued"}, status_code=202,
                         headers={"Location": f"/runs/{run_id}"})
 
 
-def _start(svc: Services, tenant: str, workflow_id: str, body: RunCreate, audit: dict | None) -> str:
+def submit_run(svc: Services, tenant: str, workflow_id: str, body: RunCreate, audit: dict | None,
+               traceparent: str | None = None) -> str:
+    """Create and queue a run of the workflow's current version (also /mcp's tool calls):
+    its run id, or ApiError 404 (no such workflow) / 503 (it could not be queued)."""
+    # the run's trace (OpenTelemetry, when on) begins here, in the caller's if it sent one
+    options = telemetry.with_run_trace({"stream": True} if body.stream else None, traceparent)
     created = svc.runs.create_from_workflow(tenant, workflow_id, body.input.model_dump(),
-                                            options={"stream": True} if body.stream else None, audit=audit)
+                                            options=options, audit=audit)
     if created is None:
         raise not_found("workflow", workflow_id)
     run_id = created[0]
+    telemetry.submitted(options, run_id, workflow_id)
     try:
         svc.dispatcher.submit(run_id)
     except Exception as exc:
