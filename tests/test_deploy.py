@@ -84,7 +84,8 @@ def check_workers(workers: dict[str, list[str]], where: str) -> None:
         assert parsed.command == "worker"
         queues = set(parsed.queues.split(","))
         assert queues <= EXPECTED_QUEUES, f"{where}: {name} consumes unknown queues {queues - EXPECTED_QUEUES}"
-        # A run driver waits on node tasks: sharing a pool with them can deadlock.
+        # Not a correctness rule (no task waits on another), but the shipped layouts keep
+        # drivers apart from node backlogs: a change here should be deliberate.
         assert not (RUN_QUEUE in queues and queues & NODE_QUEUES), \
             f"{where}: {name} mixes run drivers with node queues {queues & NODE_QUEUES}"
         assert parsed.hostname and parsed.hostname.endswith("@%h"), f"{where}: {name} needs --hostname NAME@%h"
