@@ -10,11 +10,12 @@ STUDIO_SRC := $(shell find studio/app studio/components studio/lib studio/packag
 export AGENTFLOW_HOME ?= $(HOME)/.agentflow
 export AGENTFLOW_PORT ?= 8000
 
-.PHONY: run test test-fast test-chaos up down bench studio venv migrate clean help
+.PHONY: run test test-fast test-chaos test-redis-floor up down bench studio venv migrate clean help
 
 help:
 	@echo "make run    - AgentFlow embedded (SQLite, no Redis): API + Studio on http://localhost:$(AGENTFLOW_PORT)"
-	@echo "make test   - the whole test suite (Python, Studio unit tests, browser tests)"
+	@echo "make test   - the whole test suite (Python, Studio unit tests, browser tests); installs chromium, fails on any skip"
+	@echo "make test-fast - without browser, distributed and chaos tests; skips allowed (no services needed)"
 	@echo "make up     - distributed mode: API, Celery workers per queue, beat, Flower (local Redis + Postgres)"
 	@echo "make bench  - every benchmark; rewrites bench/RESULTS.md"
 
@@ -50,13 +51,21 @@ run: $(STAMP) $(STUDIO_OUT)
 	@echo "== AgentFlow on http://localhost:$(AGENTFLOW_PORT) (Ctrl-C to stop) =="
 	$(AF) serve --port $(AGENTFLOW_PORT)
 
+# Nothing may skip: a missing service or browser fails the run (tests/skip_policy.py).
 test: $(STAMP) $(STUDIO_OUT)
-	bash scripts/services.sh
+	@bash scripts/services.sh; s=$$?; bash scripts/ensure_chromium.sh; c=$$?; \
+	  if [ $$s -ne 0 ] || [ $$c -ne 0 ]; then echo "make test: stopped - what is MISSING is named above" >&2; exit 1; fi
 	@if [ -f studio/package.json ]; then cd studio && npm test; fi
-	$(PY) -m pytest -q -p no:cacheprovider
+	AGENTFLOW_TEST_ALLOW_SKIP=0 $(PY) -m pytest -q -p no:cacheprovider
 
+# For a developer without the services: no browser, distributed or chaos tests, and skips allowed.
 test-fast: $(STAMP)
-	$(PY) -m pytest -q -m "not browser and not distributed and not chaos" -p no:cacheprovider
+	AGENTFLOW_TEST_ALLOW_SKIP=1 $(PY) -m pytest -q -m "not browser and not distributed and not chaos" -p no:cacheprovider
+
+# The redis-py floor in pyproject.toml against the Redis-facing tests (also part of `make test`).
+test-redis-floor: $(STAMP)
+	bash scripts/services.sh
+	$(PY) -m pytest -q -p no:cacheprovider tests/test_dependency_pins.py
 
 test-chaos: $(STAMP)
 	bash scripts/services.sh

@@ -21,10 +21,28 @@ def _load_json(path: str):
         raise SystemExit(f"agentflow: {path} is not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})")
 
 
+def _resolver(data):
+    """The saved workflows of the local store (DATABASE_URL or AGENTFLOW_HOME), for a spec
+    whose workflow or map nodes name some; None for any other spec (no store is opened)."""
+    nodes = data.get("nodes") if isinstance(data, dict) else None
+    if not isinstance(nodes, list) or not any(isinstance(n, dict) and n.get("type") in ("workflow", "map")
+                                              for n in nodes):
+        return None
+    from .settings import get_settings
+    from .store.db import migrate, session_factory
+    from .store.models import DEFAULT_TENANT
+    from .store.workflows import WorkflowStore
+
+    url = get_settings().db_url
+    migrate(url)
+    return WorkflowStore(session_factory(url)).resolver(DEFAULT_TENANT)
+
+
 def cmd_validate(args) -> int:
     from .graph.validate import validate
 
-    problems = validate(_load_json(args.file))
+    data = _load_json(args.file)
+    problems = validate(data, _resolver(data))
     if args.json:
         print(json.dumps({"valid": not problems, "errors": [p.as_dict() for p in problems]}, indent=2))
     elif problems:
@@ -93,7 +111,7 @@ def cmd_run(args) -> int:
     from .store.runs import RunStore
 
     data = _load_json(args.file)
-    problems = validate(data)
+    problems = validate(data, _resolver(data))
     if problems:
         print(f"{args.file}: {len(problems)} problem(s)", file=sys.stderr)
         for p in problems:
@@ -223,14 +241,22 @@ def cmd_serve(args) -> int:
 
 
 def cmd_worker(args) -> int:
+    from .settings import get_settings
+    from .store import crypto
     from .workers.app import DEFAULT_QUEUES, run_worker
+
+    crypto.configure(get_settings())  # a malformed key stops the worker here, not at its first run
 
     return run_worker(queues=args.queues or DEFAULT_QUEUES, concurrency=args.concurrency, pool=args.pool,
                       loglevel=args.log_level, hostname=args.hostname)
 
 
 def cmd_beat(args) -> int:
+    from .settings import get_settings
+    from .store import crypto
     from .workers.app import run_beat
+
+    crypto.configure(get_settings())  # a malformed key stops beat here
 
     return run_beat(loglevel=args.log_level)
 
@@ -245,6 +271,83 @@ def cmd_token(args) -> int:
         return 2
     print(token)
     return 0
+
+
+def cmd_plugins(args) -> int:
+    """List installed plugins (and any that failed to load); install/uninstall wrap pip."""
+    import subprocess
+
+    if args.plugins_command in ("install", "uninstall"):
+        # the interpreter running agentflow, so the plugin lands where serve/worker import from
+        argv = [sys.executable, "-m", "pip", args.plugins_command, *(["-y"] if args.plugins_command == "uninstall" else []),
+                *args.packages]
+        code = subprocess.call(argv)
+        if code == 0:
+            print(f"{args.plugins_command}ed {' '.join(args.packages)} in {sys.prefix}. Restart `agentflow serve` and "
+                  "every `agentflow worker` (on every machine) to load the change.", file=sys.stderr)
+        return code
+
+    from .graph import registry
+
+    reg = registry.get()
+    plugins = reg.plugins()
+    if args.json:
+        print(json.dumps({"plugins": plugins, "errors": [e.as_dict() for e in reg.errors]}, indent=2))
+        return 1 if reg.errors else 0
+    if not plugins:
+        print("no plugins installed (a plugin is a package declaring the `agentflow.nodes` entry point)")
+    for p in plugins:
+        adds = [f"node type {t} (queue {reg.nodes[t].queue})" for t in p["node_types"]]
+        adds += [f"source kind {k}" for k in p["source_kinds"]]
+        print(f"{p['package']} {p['version'] or '?'}: {', '.join(adds) or 'nothing loaded'}")
+        for e in p["errors"]:
+            print(f"  FAILED {e['group']} {e['name']!r}: {e['error']}")
+    for e in reg.errors:
+        if e.package == "agentflow":  # our own entry points: only a broken install gets here
+            print(f"agentflow: FAILED {e.group} {e.name!r}: {e.error}", file=sys.stderr)
+    return 1 if reg.errors else 0
+
+
+def cmd_keys_generate(args) -> int:
+    from .store.crypto import generate_key, key_id, parse_key
+
+    key = generate_key()
+    print(key)
+    print(f"key id {key_id(parse_key(key))}: set it as AGENTFLOW_ENCRYPTION_KEY; keep the previous key in "
+          "AGENTFLOW_ENCRYPTION_OLD_KEYS until `agentflow keys rotate` has run", file=sys.stderr)
+    return 0
+
+
+def cmd_keys_rotate(args) -> int:
+    from .settings import get_settings
+    from .store import crypto
+    from .store.db import get_engine, migrate, safe_url
+
+    settings = get_settings()
+    ring = crypto.configure(settings)
+    if not ring.enabled:
+        print("agentflow: set AGENTFLOW_ENCRYPTION_KEY to the key to rotate to "
+              "(and AGENTFLOW_ENCRYPTION_OLD_KEYS to the keys it replaces)", file=sys.stderr)
+        return 2
+    url = settings.db_url
+    migrate(url)
+    print(f"re-encrypting under key id {ring.kid} in {safe_url(url)}, {args.batch_size} rows a batch",
+          file=sys.stderr)
+    try:
+        count = crypto.rotate(get_engine(url), batch_size=args.batch_size,
+                              progress=lambda line: print(f"  {line}", file=sys.stderr, flush=True))
+    except crypto.KeyUnavailable as exc:
+        print(f"agentflow: {exc}; what was done so far is kept, run again once the key is set",
+              file=sys.stderr)
+        return 1
+    print(f"{count} value(s) re-encrypted under key id {ring.kid}")
+    return 0
+
+
+def cmd_mcp(args) -> int:
+    from .api.mcp import serve_stdio
+
+    return serve_stdio(tenant=args.tenant)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -299,6 +402,18 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--log-level", default="info")
     b.set_defaults(func=cmd_beat)
 
+    pl = sub.add_parser("plugins", help="list installed node plugins; install or uninstall one with pip")
+    pl.add_argument("--json", action="store_true", help="print {plugins, errors} as JSON")
+    pl.set_defaults(func=cmd_plugins, plugins_command="list")
+    plsub = pl.add_subparsers(dest="plugins_command")
+    for verb in ("install", "uninstall"):
+        pv = plsub.add_parser(verb, help=f"pip {verb} into this agentflow's environment (restart servers and workers)")
+        pv.add_argument("packages", nargs="+", metavar="NAME", help="distribution name (or pip requirement)")
+    plsub.add_parser("list", help="the default: installed plugins, versions and load errors")
+    mc = sub.add_parser("mcp", help="an MCP server on stdin/stdout: the saved workflows as tools")
+    mc.add_argument("--tenant", default="default", help="whose workflows (acts as that tenant's admin)")
+    mc.set_defaults(func=cmd_mcp)
+
     t = sub.add_parser("token", help="API tokens")
     tsub = t.add_subparsers(dest="token_command", required=True)
     tc = tsub.add_parser("create", help="issue a JWT")
@@ -307,6 +422,15 @@ def build_parser() -> argparse.ArgumentParser:
     tc.add_argument("--ttl", type=int, default=3600, help="seconds")
     tc.add_argument("--subject", default="cli")
     tc.set_defaults(func=cmd_token)
+
+    k = sub.add_parser("keys", help="encryption keys of data at rest (AGENTFLOW_ENCRYPTION_KEY)")
+    ksub = k.add_subparsers(dest="keys_command", required=True)
+    kg = ksub.add_parser("generate", help="print a fresh key (base64 of 32 random bytes)")
+    kg.set_defaults(func=cmd_keys_generate)
+    kr = ksub.add_parser("rotate", help="re-encrypt every stored value under AGENTFLOW_ENCRYPTION_KEY, "
+                                        "in batches, while the system runs")
+    kr.add_argument("--batch-size", type=int, default=200, help="rows a transaction (default 200)")
+    kr.set_defaults(func=cmd_keys_rotate)
     return p
 
 
@@ -317,7 +441,13 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     install_log_redaction()
     args = build_parser().parse_args(argv)
-    return int(args.func(args) or 0)
+    from .store.crypto import BadKey
+
+    try:
+        return int(args.func(args) or 0)
+    except BadKey as exc:  # a malformed AGENTFLOW_ENCRYPTION_KEY: say which, never quote it
+        print(f"agentflow: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Mapping
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -26,6 +26,11 @@ class Settings(BaseSettings):
     host: str = Field("127.0.0.1", alias="AGENTFLOW_HOST")
     max_body_bytes: int = Field(2_000_000, alias="AGENTFLOW_MAX_BODY_BYTES")
     embedded_workers: int = Field(4, alias="AGENTFLOW_EMBEDDED_WORKERS")
+    # embedded mode: child runs of one workflow or map step run in parallel on at most this many threads
+    child_run_workers: int = Field(8, ge=1, alias="AGENTFLOW_CHILD_RUN_WORKERS")
+    # max_concurrency slots are leases: a step's slot is freed this many seconds after its
+    # worker stopped renewing it (killed mid-step); a live step renews it every third of it
+    concurrency_lease_s: float = Field(30.0, gt=0, alias="AGENTFLOW_CONCURRENCY_LEASE_S")
     studio_dir: Path | None = Field(None, alias="AGENTFLOW_STUDIO_DIR")
     # where `agentflow resume` (and other client commands) find the API, and with which token
     url: str | None = Field(None, alias="AGENTFLOW_URL")
@@ -42,6 +47,10 @@ class Settings(BaseSettings):
     jwt_tenant_claim: str = Field("tenant", alias="AGENTFLOW_JWT_TENANT_CLAIM")
     jwt_role_claim: str = Field("role", alias="AGENTFLOW_JWT_ROLE_CLAIM")
     cors_origins: str = Field("", alias="AGENTFLOW_CORS_ORIGINS")  # comma-separated Studio origins
+    # where the secrets specs name are read from (graph/secrets.py, docs/secrets.md):
+    # env | file | package.module:factory | a comma-separated list tried in order
+    secrets_provider: str = Field("env", alias="AGENTFLOW_SECRETS_PROVIDER")
+    secrets_dir: Path = Field(Path("/run/secrets"), alias="AGENTFLOW_SECRETS_DIR")  # for `file`
     # API abuse limits (0 = off): requests a minute and burst, per tenant and per client IP
     rate_tenant_per_minute: float = Field(1200, alias="AGENTFLOW_RATE_TENANT_PER_MINUTE")
     rate_tenant_burst: int = Field(300, alias="AGENTFLOW_RATE_TENANT_BURST")
@@ -55,6 +64,23 @@ class Settings(BaseSettings):
     # Behind a reverse proxy (deploy/nginx): trust X-Forwarded-For / X-Forwarded-Proto from
     # these addresses (comma-separated IPs or CIDRs; "*" = any). Empty: headers ignored.
     trusted_proxies: str = Field("", alias="AGENTFLOW_TRUSTED_PROXIES")
+
+    # ---- encryption at rest (store/crypto.py): base64 of 32 bytes; old keys only decrypt
+    encryption_key: SecretStr | None = Field(None, alias="AGENTFLOW_ENCRYPTION_KEY")
+    encryption_old_keys: SecretStr | None = Field(None, alias="AGENTFLOW_ENCRYPTION_OLD_KEYS")  # comma-separated
+    # ---- collaborative editing (api/collab.py): a client whose message or whose edits would
+    # take the shared document past these sizes is disconnected (close code 1009)
+    collab_max_doc_bytes: int = Field(4_000_000, alias="AGENTFLOW_COLLAB_MAX_DOC_BYTES")
+    collab_max_message_bytes: int = Field(1_000_000, alias="AGENTFLOW_COLLAB_MAX_MESSAGE_BYTES")
+    # ---- integrations (contract section 8; docs/features.md)
+    # executables an mcp source with transport stdio may start (comma-separated; "*" = any)
+    mcp_stdio_commands: str = Field("", alias="AGENTFLOW_MCP_STDIO_COMMANDS")
+    # how long an MCP tools/call of a workflow waits for the run before answering its run id
+    mcp_call_wait_s: float = Field(30.0, alias="AGENTFLOW_MCP_CALL_WAIT_S")
+    # OpenTelemetry: unset = off, and the SDK is never imported (runs/telemetry.py)
+    otel_endpoint: str | None = Field(None, alias="OTEL_EXPORTER_OTLP_ENDPOINT")
+    otel_traces_endpoint: str | None = Field(None, alias="OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+    otel_service_name: str = Field("agentflow", alias="OTEL_SERVICE_NAME")
 
     @property
     def transaction_pooler(self) -> bool:

@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from ..runs.events import EventBus
 from ..settings import Settings
+from ..store.collab import CollabStore
 from ..store.db import session_factory
 from ..store.models import DEFAULT_TENANT
 from ..store.runs import TERMINAL, RunStore
@@ -161,7 +162,8 @@ def build_dispatcher(settings: Settings, store: RunStore) -> Dispatcher:
 
     executor = EmbeddedExecutor(store, MemoryEventBus(), limiter=_limiter(),
                                 workers=max(1, settings.embedded_workers),
-                                checkpoints=settings.home / "checkpoints.sqlite")
+                                checkpoints=settings.home / "checkpoints.sqlite",
+                                child_workers=settings.child_run_workers)
     return EmbeddedDispatcher(executor)
 
 
@@ -177,6 +179,7 @@ class Services:
     sources: SourceStore
     schedules: ScheduleStore
     dispatcher: Dispatcher
+    collab: CollabStore
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -189,7 +192,7 @@ class Services:
         runs = RunStore(factory)
         return cls(settings=settings, factory=factory, runs=runs, workflows=WorkflowStore(factory),
                    sources=SourceStore(factory), schedules=ScheduleStore(factory),
-                   dispatcher=dispatcher or build_dispatcher(settings, runs))
+                   dispatcher=dispatcher or build_dispatcher(settings, runs), collab=CollabStore(factory))
 
     def close(self) -> None:
         try:
@@ -204,3 +207,12 @@ async def get_services(request: Request) -> Services:
 
 ServicesDep = Annotated[Services, Depends(get_services)]
 TenantDep = Annotated[str, Depends(current_tenant)]
+PrincipalDep = Annotated[Principal, Depends(authorize)]
+
+
+def save_workflow(svc: Services, tenant: str, principal: Principal, spec) -> dict[str, Any]:
+    """Save `spec` as a new version by the caller; the version names everyone who edited
+    the workflow's shared document (api/collab.py) since the version before."""
+    record, _ = svc.workflows.save(tenant, spec, author=principal.subject,
+                                   editors=svc.collab.editors(tenant, spec.id))
+    return record

@@ -3,6 +3,8 @@
 - request validation (bad body, query, malformed JSON) -> 422 with each problem's path;
 - HTTPException (404, 405, 413 ...) -> its status with the same shape;
 - a database that cannot be reached -> 503 "database unavailable: <reason>" (never 500);
+- a stored value under an encryption key this server does not have -> 503 naming the key id
+  (the operator's fix: configure that key; store/crypto.py);
 - JSON nested too deeply for the parser -> 422;
 - anything else -> 500 "internal error", logged with its traceback.
 """
@@ -22,6 +24,7 @@ from sqlalchemy import exc as sa_exc
 from starlette.exceptions import HTTPException
 
 from ..graph.secrets import redact
+from ..store.crypto import KeyUnavailable
 
 log = logging.getLogger("agentflow.api")
 
@@ -207,6 +210,12 @@ async def _connection_handler(request: Request, exc: Exception) -> JSONResponse:
                         headers={"Retry-After": "5"})
 
 
+async def _key_handler(request: Request, exc: KeyUnavailable) -> JSONResponse:
+    log.error("%s %s: %s", request.method, request.url.path, exc)
+    return JSONResponse(error_body(str(exc), [{"path": "", "message": f"encryption key {exc.kid}: {exc.reason}"}]),
+                        status_code=503)
+
+
 async def _recursion_handler(request: Request, exc: RecursionError) -> JSONResponse:
     return JSONResponse(error_body("request is nested too deeply",
                                    [{"path": "", "message": "JSON nested too deeply"}]), status_code=422)
@@ -239,5 +248,6 @@ def install(app: FastAPI) -> None:
             continue
         for name in names:
             app.add_exception_handler(getattr(mod, name), _connection_handler)
+    app.add_exception_handler(KeyUnavailable, _key_handler)
     app.add_exception_handler(RecursionError, _recursion_handler)
     app.add_exception_handler(Exception, _internal_handler)

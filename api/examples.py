@@ -32,23 +32,33 @@ def load_examples(store: WorkflowStore, directory: Path | None = None,
     directory = directory or EXAMPLES_DIR
     if not directory.is_dir():
         return []
-    saved = []
+    pending = []
     for path in sorted(directory.glob("*.json")):
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
+            pending.append((path.name, json.loads(path.read_text(encoding="utf-8"))))
         except (OSError, ValueError) as exc:
             log.warning("example %s is not readable JSON: %s", path.name, exc)
-            continue
-        problems = validate(data)
-        if problems:
-            log.warning("example %s is not a valid spec (%d problems, first: %s: %s)", path.name,
-                        len(problems), problems[0].path, problems[0].message)
-            continue
-        spec = WorkflowSpec.model_validate(data)
-        if store.exists(tenant_id, spec.id):
-            continue
-        store.save(tenant_id, spec)
-        saved.append(spec.id)
+    saved: list[str] = []
+    resolver = store.resolver(tenant_id)
+    # An example may run another (workflow and map nodes), which must be saved first: save
+    # in rounds, each taking the examples whose children are saved by now.
+    while pending:
+        waiting = []
+        for name, data in pending:
+            problems = validate(data, resolver)
+            if problems:
+                waiting.append((name, data, problems))
+                continue
+            spec = WorkflowSpec.model_validate(data)
+            if not store.exists(tenant_id, spec.id):
+                store.save(tenant_id, spec)
+                saved.append(spec.id)
+        if len(waiting) == len(pending):
+            for name, _, problems in waiting:
+                log.warning("example %s is not a valid spec (%d problems, first: %s: %s)", name,
+                            len(problems), problems[0].path, problems[0].message)
+            break
+        pending = [(name, data) for name, data, _ in waiting]
     if saved:
         log.info("loaded example workflows: %s", ", ".join(saved))
     return saved

@@ -22,6 +22,7 @@ from pydantic import TypeAdapter
 
 from ..graph.spec import Source, WorkflowSpec
 from ..settings import Settings, get_settings
+from ..store import crypto
 from ..store.db import migrate, safe_url
 from . import errors
 from . import security
@@ -79,6 +80,7 @@ def _startup(services: Services) -> None:
 
 def create_app(settings: Settings | None = None, dispatcher: Dispatcher | None = None) -> FastAPI:
     settings = settings or get_settings()
+    crypto.configure(settings)  # a malformed AGENTFLOW_ENCRYPTION_KEY stops the server here
     services = Services.build(settings, dispatcher)
 
     @asynccontextmanager
@@ -89,7 +91,8 @@ def create_app(settings: Settings | None = None, dispatcher: Dispatcher | None =
         # it again on every full collection (about 2% of the API's CPU under load).
         gc.freeze()
         try:
-            yield
+            async with app.state.collab, services.extra["mcp"].run():  # collaborative rooms, /mcp's task group
+                yield
         finally:
             services.close()
 
@@ -116,6 +119,12 @@ def create_app(settings: Settings | None = None, dispatcher: Dispatcher | None =
 
         notify = CeleryNotifier(services.factory)
     install_webhooks(services, notify)  # outbound deliveries when runs end
+    from . import collab
+
+    collab.install(app, services)  # WebSocket /workflows/{id}/collab: live co-editing (Yjs)
+    from . import mcp as mcp_api
+
+    services.extra["mcp"] = mcp_api.install(app, services)  # /mcp: the workflows as MCP tools
     mount_studio(app, settings)  # last: the mount at "/" takes what no API route matched
 
     security.add_middleware(app, services)  # audit + per-IP limit, inside CORS

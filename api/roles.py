@@ -53,6 +53,7 @@ PERMISSIONS: dict[tuple[str, str], Rule] = {
     ("GET", "/health"): _r(PUBLIC),
     ("GET", "/health/ready"): _r(PUBLIC),
     ("GET", "/schema"): _r(PUBLIC),
+    ("GET", "/node-types"): _r("viewer"),  # names installed plugins and their load errors
     ("GET", "/auth/local-token"): _r(PUBLIC),   # checks loopback + local mode itself
     ("GET", "/auth/me"): _r("viewer"),
     ("GET", "/metrics"): _r("operator"),
@@ -110,6 +111,17 @@ PERMISSIONS: dict[tuple[str, str], Rule] = {
     # ---- issue 5: queue limits of the tenant's workflows with live limiter figures (read-only)
     ("GET", "/queues"): _r("viewer"),
     ("GET", "/queues/{queue_id}"): _r("viewer"),
+    # ---- issue 18: MCP over streamable HTTP (api/mcp.py). Listing tools is a read; a call
+    # that starts a run checks the editor role itself. Stateless: GET/DELETE answer 405.
+    ("GET", "/mcp"): _r("viewer"),
+    ("POST", "/mcp"): Rule("viewer", "mcp.request", "mcp", None),
+    ("DELETE", "/mcp"): Rule("viewer", "mcp.request", "mcp", None),
+}
+
+# WebSockets authenticate themselves when they open (api/collab.py): the role that may
+# connect and watch, and the role whose edits are applied (a viewer's are refused).
+SOCKETS: dict[str, tuple[str, str]] = {
+    "/workflows/{workflow_id}/collab": ("viewer", "editor"),
 }
 
 # A route nobody listed: only an admin may call it, and a write is still audited.

@@ -76,6 +76,9 @@ class VersionSummary(BaseModel):
     version: int
     created_at: datetime
     spec_hash: str
+    author: str | None = Field(None, description="Who saved this version (the token's subject).")
+    editors: list[str] = Field(default_factory=list, description=(
+        "Who edited the workflow's shared document (collaborative editing) since the version before."))
 
 
 class VersionList(BaseModel):
@@ -163,7 +166,8 @@ class RunSummary(BaseModel):
     created_at: str | None = None
     started_at: str | None = None
     finished_at: str | None = None
-    parent_run_id: str | None = Field(None, description="A re-run: the run it was re-run from.")
+    parent_run_id: str | None = Field(None, description=(
+        "A child run: the run whose workflow or map node started it; a re-run: the run it re-runs."))
     rerun_from: str | None = Field(None, description="A re-run: the node it started at.")
     waiting_for: list[WaitingFor] = Field(default_factory=list,
                                             description="status `waiting`: the questions a person may answer.")
@@ -183,10 +187,28 @@ class ResumeResult(BaseModel):
     choice: str
 
 
+class ChildRun(BaseModel):
+    """A run started by a workflow or map node of its parent."""
+
+    run_id: str
+    workflow_id: str | None = None
+    workflow_version: int | None = None
+    status: RunStatus
+    error: str | None = None
+    node_id: str | None = Field(None, description="The parent's node that started it.")
+    step_key: str | None = None
+    index: int = Field(0, description="Its position in the map's list (0 for a workflow node).")
+    tokens_used: int | None = None
+    cost: float | None = None
+    created_at: str | None = None
+    finished_at: str | None = None
+
+
 class RunRecord(RunSummary):
     input: dict[str, Any] | None = None
     state: dict[str, Any] | None = None
     steps: list[StepRecord] = Field(default_factory=list)
+    children: list[ChildRun] = Field(default_factory=list, description="Child runs (workflow and map nodes).")
 
 
 class RunPage(BaseModel):
@@ -366,6 +388,7 @@ class RunTrace(BaseModel):
     initial_state: dict[str, Any]
     steps: list[TraceStep]
     final_state: dict[str, Any] | None = None
+    children: list[ChildRun] = Field(default_factory=list, description="Child runs (workflow and map nodes).")
 
 
 class RerunRequest(_In):
@@ -472,7 +495,6 @@ class HookList(BaseModel):
 class HookAccepted(BaseModel):
     run_id: str
     status: RunStatus
-    duplicate: bool = Field(False, description="The same signed request was accepted before: its run.")
 
 
 WebhookEvent = Literal["run.succeeded", "run.failed", "run.cancelled"]

@@ -2,3 +2,7 @@
 
 Nothing here knows about the REST API, Celery or the run store; they call into it.
 """
+
+from . import registry
+
+registry.install()  # node types and source kinds come from entry points (graph/registry.py)

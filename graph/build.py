@@ -3,6 +3,9 @@
 - unconditional edges become `add_edge`; all conditional edges leaving one node become
   one `add_conditional_edges` whose router returns every target whose condition holds
   (a list target fans out in parallel);
+- a node with an `on_error` edge catches its own failure: every edge leaving it becomes
+  conditional on the node's outcome (state `_failed`), the on_error edge on failure, the
+  others on success;
 - a node with several predecessors is a join: it is added with `defer=True`, so it runs
   once, after every branch that was taken has finished;
 - node functions read their run context (run id, limiter, observer, dispatcher) from
@@ -21,8 +24,9 @@ from langgraph.graph import END, START, StateGraph
 from . import conditions, pool
 from .nodes import make_node
 from .runtime import context_from
+from .secrets import redact
 from .spec import WorkflowSpec
-from .state import state_type_for
+from .state import FAILED, state_type_for
 from .step import StepFailed, run_step, step_key
 
 pool.install()  # one thread pool for every run, not one per invoke (graph/pool.py)
@@ -56,6 +60,26 @@ def ask_person(impl, state: dict, ctx, step: int) -> dict:
 
 def node_function(spec: WorkflowSpec, impl) -> Callable:
     node_id = impl.node.id
+    run = _node_run(spec, impl)
+    if not any(e.on_error and e.from_ == node_id for e in spec.edges):
+        return run
+
+    def caught(state: dict, config) -> dict:
+        """A node with an `on_error` edge: its failure (after its retries; in distributed
+        mode the dispatcher's StepFailed) becomes state `error` and a routing mark, so the
+        run goes on at the edge's target instead of failing."""
+        try:
+            update = run(state, config)
+        except StepFailed as exc:
+            return {"error": {"node": node_id, "message": redact(exc.reason)}, FAILED: {node_id: True}}
+        return {**(update or {}), FAILED: {node_id: False}}
+
+    caught.__name__ = run.__name__
+    return caught
+
+
+def _node_run(spec: WorkflowSpec, impl) -> Callable:
+    node_id = impl.node.id
 
     def run(state: dict, config) -> dict:
         ctx = context_from(config)
@@ -66,7 +90,9 @@ def node_function(spec: WorkflowSpec, impl) -> Callable:
         if ctx.dispatch is not None and impl.calls_outside:
             return ctx.dispatch(node_id, state, step)
         if ctx.resume is None:
-            return run_step(spec, impl, state, ctx)
+            # embedded: a node that starts child runs finds them by this key
+            key = step_key(ctx.run_id, node_id, step) if impl.keyed else None
+            return run_step(spec, impl, state, ctx, step_key=key)
         key, done = ctx.resume(node_id, step)
         if done is not None:  # it finished before the driver was interrupted
             return done
@@ -74,6 +100,17 @@ def node_function(spec: WorkflowSpec, impl) -> Callable:
 
     run.__name__ = f"node_{node_id}"
     return run
+
+
+def _on_failure(node_id: str, failed: bool, predicate: Callable[[dict], bool] | None = None) -> Callable:
+    """An edge of a node with an on_error edge: taken only on failure (the on_error edge) or
+    only on success (every other edge, with its own condition if it has one)."""
+    def holds(state: dict) -> bool:
+        if bool((state.get(FAILED) or {}).get(node_id)) != failed:
+            return False
+        return predicate is None or predicate(state)
+
+    return holds
 
 
 def _router(branches: list[tuple[Callable[[dict], bool], list[str]]]) -> Callable:
@@ -91,7 +128,7 @@ def build_graph(spec: WorkflowSpec, start: str | None = None) -> StateGraph:
     """`start`: the node execution begins at (default the spec's start_node). A re-run
     from a chosen step starts there, with the state the earlier steps left."""
     out_keys = {getattr(n.config, "output_key", None) for n in spec.nodes} - {None}
-    graph = StateGraph(state_type_for(out_keys))
+    graph = StateGraph(state_type_for(out_keys, on_error=any(e.on_error for e in spec.edges)))
 
     predecessors: dict[str, set[str]] = {n.id: set() for n in spec.nodes}
     outgoing_of: dict[str, list] = {n.id: [] for n in spec.nodes}  # one pass: big specs stay linear
@@ -111,12 +148,16 @@ def build_graph(spec: WorkflowSpec, start: str | None = None) -> StateGraph:
             graph.add_edge(node.id, END)
             continue
         branches = []
+        guarded = any(e.on_error for e in outgoing)
         for edge in outgoing:
-            if edge.condition is None:
+            predicate = conditions.compile_condition(edge.condition) if edge.condition is not None else None
+            if guarded:
+                branches.append((_on_failure(node.id, edge.on_error, predicate), edge.targets))
+            elif predicate is None:
                 for t in edge.targets:
                     graph.add_edge(node.id, t)
             else:
-                branches.append((conditions.compile_condition(edge.condition), edge.targets))
+                branches.append((predicate, edge.targets))
         if branches:
             path_map = sorted({t for _, ts in branches for t in ts}) + [END]
             graph.add_conditional_edges(node.id, _router(branches), path_map)

@@ -171,11 +171,13 @@ def _secs(value: float) -> str:
 # ---------------------------------------------------------------- retries
 
 
-def backoff(attempt: int, base_delay: float, max_delay: float, retry_after: float | None = None) -> float:
-    """Seconds to wait before attempt `attempt + 1`: exponential with "equal jitter";
-    a server's Retry-After is a floor (capped at max_delay)."""
+def backoff(attempt: int, base_delay: float, max_delay: float, retry_after: float | None = None,
+            jitter: bool = True) -> float:
+    """Seconds to wait before attempt `attempt + 1`: exponential with "equal jitter" (or
+    exactly base_delay * 2^(attempt-1) without); a server's Retry-After is a floor (capped
+    at max_delay)."""
     ceiling = min(max_delay, base_delay * (2 ** max(0, attempt - 1)))
-    delay = ceiling / 2 + random.uniform(0, ceiling / 2)
+    delay = ceiling / 2 + random.uniform(0, ceiling / 2) if jitter else ceiling
     if retry_after is not None and retry_after > 0:
         delay = max(delay, retry_after)
     return min(delay, max_delay)
@@ -183,7 +185,7 @@ def backoff(attempt: int, base_delay: float, max_delay: float, retry_after: floa
 
 def call(source_id: str, fn: Callable[[], T], *, retries: int = DEFAULT_RETRIES,
          timeout: float | None = None, base_delay: float = 0.5, max_delay: float = 30.0,
-         sleep: Callable[[float], None] | None = None) -> T:
+         sleep: Callable[[float], None] | None = None, jitter: bool = True) -> T:
     """Call `fn()` with up to `retries` retries behind the source's circuit breaker.
 
     `timeout` is an overall budget in seconds: no retry starts whose wait would end
@@ -195,7 +197,7 @@ def call(source_id: str, fn: Callable[[], T], *, retries: int = DEFAULT_RETRIES,
 
     def wait(state: tenacity.RetryCallState) -> float:
         exc = state.outcome.exception() if state.outcome else None
-        delay = backoff(state.attempt_number, base_delay, max_delay, getattr(exc, "retry_after", None))
+        delay = backoff(state.attempt_number, base_delay, max_delay, getattr(exc, "retry_after", None), jitter)
         log.warning("source '%s': attempt %d failed (%s); retrying in %.2f s",
                     source_id, state.attempt_number, redact(str(exc)), delay)
         return delay

@@ -1,16 +1,30 @@
-"""Secrets are read from environment variables at call time and never kept.
+"""Secrets are read at call time, by name, from a secrets provider, and never kept.
 
-Every value read through `read_secret` is remembered (in this process only) so that
-`redact` can scrub it from log records, error messages and stored states.
+A spec names its secrets (`api_key_env`, `dsn_env`, `auth_env`, a hook's `secret_env`); where
+the values live is the server's choice, AGENTFLOW_SECRETS_PROVIDER (docs/secrets.md):
+
+- `env` (default): environment variables;
+- `file`: one file per secret name in AGENTFLOW_SECRETS_DIR (default /run/secrets), as
+  Kubernetes and Docker mount secrets;
+- `package.module:factory`: a provider of your own (e.g. Vault), `factory()` returning an
+  object with `get(name) -> str | None` (the SecretsProvider protocol);
+- a comma-separated list (`file,env`): the first that has the name.
+
+Every value read through `read_secret`, whichever provider gave it, is remembered (in this
+process only) so that `redact` can scrub it from log records, error messages and stored states.
 """
 
 from __future__ import annotations
 
 import fnmatch
+import functools
+import importlib
 import logging
 import os
+import re
 import threading
-from typing import Any, Mapping
+from pathlib import Path
+from typing import Any, Mapping, Protocol, runtime_checkable
 
 from .errors import StepError
 
@@ -22,7 +36,131 @@ _MIN_LEN = 6
 
 
 class MissingSecret(RuntimeError):
-    pass
+    """No provider has the secret; `where` says where it was looked for (never a value)."""
+
+    def __init__(self, where: str):
+        super().__init__(f"{where} is not set")
+        self.where = where
+
+
+# ---------------------------------------------------------------- providers
+
+
+@runtime_checkable
+class SecretsProvider(Protocol):
+    """Where secret values are read from. `get(name)` is called at every use (a rotated
+    secret is picked up without a restart) and returns the value, or None when it has none;
+    it must not log or cache values in clear beyond what its backend needs. `describe(name)`
+    (optional) says where the name was looked for, for error messages."""
+
+    def get(self, name: str) -> str | None: ...
+
+
+class EnvProvider:
+    """Environment variables (the default)."""
+
+    def __init__(self, env: Mapping[str, str] | None = None):
+        self.env = env
+
+    def get(self, name: str) -> str | None:
+        return (self.env if self.env is not None else os.environ).get(name) or None
+
+    def describe(self, name: str) -> str:
+        return f"environment variable {name}"
+
+
+# a secret's name is one path component: never `..`, a slash or a hidden file
+_FILE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,254}$")
+_MAX_FILE_BYTES = 1 << 20
+
+
+class FileProvider:
+    """One file per secret, named like the secret, in `directory`: Kubernetes secret volumes
+    and Docker/Compose secrets (/run/secrets/<name>). A trailing newline is not part of the
+    value (editors and `echo` add one)."""
+
+    def __init__(self, directory: str | Path):
+        self.directory = Path(directory)
+
+    def path(self, name: str) -> Path:
+        if not _FILE_NAME.match(name) or ".." in name:
+            raise SecretNotAllowed(f"secret name {name!r} cannot name a file in {self.directory}")
+        return self.directory / name
+
+    def get(self, name: str) -> str | None:
+        path = self.path(name)
+        try:
+            with open(path, "rb") as f:
+                raw = f.read(_MAX_FILE_BYTES + 1)
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        except OSError as exc:  # unreadable (permissions, a directory): say so, never guess
+            raise MissingSecret(f"secret file {path} (unreadable: {exc.strerror or type(exc).__name__})") from None
+        if len(raw) > _MAX_FILE_BYTES:
+            raise MissingSecret(f"secret file {path} (larger than {_MAX_FILE_BYTES} bytes)")
+        return raw.decode("utf-8").rstrip("\r\n") or None
+
+    def describe(self, name: str) -> str:
+        return f"secret file {self.directory / name}"
+
+
+class ChainProvider:
+    """The first of several providers that has the name (`file,env`)."""
+
+    def __init__(self, providers: list[Any]):
+        self.providers = providers
+
+    def get(self, name: str) -> str | None:
+        for provider in self.providers:
+            value = provider.get(name)
+            if value:
+                return value
+        return None
+
+    def describe(self, name: str) -> str:
+        return " or ".join(describe(p, name) for p in self.providers)
+
+
+def describe(provider: Any, name: str) -> str:
+    how = getattr(provider, "describe", None)
+    return how(name) if callable(how) else f"secret {name} ({type(provider).__name__})"
+
+
+@functools.lru_cache(maxsize=8)
+def _configured(kind: str, directory: str) -> Any:
+    parts = [p.strip() for p in kind.split(",") if p.strip()] or ["env"]
+    providers = []
+    for part in parts:
+        if part == "env":
+            providers.append(EnvProvider())
+        elif part == "file":
+            providers.append(FileProvider(directory))
+        elif ":" in part:
+            module, _, attr = part.partition(":")
+            provider = getattr(importlib.import_module(module), attr)()
+            if not isinstance(provider, SecretsProvider):
+                raise TypeError(f"AGENTFLOW_SECRETS_PROVIDER {part}: {type(provider).__name__} has no get(name)")
+            providers.append(provider)
+        else:
+            raise ValueError(f"AGENTFLOW_SECRETS_PROVIDER: unknown provider {part!r} "
+                             "(env, file, package.module:factory, or a comma-separated list)")
+    return providers[0] if len(providers) == 1 else ChainProvider(providers)
+
+
+def secrets_provider(env: Mapping[str, str] | None = None) -> Any:
+    """The configured provider. `env` (a run's RunContext.env) stands in for os.environ
+    where the provider reads the environment."""
+    from ..settings import get_settings
+
+    settings = get_settings()
+    provider = _configured(settings.secrets_provider, str(settings.secrets_dir))
+    if env is None or env is os.environ:
+        return provider
+    if isinstance(provider, EnvProvider):
+        return EnvProvider(env)
+    if isinstance(provider, ChainProvider):
+        return ChainProvider([EnvProvider(env) if isinstance(p, EnvProvider) else p for p in provider.providers])
+    return provider
 
 
 class SecretNotAllowed(StepError):
@@ -63,13 +201,17 @@ def remember(value: str | None) -> None:
 
 def read_secret(env_name: str | None, env: Mapping[str, str] | None = None,
                 required: bool = True) -> str | None:
+    """The value of the secret a spec names, from the configured provider; remembered for
+    redaction before anyone sees it. Missing: MissingSecret naming where it was looked for
+    (when `required`), else None."""
     if not env_name:
         return None
     check_env_name(env_name)
-    value = (env if env is not None else os.environ).get(env_name)
-    if value is None or value == "":
+    provider = secrets_provider(env)
+    value = provider.get(env_name)
+    if not value:
         if required:
-            raise MissingSecret(f"environment variable {env_name} is not set")
+            raise MissingSecret(describe(provider, env_name))
         return None
     remember(value)
     return value

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Callable, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, TypeAdapter, field_validator
+from pydantic_core import PydanticCustomError, core_schema
 
 Identifier = Annotated[
     str,
@@ -228,11 +229,9 @@ class ToolNode(_NodeBase):
     config: ToolConfig
 
 
-Node = Annotated[
-    Union[InputNode, RouterNode, LLMNode, ImageNode, DBNode, AggregatorNode, APINode,
-          HumanNode, WorkflowNode, MapNode, ToolNode],
-    Field(discriminator="type"),
-]
+BUILTIN_NODES: tuple[type[_NodeBase], ...] = (InputNode, RouterNode, LLMNode, ImageNode, DBNode, AggregatorNode,
+                                               APINode, HumanNode, WorkflowNode, MapNode, ToolNode)
+NodeBase = _NodeBase  # what a plugin's node model is built on (graph/registry.py)
 
 # ---------------------------------------------------------------- edges, queues
 
@@ -342,9 +341,101 @@ class MCPSource(_SourceBase):
     allow_private: bool = Field(False, description="Allow loopback/private targets (http).")
 
 
-Source = Annotated[
-    Union[LLMSource, ImageSource, DBSource, APISource, MCPSource], Field(discriminator="kind")
-]
+BUILTIN_SOURCES: tuple[type[_SourceBase], ...] = (LLMSource, ImageSource, DBSource, APISource, MCPSource)
+SourceBase = _SourceBase
+
+
+# ---------------------------------------------------------------- the open unions
+#
+# Which node types and source kinds exist is decided by the installed entry points
+# (graph/registry.py), not by this module: `Node` and `Source` look the model up by the
+# tag at validation time, and build the discriminated union's JSON Schema from the same
+# table, so a plugin's node validates with paths like nodes[2].config.prompt and shows
+# in the schema exactly like a built-in one. Until the registry installs itself (it does
+# on `import agentflow.graph`), the built-in models are the table.
+
+def _tag_of(model: type[BaseModel], tag: str) -> str:
+    return model.model_fields[tag].annotation.__args__[0]  # Literal["llm"] -> "llm"
+
+
+_providers: dict[str, Callable[[], dict[str, type[BaseModel]]]] = {
+    "type": lambda: {_tag_of(m, "type"): m for m in BUILTIN_NODES},
+    "kind": lambda: {_tag_of(m, "kind"): m for m in BUILTIN_SOURCES},
+}
+
+
+def use_types(nodes: Callable[[], dict[str, type[BaseModel]]],
+              sources: Callable[[], dict[str, type[BaseModel]]]) -> None:
+    """Install the tables (tag -> model) that Node and Source validate with."""
+    _providers["type"], _providers["kind"] = nodes, sources
+
+
+_adapters: dict[tuple, TypeAdapter] = {}
+
+
+class _OpenUnion:
+    """A discriminated union whose members are read from `_providers[tag]` when used."""
+
+    tag = ""
+
+    @classmethod
+    def models(cls) -> dict[str, type[BaseModel]]:
+        return _providers[cls.tag]()
+
+    @classmethod
+    def _validate(cls, value: Any, _info) -> BaseModel:
+        models = cls.models()
+        if isinstance(value, BaseModel) and type(value) in models.values():
+            return value
+        if not isinstance(value, dict):
+            raise PydanticCustomError("model_attributes_type", "Input should be a valid dictionary or object")
+        if cls.tag not in value:
+            raise PydanticCustomError("union_tag_not_found",
+                                      "Unable to extract tag using discriminator '{discriminator}'",
+                                      {"discriminator": cls.tag})
+        model = models.get(value[cls.tag]) if isinstance(value[cls.tag], str) else None
+        if model is None:
+            expected = ", ".join(repr(t) for t in models)
+            raise PydanticCustomError(
+                "union_tag_invalid",
+                "Input tag '{tag}' found using '{discriminator}' does not match any of the expected tags: "
+                "{expected_tags}", {"tag": str(value[cls.tag]), "discriminator": cls.tag, "expected_tags": expected})
+        return model.model_validate(value)  # its ValidationError keeps the paths (nodes[2].config.x)
+
+    @classmethod
+    def __get_pydantic_core_schema__(cls, _source, _handler) -> core_schema.CoreSchema:
+        return core_schema.with_info_plain_validator_function(
+            cls._validate,
+            serialization=core_schema.wrap_serializer_function_ser_schema(lambda v, h: h(v),
+                                                                          schema=core_schema.any_schema()))
+
+    @classmethod
+    def adapter(cls) -> TypeAdapter:
+        """The current members as a plain discriminated union: for strict validation (a
+        plain validator cannot pass strict mode on) and for the JSON Schema."""
+        models = tuple(cls.models().values())
+        key = (cls.tag, models)
+        hit = _adapters.get(key)
+        if hit is None:
+            union = Annotated[Union[models], Field(discriminator=cls.tag)]  # type: ignore[misc,valid-type]
+            hit = _adapters[key] = TypeAdapter(union)
+        return hit
+
+    @classmethod
+    def __get_pydantic_json_schema__(cls, _core, handler):
+        return handler(cls.adapter().core_schema)
+
+
+class Node(_OpenUnion):
+    """One element of a spec's `nodes`: the model of its `type`."""
+
+    tag = "type"
+
+
+class Source(_OpenUnion):
+    """One element of a spec's `sources`: the model of its `kind`."""
+
+    tag = "kind"
 
 # ---------------------------------------------------------------- workflow
 

@@ -23,6 +23,12 @@ def last_value(left: Any, right: Any) -> Any:
     return right
 
 
+# Which nodes with an on_error edge failed in their last step ({node id: bool}): what their
+# edges route on (graph/build.py). Not a valid output_key, so it never clashes with one; a
+# channel of the specs with on_error edges only.
+FAILED = "_failed"
+
+
 class GraphState(TypedDict, total=False):
     user_input: str
     intent: Annotated[Any, last_value]
@@ -40,14 +46,19 @@ class GraphState(TypedDict, total=False):
 BASE_FIELDS: frozenset[str] = frozenset(GraphState.__annotations__)
 
 
-def state_type_for(extra_keys: set[str]) -> type:
-    """GraphState plus a last-value channel for each custom node output_key."""
+def state_type_for(extra_keys: set[str], on_error: bool = False) -> type:
+    """GraphState plus a last-value channel for each custom node output_key, and the
+    FAILED channel when some edge is an on_error edge (only then: a dict channel shows in
+    every final state, empty)."""
     extra = sorted(k for k in extra_keys if k not in BASE_FIELDS)
-    if not extra:
+    if not extra and not on_error:
         return GraphState
     fields = dict(GraphState.__annotations__)
     for key in extra:
         fields[key] = Annotated[Any, last_value]
+    if on_error:
+        fields[FAILED] = Annotated[dict, merge_dicts]
+        extra.append("on_error")
     return TypedDict("GraphState_" + "_".join(extra)[:80], fields, total=False)  # type: ignore[operator]
 
 

@@ -7,12 +7,16 @@ node tasks of the distributed mode, so both record steps the same way.
 from __future__ import annotations
 
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any
+
+from langgraph.errors import GraphBubbleUp
 
 from .errors import RateLimitExceeded, StepError
 from .runtime import RunContext
 from .secrets import redact
+from .templates import render
 
 
 class StepFailed(RuntimeError):
@@ -81,6 +85,16 @@ def queue_plan(spec, node, state: dict, tenant_id: str | None = None) -> tuple[Q
     return QueueCharge.of(queue, namespace=limit_namespace(spec.id, tenant_id)), sub
 
 
+def concurrency_key(spec, node, state: dict) -> str | None:
+    """The key a node's max_concurrency slot is counted under: its queue's concurrency_key
+    template rendered over the state (None: the cap holds for the whole queue). Rendered
+    here and passed to the limiter as plain text (ratelimit/ knows no templates)."""
+    queue = spec.queue(node.queue)
+    if queue is None or not queue.max_concurrency or not queue.concurrency_key:
+        return None
+    return render(queue.concurrency_key, state)
+
+
 def run_step(spec, impl, state: dict, ctx: RunContext, attempt: int = 1,
              step_key: str | None = None) -> dict[str, Any]:
     """`step_key`: recorded with the step (a distributed driver's own node: see RunContext.resume)."""
@@ -98,12 +112,23 @@ def run_step(spec, impl, state: dict, ctx: RunContext, attempt: int = 1,
         if plan is not None:
             limits, sub = plan
             tokens = impl.estimate_tokens(state) if limits.max_tokens_per_minute else 0
-            decision = ctx.limiter.acquire(limits, sub, tokens, timeout=ctx.max_limit_wait)
+            decision = ctx.limiter.acquire(limits, sub, tokens, timeout=ctx.max_limit_wait,
+                                           concurrency_key=concurrency_key(spec, node, state))
             if not decision.allowed:
                 raise RateLimitExceeded(f"queue {node.queue!r} gave no slot within {ctx.max_limit_wait:.0f} s")
-        update = impl(state, ctx) or {}
+        # a granted concurrency slot stays leased while the step runs (ratelimit/base.holding)
+        with ctx.limiter.holding(plan[0], decision) if decision is not None else nullcontext():
+            update = (impl(state, ctx, step_key=step_key) if impl.keyed else impl(state, ctx)) or {}
         if decision is not None and plan is not None:
             ctx.limiter.settle(plan[0], decision, int(update.get("tokens_used") or 0))
+    except GraphBubbleUp:
+        # the node pauses the run (RunContext.wait: child runs still going): not a failure
+        if decision is not None and plan is not None:
+            ctx.limiter.settle(plan[0], decision, 0)
+        paused = getattr(ctx.observer, "step_paused", None)
+        if paused is not None:
+            paused(ctx.run_id, node.id, duration_ms=(time.perf_counter() - started) * 1000)
+        raise
     except Exception as exc:
         if decision is not None and plan is not None:
             ctx.limiter.settle(plan[0], decision, 0)

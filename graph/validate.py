@@ -10,13 +10,13 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import sqlglot
 from pydantic import TypeAdapter, ValidationError
 
-from . import conditions
-from .spec import NODE_SOURCE_KIND, Edge, Node, Queue, Source, WorkflowSpec, spec_hash
+from . import conditions, registry
+from .spec import Edge, Node, Queue, Source, WorkflowSpec, spec_hash
 from .state import BASE_FIELDS
 from .templates import template_fields
 
@@ -50,6 +50,11 @@ _QUEUE = TypeAdapter(Queue)
 _SOURCE = TypeAdapter(Source)
 _TOP_FIELDS = {"id", "name", "description", "start_node", "nodes", "edges", "queues", "sources"}
 _MAX_PROBLEMS = 1000
+# (workflow id, version or None for the latest) -> that saved spec (a dict), or None when
+# there is no such workflow or version. The API and the CLI pass one backed by the store
+# (graph/ does not import it), so references of workflow and map nodes can be checked.
+Resolver = Callable[[str, "int | None"], "dict | None"]
+_MAX_DEPTH = 64  # nesting of child workflows followed when looking for recursion
 _parsed: "OrderedDict[str, WorkflowSpec]" = OrderedDict()
 _parsed_lock = threading.Lock()
 
@@ -64,13 +69,10 @@ def _join(base: str, loc: tuple) -> str:
     return path
 
 
-def _schema_problems(base: str, exc: ValidationError, tag: str | None = None) -> list[Problem]:
+def _schema_problems(base: str, exc: ValidationError) -> list[Problem]:
     out = []
     for err in exc.errors(include_url=False):
         loc = tuple(err["loc"])
-        # Discriminated unions put the tag ("llm", "db"...) first in the location.
-        if tag is not None and loc and loc[0] == tag:
-            loc = loc[1:]
         loc = tuple(p for p in loc if not (isinstance(p, str) and p.startswith("function-")))
         msg = str(err["msg"]).removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
@@ -81,8 +83,7 @@ def _schema_problems(base: str, exc: ValidationError, tag: str | None = None) ->
     return out
 
 
-def _parse_list(data: dict, key: str, adapter: TypeAdapter, tag_key: str | None,
-                problems: list[Problem]) -> list[tuple[int, Any]]:
+def _parse_list(data: dict, key: str, adapter: TypeAdapter, problems: list[Problem]) -> list[tuple[int, Any]]:
     raw = data.get(key, [])
     if raw is None:
         raw = []
@@ -94,15 +95,21 @@ def _parse_list(data: dict, key: str, adapter: TypeAdapter, tag_key: str | None,
         try:
             parsed.append((i, adapter.validate_python(item)))
         except ValidationError as exc:
-            tag = item.get(tag_key) if tag_key and isinstance(item, dict) else None
-            problems.extend(_schema_problems(f"{key}[{i}]", exc, tag if isinstance(tag, str) else None))
+            problems.extend(_schema_problems(f"{key}[{i}]", exc))
     return parsed
 
 
-def validate(data: Any) -> list[Problem]:
-    """Every problem with `data` (a spec as parsed JSON). Never raises."""
+def validate(data: Any, resolver: Resolver | None = None) -> list[Problem]:
+    """Every problem with `data` (a spec as parsed JSON). Never raises.
+
+    `resolver`: looks saved workflows up, so a workflow or map node naming one that does not
+    exist, or a workflow that can reach itself through them, is an error. Without it only
+    a node naming its own workflow is caught."""
     try:
-        return _validate(data)[:_MAX_PROBLEMS]
+        problems = _validate(data)
+        if isinstance(data, dict):
+            problems += _check_children(data, resolver)
+        return problems[:_MAX_PROBLEMS]
     except RecursionError:
         return [Problem("", "spec is nested too deeply")]
 
@@ -155,10 +162,10 @@ def _validate(data: Any) -> list[Problem]:
         except ValidationError as exc:
             problems.extend(_schema_problems("", exc))
 
-    nodes = _parse_list(data, "nodes", _NODE, "type", problems)
-    edges = _parse_list(data, "edges", _EDGE, None, problems)
-    queues = _parse_list(data, "queues", _QUEUE, None, problems)
-    sources = _parse_list(data, "sources", _SOURCE, "kind", problems)
+    nodes = _parse_list(data, "nodes", _NODE, problems)
+    edges = _parse_list(data, "edges", _EDGE, problems)
+    queues = _parse_list(data, "queues", _QUEUE, problems)
+    sources = _parse_list(data, "sources", _SOURCE, problems)
     if isinstance(data.get("nodes"), list) and not data["nodes"]:
         problems.append(Problem("nodes", "a workflow needs at least one node"))
 
@@ -179,7 +186,8 @@ def _validate(data: Any) -> list[Problem]:
     known_fields = set(BASE_FIELDS) | {_output_key(n) for _, n in nodes if _output_key(n)}
     problems += _check_edges(edges, raw_ids["nodes"], known_fields)
     problems += _check_templates(nodes, known_fields)
-    problems += _check_queues(queues)
+    problems += _check_queues(queues, known_fields)
+    problems += [p for i, src in sources if src.kind == "mcp" for p in _check_mcp_source(f"sources[{i}]", src)]
     if isinstance(start, str) and start in raw_ids["nodes"]:
         # Graph checks use every node id as written, so a node with a config error
         # does not make everything behind it look unreachable.
@@ -221,7 +229,7 @@ def _check_nodes(nodes, queue_by_id, source_by_id, raw_ids) -> list[Problem]:
     out = []
     for i, node in nodes:
         base = f"nodes[{i}]"
-        needed = NODE_SOURCE_KIND[node.type]
+        needed = registry.source_kind_of(node.type)
         if node.type == "router" and node.config.mode == "rules":
             needed = None
         if node.source is not None:
@@ -252,6 +260,41 @@ def _check_nodes(nodes, queue_by_id, source_by_id, raw_ids) -> list[Problem]:
             out += _check_router(base, cfg)
         elif node.type == "db":
             out += _check_sql(base, cfg)
+        elif node.type == "llm":
+            out += _check_llm_tools(base, cfg, source_by_id, raw_ids)
+    return out
+
+
+def _check_llm_tools(base: str, cfg, source_by_id, raw_ids) -> list[Problem]:
+    """`tools` names mcp sources of the spec, each once."""
+    out = []
+    for j, source_id in enumerate(cfg.tools):
+        src = source_by_id.get(source_id)
+        if src is None:
+            if source_id not in raw_ids["sources"]:
+                out.append(Problem(f"{base}.config.tools[{j}]", f"unknown source {source_id!r}"))
+        elif src.kind != "mcp":
+            out.append(Problem(f"{base}.config.tools[{j}]",
+                               f"source {source_id!r} is of kind {src.kind!r}; tools must name mcp sources"))
+    if len(set(cfg.tools)) != len(cfg.tools):
+        out.append(Problem(f"{base}.config.tools", "each mcp source may be named once"))
+    return out
+
+
+def _check_mcp_source(base: str, src) -> list[Problem]:
+    """A stdio server needs a command, an http one a url; neither takes the other's fields."""
+    out = []
+    if src.transport == "stdio":
+        if not src.command:
+            out.append(Problem(f"{base}.command", "an mcp source with transport 'stdio' needs a command"))
+        if src.url is not None:
+            out.append(Problem(f"{base}.url", "a url is for transport 'http'"))
+    else:
+        if not src.url:
+            out.append(Problem(f"{base}.url", "an mcp source with transport 'http' needs a url"))
+        for field in ("command", "args", "env"):
+            if getattr(src, field):
+                out.append(Problem(f"{base}.{field}", f"{field} is for transport 'stdio'"))
     return out
 
 
@@ -307,8 +350,18 @@ def _field_known(dotted: str, known: set[str]) -> bool:
 
 def _check_edges(edges, node_ids: set[str], known: set[str]) -> list[Problem]:
     out = []
+    on_error_of: dict[str, int] = {}
     for i, edge in edges:
         base = f"edges[{i}]"
+        if edge.on_error:
+            if edge.condition is not None:
+                out.append(Problem(f"{base}.condition", "an on_error edge takes no condition: it is taken "
+                                                        "exactly when its node fails"))
+            if edge.from_ in on_error_of:
+                out.append(Problem(f"{base}.on_error", f"node {edge.from_!r} already has an on_error edge "
+                                                       f"(edges[{on_error_of[edge.from_]}])"))
+            else:
+                on_error_of[edge.from_] = i
         if edge.from_ not in node_ids:
             out.append(Problem(f"{base}.from", f"unknown node {edge.from_!r}"))
         for j, target in enumerate(edge.targets):
@@ -333,9 +386,12 @@ def _check_edges(edges, node_ids: set[str], known: set[str]) -> list[Problem]:
 def _check_templates(nodes, known: set[str]) -> list[Problem]:
     out = []
     for i, node in nodes:
+        scope = known | {"item"} if node.type == "map" else known  # map: `input` renders each item
+        if node.type == "map" and not _field_known(node.config.over, known):
+            out.append(Problem(f"nodes[{i}].config.over", f"unknown state field {node.config.over!r}"))
         for path, text in _template_strings(node.config):
             for name in template_fields(text):
-                if not _field_known(name, known):
+                if not _field_known(name, scope):
                     out.append(Problem(f"nodes[{i}].config.{path}",
                                        f"template references unknown state field {{{name}}}"))
         if node.type == "aggregator":
@@ -346,12 +402,15 @@ def _check_templates(nodes, known: set[str]) -> list[Problem]:
 
 
 def _template_strings(cfg):
-    names = ("prompt", "system", "template", "path")
+    # A plugin's config marks its template fields: Field(json_schema_extra={"template": True}).
+    marked = tuple(n for n, f in type(cfg).model_fields.items()
+                   if isinstance(f.json_schema_extra, dict) and f.json_schema_extra.get("template") is True)
+    names = ("prompt", "system", "template", "path", "input", *marked)
     for name in names:
         value = getattr(cfg, name, None)
         if isinstance(value, str):
             yield name, value
-    for name in ("params", "query", "headers", "body"):
+    for name in ("params", "query", "headers", "body", "metadata", "arguments"):
         value = getattr(cfg, name, None)
         if name == "query" and isinstance(value, str):
             continue  # SQL text: parameters come through params only
@@ -369,10 +428,21 @@ def _walk_strings(path: str, value):
             yield from _walk_strings(f"{path}[{j}]", v)
 
 
-def _check_queues(queues) -> list[Problem]:
+def _check_queues(queues, known: set[str]) -> list[Problem]:
     out = []
     for i, queue in queues:
         base = f"queues[{i}]"
+        if queue.concurrency_key is not None:
+            if queue.max_concurrency is None:
+                out.append(Problem(f"{base}.concurrency_key", "a concurrency_key needs max_concurrency"))
+            names = template_fields(queue.concurrency_key)
+            if not names:
+                out.append(Problem(f"{base}.concurrency_key",
+                                   "a concurrency_key is a template naming a state field, e.g. '{metadata.customer}'"))
+            for name in names:
+                if not _field_known(name, known):
+                    out.append(Problem(f"{base}.concurrency_key",
+                                       f"template references unknown state field {{{name}}}"))
         if not any((queue.max_messages_per_second, queue.max_requests_per_minute, queue.max_tokens_per_minute)):
             if queue.burst_size is not None or queue.sub_queues:
                 out.append(Problem(base, "a queue with burst_size or sub_queues needs a rate limit"))
@@ -465,3 +535,63 @@ def _cycles(ids: list[str], out_edges) -> list[list[str]]:
                 if len(comp) > 1 or any(t == node for t, _ in out_edges[node]):
                     result.append(comp)
     return result
+
+
+def _child_refs(data: Any) -> list[tuple[int, str, int | None]]:
+    """(node index, workflow id, version) of every workflow and map node of a spec dict."""
+    out = []
+    nodes = data.get("nodes") if isinstance(data, dict) else None
+    for i, node in enumerate(nodes if isinstance(nodes, list) else []):
+        if isinstance(node, dict) and node.get("type") in ("workflow", "map"):
+            cfg = node.get("config") or {}
+            if isinstance(cfg, dict) and isinstance(cfg.get("workflow"), str):
+                version = cfg.get("version")
+                out.append((i, cfg["workflow"], version if isinstance(version, int) else None))
+    return out
+
+
+def _check_children(data: dict, resolver: Resolver | None) -> list[Problem]:
+    """Workflow and map nodes: the workflows they name exist (with a resolver), and none of
+    them leads back to this workflow (it would start itself without end)."""
+    me = data.get("id")
+    out = []
+    for i, wid, version in _child_refs(data):
+        path = f"nodes[{i}].config.workflow"
+        if wid == me:
+            out.append(Problem(path, f"workflow {me!r} runs itself: a workflow may not reach itself "
+                                     "through workflow or map nodes"))
+            continue
+        if resolver is None:
+            continue
+        child = resolver(wid, version)
+        if child is None:
+            if version is not None and resolver(wid, None) is not None:
+                out.append(Problem(f"nodes[{i}].config.version", f"workflow {wid!r} has no version {version}"))
+            else:
+                out.append(Problem(path, f"unknown workflow {wid!r}: save it first"))
+            continue
+        chain = _path_back(me, wid, child, resolver)
+        if chain is not None:
+            out.append(Problem(path, f"workflow {me!r} reaches itself: {' -> '.join([me, *chain])}; a workflow "
+                                     "may not reach itself through workflow or map nodes"))
+    return out
+
+
+def _path_back(me: str, wid: str, spec: dict, resolver: Resolver) -> list[str] | None:
+    """The chain of workflow ids from `wid` back to `me`, if the saved workflows lead there."""
+    seen: set[tuple[str, int | None]] = set()
+    stack: list[tuple[list[str], dict]] = [([wid], spec)]
+    while stack:
+        chain, current = stack.pop()
+        if len(chain) > _MAX_DEPTH:
+            continue
+        for _, child, version in _child_refs(current):
+            if child == me:
+                return [*chain, me]
+            if (child, version) in seen:
+                continue
+            seen.add((child, version))
+            found = resolver(child, version)
+            if found is not None:
+                stack.append(([*chain, child], found))
+    return None

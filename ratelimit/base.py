@@ -28,6 +28,13 @@ reference, `redis.py` the same steps in one Lua script):
   idle sub-queue has no waiters so its share is lent; when it comes back its start tag is
   lifted to ``V`` (no catch-up burst). When the chosen sub-queue does not claim an
   available grant within ``fair_grace`` seconds, the grant is lent to the caller.
+* ``max_concurrency`` caps the grants in flight (granted and not yet settled), per
+  ``concurrency_key`` when the caller names one. Each grant takes a slot: a lease in a set
+  scored by its expiry, ``slot_ttl`` seconds ahead, which the running step renews (`holding`)
+  and `settle` gives back; a slot whose holder died (a worker killed mid-step) is dropped
+  once its lease expires. A full queue denies with reason "concurrency" and a countdown
+  of ``CONCURRENCY_POLL`` (or less, when a lease expires sooner). It is checked with the
+  other limits in the same step, so a denial still changes none of them.
 * countdowns (``Decision.retry_after``): the time the limits allow the next grant, plus
   one interval for each grant that should go first: those the other active sub-queues get
   before this sub-queue's turn, and those of the waiters of the same sub-queue due before
@@ -38,11 +45,15 @@ reference, `redis.py` the same steps in one Lua script):
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import logging
 import math
+import threading
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Iterator, Protocol
 
 __all__ = [
     "DEFAULT_SUB_QUEUE", "Decision", "LimitError", "Limiter", "LimiterBase", "LimiterUnavailable",
@@ -54,6 +65,23 @@ GCRA_SLACK = 0.5
 
 # Callers that name no sub-queue, or one the queue does not declare, share this one (weight 1).
 DEFAULT_SUB_QUEUE = "default"
+
+# max_concurrency: seconds a caller denied for a full queue waits before asking again (slots
+# come free when steps end, which no clock predicts), and the default lease of a slot.
+CONCURRENCY_POLL = 0.1
+DEFAULT_SLOT_TTL = 30.0
+_MAX_KEY = 200  # longer concurrency keys are hashed (they name a Redis key)
+
+log = logging.getLogger(__name__)
+
+
+def slot_key(concurrency_key: str | None) -> str:
+    """The concurrency key as the limiters store it: '' for none, hashed when long."""
+    if not concurrency_key:
+        return ""
+    if len(concurrency_key) > _MAX_KEY:
+        return "#" + hashlib.sha256(concurrency_key.encode()).hexdigest()
+    return concurrency_key
 
 
 class LimitError(RuntimeError):
@@ -87,8 +115,11 @@ class QueueLimits:
     max_tokens_per_minute: int | None = None
     burst_size: int | None = None
     sub_queues: tuple[tuple[str, float], ...] = ()  # (id, weight)
+    max_concurrency: int | None = None  # grants in flight at once (per concurrency key)
 
     def __post_init__(self):
+        if self.max_concurrency is not None and self.max_concurrency < 1:
+            raise ValueError(f"queue {self.id!r}: max_concurrency must be >= 1, got {self.max_concurrency!r}")
         for name in ("max_messages_per_second", "max_requests_per_minute", "max_tokens_per_minute"):
             v = getattr(self, name)
             if v is not None and not v > 0:
@@ -112,7 +143,8 @@ class QueueLimits:
             return limits
         q = limits.queue
         return cls(limits.id, q.max_messages_per_second, q.max_requests_per_minute, q.max_tokens_per_minute,
-                   q.burst_size, tuple((s.id, float(s.weight)) for s in q.sub_queues))
+                   q.burst_size, tuple((s.id, float(s.weight)) for s in q.sub_queues),
+                   getattr(q, "max_concurrency", None))
 
     # ---- derived figures the backends share
     @property
@@ -189,8 +221,10 @@ class Decision:
     reservation: str | None = None    # pass to settle() after the call
     tokens_reserved: int = 0
     at: float = 0.0                   # limiter clock at the decision (Redis: server TIME, epoch s)
-    reason: str = ""                  # "ok", or why not: "rate", "rpm", "tokens", "fair"
+    reason: str = ""                  # "ok", or why not: "rate", "rpm", "tokens", "fair", "concurrency"
     sub_queue: str | None = None      # the sub-queue the decision was made for
+    slot: str | None = None           # max_concurrency: the slot this grant holds until settle()
+    slot_key: str = ""                # ... under this concurrency key ('' = the whole queue)
 
 
 @dataclass
@@ -203,20 +237,28 @@ class QueueStats:
     requests_per_minute: float = 0.0  # grants over the last minute
     tokens_available: float | None = None  # token bucket level now (None: no token limit)
     at: float = 0.0                   # limiter clock when read
+    in_flight: int = 0                # max_concurrency: slots held now (all keys)
+    in_flight_by_key: dict[str, int] = field(default_factory=dict)  # per concurrency key ('' = none)
 
 
 class Limiter(Protocol):
     """`limits`: a QueueLimits, or plain data with its fields (`QueueLimits.of`)."""
 
     def try_acquire(self, limits: QueueLimits, sub_queue: str | None = None, tokens: int = 0,
-                    waiter: str | None = None) -> Decision: ...
+                    waiter: str | None = None, concurrency_key: str | None = None) -> Decision: ...
 
     def acquire(self, limits: QueueLimits, sub_queue: str | None = None, tokens: int = 0,
-                timeout: float | None = None) -> Decision:
+                timeout: float | None = None, concurrency_key: str | None = None) -> Decision:
         """Blocking helper (embedded mode): waits the advised time between tries."""
         ...
 
-    def settle(self, limits: QueueLimits, decision: Decision, tokens_used: int) -> None: ...
+    def settle(self, limits: QueueLimits, decision: Decision, tokens_used: int) -> None:
+        """After the call: the real token usage replaces the estimate, the slot is given back."""
+        ...
+
+    def renew(self, limits: QueueLimits, decision: Decision) -> None:
+        """Extend the lease of the decision's concurrency slot (the step still runs)."""
+        ...
 
     def stats(self, limits: QueueLimits) -> QueueStats: ...
 
@@ -249,6 +291,16 @@ def summarize(grants: dict[int, int], tokens: dict[int, int], now: float) -> tup
 class LimiterBase:
     """What both backends share: the blocking `acquire` built on `try_acquire`."""
 
+    slot_ttl: float = DEFAULT_SLOT_TTL  # lease of a concurrency slot, renewed by `holding`
+
+    def renew(self, limits: QueueLimits, decision: Decision) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def holding(self, limits, decision: Decision | None):
+        """A context manager keeping the decision's concurrency slot leased while a step runs
+        (see `holding`); the engine calls it without importing ratelimit/."""
+        return holding(self, QueueLimits.of(limits), decision)
+
     def _sleep(self, seconds: float) -> None:
         time.sleep(seconds)
 
@@ -256,14 +308,16 @@ class LimiterBase:
         return time.monotonic()
 
     def try_acquire(self, limits: QueueLimits, sub_queue: str | None = None, tokens: int = 0,
-                    waiter: str | None = None) -> Decision:  # pragma: no cover - abstract
+                    waiter: str | None = None, concurrency_key: str | None = None
+                    ) -> Decision:  # pragma: no cover - abstract
         raise NotImplementedError
 
     def forget(self, limits: QueueLimits, sub_queue: str | None, waiter: str) -> None:  # pragma: no cover
         raise NotImplementedError
 
     def acquire(self, limits: QueueLimits, sub_queue: str | None = None, tokens: int = 0,
-                timeout: float | None = None, waiter: str | None = None) -> Decision:
+                timeout: float | None = None, waiter: str | None = None,
+                concurrency_key: str | None = None) -> Decision:
         """Ask until granted (sleeping the advised time) or until `timeout` seconds passed.
 
         Returns the granted Decision, or the last denial when the timeout would be hit
@@ -273,7 +327,7 @@ class LimiterBase:
         waiter = waiter or uuid.uuid4().hex
         deadline = None if timeout is None else self._now() + timeout
         while True:
-            d = self.try_acquire(limits, sub_queue, tokens, waiter=waiter)
+            d = self.try_acquire(limits, sub_queue, tokens, waiter=waiter, concurrency_key=concurrency_key)
             if d.allowed:
                 return d
             wait = d.retry_after
@@ -283,3 +337,29 @@ class LimiterBase:
                     self.forget(limits, sub_queue, waiter)
                     return d
             self._sleep(max(wait, 0.0))
+
+
+@contextlib.contextmanager
+def holding(limiter, limits: QueueLimits, decision: Decision | None) -> Iterator[None]:
+    """Keep a granted concurrency slot's lease alive while the step runs: renewed every third
+    of `limiter.slot_ttl` by a thread that stops with the block (or with the process: then
+    the lease lapses and the slot comes free). Nothing happens for a grant without a slot."""
+    if decision is None or decision.slot is None:
+        yield
+        return
+    stop = threading.Event()
+    period = max(limiter.slot_ttl / 3, 0.05)
+
+    def renew() -> None:
+        while not stop.wait(period):
+            try:
+                limiter.renew(limits, decision)
+            except Exception as exc:  # a blip: the next renewal may make it, else the lease lapses
+                log.warning("queue %s: could not renew a concurrency slot: %s", limits.id, exc)
+
+    thread = threading.Thread(target=renew, daemon=True, name=f"slot:{limits.id}")
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()

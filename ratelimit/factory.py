@@ -17,12 +17,18 @@ _memory: MemoryLimiter | None = None
 _redis: dict[tuple[RedisConfig, str], LimiterBase] = {}
 
 
+def _slot_ttl() -> float:
+    from agentflow.settings import get_settings
+
+    return get_settings().concurrency_lease_s
+
+
 def memory_limiter() -> MemoryLimiter:
     """The process-wide in-memory limiter (embedded mode)."""
     global _memory
     with _lock:
         if _memory is None:
-            _memory = MemoryLimiter()
+            _memory = MemoryLimiter(slot_ttl=_slot_ttl())
         return _memory
 
 
@@ -51,5 +57,6 @@ def redis_limiter(config: RedisConfig, prefix: str | None = None) -> LimiterBase
             # Sentinel: redis-py's async Sentinel client does
             aclient = (lambda: async_redis_client(config, **timeouts)) if config.sentinels else None
             lim = _redis[(config, prefix)] = RedisLimiter(redis_client(config, **timeouts), key_prefix=prefix,
-                                                          where=config.describe(), async_client=aclient)
+                                                          where=config.describe(), async_client=aclient,
+                                                          slot_ttl=_slot_ttl())
         return lim

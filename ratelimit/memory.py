@@ -14,7 +14,8 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Callable
 
-from .base import BUCKET, BUCKETS, Decision, LimiterBase, QueueLimits, QueueStats, summarize
+from .base import (BUCKET, BUCKETS, CONCURRENCY_POLL, DEFAULT_SLOT_TTL, Decision, LimiterBase, QueueLimits,
+                   QueueStats, slot_key, summarize)
 
 NEG = -math.inf
 EPS = 1e-6   # a grant due within a microsecond is due now (float noise)
@@ -33,6 +34,16 @@ class _QueueState:
     granted: dict[str, int] = field(default_factory=dict)
     grant_buckets: dict[int, int] = field(default_factory=dict)   # floor(t / BUCKET) -> grants
     token_buckets: dict[int, int] = field(default_factory=dict)   # floor(t / BUCKET) -> tokens used
+    slots: dict[str, dict[str, float]] = field(default_factory=dict)  # concurrency key -> slot -> expiry
+
+    def held(self, key: str, now: float) -> dict[str, float]:
+        """The live slots of a concurrency key (expired leases dropped)."""
+        slots = self.slots.get(key)
+        if slots is None:
+            return {}
+        for k in [k for k, e in slots.items() if e <= now]:
+            del slots[k]
+        return slots
 
 
 def _count(buckets: dict[int, int], now: float, n: int) -> None:
@@ -54,7 +65,9 @@ class MemoryLimiter(LimiterBase):
 
     def __init__(self, clock: Callable[[], float] = time.monotonic,
                  sleep: Callable[[float], None] = time.sleep,
-                 waiter_ttl: float = 10.0, fair_grace: float | None = None):
+                 waiter_ttl: float = 10.0, fair_grace: float | None = None,
+                 slot_ttl: float = DEFAULT_SLOT_TTL):
+        self.slot_ttl = slot_ttl
         self._clock = clock
         self._sleep_fn = sleep
         self.waiter_ttl = waiter_ttl
@@ -77,9 +90,11 @@ class MemoryLimiter(LimiterBase):
 
     # ------------------------------------------------------------------ acquire
     def try_acquire(self, limits: QueueLimits, sub_queue: str | None = None, tokens: int = 0,
-                    waiter: str | None = None) -> Decision:
+                    waiter: str | None = None, concurrency_key: str | None = None) -> Decision:
         limits = QueueLimits.of(limits)
         need = limits.check_tokens(tokens)
+        mc = limits.max_concurrency or 0
+        ck = slot_key(concurrency_key)
         x = limits.resolve_sub_queue(sub_queue)
         tol = limits.gcra_tolerance
         tm_iv, tr_iv = limits.message_interval, limits.request_interval
@@ -115,6 +130,13 @@ class MemoryLimiter(LimiterBase):
             reason = None
             if ax > now + EPS:
                 reason = "tokens" if since(need) > allow else why
+
+            # 2b. concurrency: a free slot (expired leases dropped)
+            if reason is None and mc:
+                held = st.held(ck, now)
+                if len(held) >= mc:
+                    reason = "concurrency"
+                    ax = now + min(CONCURRENCY_POLL, min(held.values()) - now)
 
             # 3. which sub-queues are active (have a live waiter); the caller always is
             subs = limits.sub_queue_weights
@@ -158,7 +180,11 @@ class MemoryLimiter(LimiterBase):
                         ws.pop(waiter, None)
                 st.granted[x] = st.granted.get(x, 0) + 1
                 _count(st.grant_buckets, now, 1)
-                return Decision(True, 0.0, uuid.uuid4().hex if cap else None, need, now, "ok", x)
+                slot = None
+                if mc:
+                    slot = uuid.uuid4().hex
+                    st.slots.setdefault(ck, {})[slot] = now + self.slot_ttl
+                return Decision(True, 0.0, uuid.uuid4().hex if cap else None, need, now, "ok", x, slot, ck)
 
             # 5. not yet. The countdown counts the grants that go first: those the other
             # active sub-queues get before our start tag is the smallest, and those of the
@@ -167,7 +193,7 @@ class MemoryLimiter(LimiterBase):
             ws = st.waiters.setdefault(x, {}) if waiter is not None else {}
             for k in [k for k, e in ws.items() if e <= now]:
                 del ws[k]
-            if reason != "fair":
+            if reason not in ("fair", "concurrency"):
                 ahead = 0.0
                 wsum = weight[x]
                 for o in active[1:]:
@@ -202,11 +228,27 @@ class MemoryLimiter(LimiterBase):
                 st.waiters[x].pop(waiter, None)
 
     # ------------------------------------------------------------------ settle
+    def renew(self, limits: QueueLimits, decision: Decision) -> None:
+        """Extend the lease of the decision's concurrency slot, if it still holds it."""
+        if decision.slot is None:
+            return
+        with self._lock:
+            st = self._queues.get(limits.id)
+            held = st.held(decision.slot_key, self._clock()) if st else {}
+            if decision.slot in held:
+                held[decision.slot] = self._clock() + self.slot_ttl
+
     def settle(self, limits: QueueLimits, decision: Decision, tokens_used: int) -> None:
-        """Replace the reserved estimate by the real usage (idempotent per reservation)."""
+        """Replace the reserved estimate by the real usage (idempotent per reservation) and
+        give the concurrency slot back."""
         limits = QueueLimits.of(limits)
         if tokens_used < 0:
             raise ValueError(f"tokens_used must be >= 0, got {tokens_used!r}")
+        if decision.slot is not None:
+            with self._lock:
+                st = self._queues.get(limits.id)
+                if st is not None:
+                    st.slots.get(decision.slot_key, {}).pop(decision.slot, None)
         cap = limits.max_tokens_per_minute
         if not cap or not decision.allowed or not decision.reservation:
             return
@@ -244,4 +286,6 @@ class MemoryLimiter(LimiterBase):
             if cap:
                 level = float(cap) if st.level is None else \
                     min(float(cap), st.level + (now - st.level_at) * cap / 60.0)
-            return QueueStats(limits.id, rate, tok_min, waiting, granted, per_min, level, now)
+            by_key = {k: n for k in list(st.slots) if (n := len(st.held(k, now)))}
+            return QueueStats(limits.id, rate, tok_min, waiting, granted, per_min, level, now,
+                              sum(by_key.values()), by_key)

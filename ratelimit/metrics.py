@@ -14,6 +14,8 @@ Metrics (label `queue`, plus `sub_queue` where it applies):
     agentflow_queue_limit_tokens_per_minute configured max_tokens_per_minute
     agentflow_queue_waiting                waiting tasks per sub-queue
     agentflow_queue_granted_total          grants per sub-queue since the state was created
+    agentflow_queue_in_flight              steps holding a max_concurrency slot now
+    agentflow_queue_limit_concurrency      configured max_concurrency
 """
 
 from __future__ import annotations
@@ -47,6 +49,10 @@ def metric_families(items: Iterable[tuple[QueueLimits, QueueStats]]) -> list:
                                 labels=["queue", "sub_queue"])
     granted = CounterMetricFamily("agentflow_queue_granted", "Grants since the state was created",
                                   labels=["queue", "sub_queue"])
+    in_flight = GaugeMetricFamily("agentflow_queue_in_flight", "Steps holding a max_concurrency slot now",
+                                  labels=["queue"])
+    lim_cc = GaugeMetricFamily("agentflow_queue_limit_concurrency", "Configured max_concurrency",
+                               labels=["queue"])
     for limits, st in items:
         q = [limits.id]
         rate.add_metric(q, st.rate_per_second)
@@ -62,7 +68,10 @@ def metric_families(items: Iterable[tuple[QueueLimits, QueueStats]]) -> list:
             waiting.add_metric([limits.id, sub], float(n))
         for sub, n in st.granted.items():
             granted.add_metric([limits.id, sub], float(n))
-    return [rate, rpm, tpm, avail, lim_rate, lim_tpm, waiting, granted]
+        if limits.max_concurrency:
+            in_flight.add_metric(q, float(st.in_flight))
+            lim_cc.add_metric(q, float(limits.max_concurrency))
+    return [rate, rpm, tpm, avail, lim_rate, lim_tpm, waiting, granted, in_flight, lim_cc]
 
 
 class LimiterCollector(Collector):

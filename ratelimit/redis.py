@@ -8,6 +8,8 @@ so the workers' own clocks never matter. The algorithm is the one `memory.py` im
     {prefix}:{<queue>}:c         hash: grants and settled tokens per 5 s bucket (live figures)
     {prefix}:{<queue>}:w:<sub>   sorted set: waiter id -> expiry time
     {prefix}:{<queue>}:x:<res>   marker: reservation already settled (settle is idempotent)
+    {prefix}:{<queue>}:k:<key>   sorted set: concurrency slots of a key ('' = none) -> lease expiry
+    {prefix}:{<queue>}:ka        sorted set: every slot of the queue, "<key>\n<slot>" -> expiry (stats)
 
 After a Redis restart the state is gone. A limiter that has already seen a queue then
 starts it cold, as if the queue had been saturated and had just made a grant: the next
@@ -31,8 +33,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from .base import (BUCKET, BUCKETS, DEFAULT_SUB_QUEUE, Decision, LimiterBase, LimiterUnavailable, QueueLimits,
-                   QueueStats, summarize)
+from .base import (BUCKET, BUCKETS, CONCURRENCY_POLL, DEFAULT_SLOT_TTL, DEFAULT_SUB_QUEUE, Decision, LimiterBase,
+                   LimiterUnavailable, QueueLimits, QueueStats, slot_key, summarize)
 from .resp import MultiplexedConnection, bulk
 
 STATE_TTL = 86400          # seconds an idle queue's state is kept
@@ -68,16 +70,18 @@ local function tidy(C, bucket, ttl)
 end
 """
 
-# KEYS: 1 state hash, 2 counters hash, 2+i waiters of sub-queue i (sorted set: waiter -> expiry)
+# KEYS: 1 state hash, 2 counters hash, 2+i waiters of sub-queue i (sorted set: waiter -> expiry),
+#       then the queue's slots (ka) and the caller's concurrency key's slots (k:<key>)
 # ARGV: 1 now|'' 2 need 3 caller sub index (1-based) 4 waiter|'' 5 known(1/0)
 #       6 T_msg 7 T_rpm 8 GCRA tolerance (in intervals) 9 cap 10 waiter_ttl 11 grace 12 state_ttl
-#       13..12+n per-sub field names ('q:<sub>'), 13+n..12+2n weights
+#       13..12+n per-sub field names ('q:<sub>'), 13+n..12+2n weights,
+#       13+2n max_concurrency (0 = none) 14+2n slot lease 15+2n poll, 16+2n slot id 17+2n key
 # Returns one string (cheaper to read than an array): 'allowed retry_after sec usec reason reserved'
 ACQUIRE_LUA = _PROLOGUE + """
 local need = tonumber(ARGV[2]); local x = tonumber(ARGV[3]); local waiter = ARGV[4]
 local Tm = tonumber(ARGV[6]); local Tr = tonumber(ARGV[7]); local b1 = tonumber(ARGV[8])
 local cap = tonumber(ARGV[9])
-local n = #KEYS - 2
+local n = #KEYS - 4
 local S = KEYS[1]
 local NEG = -1e300
 local h = redis.call('HMGET', S, 'k', unpack(ARGV, 13, 12 + n))
@@ -115,6 +119,16 @@ if cap > 0 then
   end
 end
 if not reason and ax > now + 1e-6 then reason = why end
+-- 2b. concurrency: a free slot (expired leases dropped)
+local mc = tonumber(ARGV[13 + 2 * n]); local CA = KEYS[#KEYS - 1]; local CK = KEYS[#KEYS]
+if not reason and mc > 0 then
+  redis.call('ZREMRANGEBYSCORE', CK, '-inf', nows)
+  if redis.call('ZCARD', CK) >= mc then
+    reason = 'concurrency'
+    local first = redis.call('ZRANGE', CK, 0, 0, 'WITHSCORES')
+    ax = now + math.min(tonumber(ARGV[15 + 2 * n]), tonumber(first[2]) - now)
+  end
+end
 -- 3. active sub-queues: the caller, and those with a live waiter
 local active = {x}
 if n > 1 then
@@ -157,6 +171,12 @@ if not reason then  -- grant: commit every limit
   if redis.call('HINCRBY', KEYS[2], 'g' .. bucket, '1') == 1 then tidy(KEYS[2], bucket, ARGV[12]); redis.call('EXPIRE', S, ARGV[12])
   elseif fresh then redis.call('EXPIRE', S, ARGV[12]) end
   if waiter ~= '' then redis.call('ZREM', KEYS[2 + x], waiter) end
+  if mc > 0 then  -- take the slot: a lease the running step renews
+    local exp = now + tonumber(ARGV[14 + 2 * n]); local slot = ARGV[16 + 2 * n]
+    redis.call('ZADD', CK, exp, slot); redis.call('EXPIRE', CK, ARGV[12])
+    redis.call('ZREMRANGEBYSCORE', CA, '-inf', nows)
+    redis.call('ZADD', CA, exp, ARGV[17 + 2 * n] .. '\\n' .. slot); redis.call('EXPIRE', CA, ARGV[12])
+  end
   return '1 0 ' .. ts .. ' ' .. tu .. ' ok ' .. ARGV[2]
 end
 -- 5. not yet. The countdown counts the grants that go first: those the other active
@@ -165,7 +185,7 @@ end
 -- for the same grant.
 local W = KEYS[2 + x]
 if waiter ~= '' then redis.call('ZREMRANGEBYSCORE', W, '-inf', nows) end
-if reason ~= 'fair' then
+if reason ~= 'fair' and reason ~= 'concurrency' then
   local ahead = 0
   local wx = tonumber(ARGV[12 + n + x]); local wsum = wx
   for j = 2, #active do
@@ -216,12 +236,12 @@ end
 return 1
 """
 
-# KEYS: as for acquire.  ARGV: 1 now|'' 2 cap 3.. per-sub field names
+# KEYS: as for acquire, without the caller's concurrency key.  ARGV: 1 now|'' 2 cap 3.. per-sub field names
 # Returns: seconds, microseconds, token level now ('' = full/unset), lifetime grants per
-# sub-queue, the counters hash, live waiters per sub-queue.
+# sub-queue, the counters hash, live waiters per sub-queue, live slots ("<key>\n<slot>").
 STATS_LUA = _PROLOGUE + """
 local S = KEYS[1]
-local n = #KEYS - 2
+local n = #KEYS - 3
 local cap = tonumber(ARGV[2])
 local h = redis.call('HMGET', S, 'k', unpack(ARGV, 3, 2 + n))
 local level = ''
@@ -236,7 +256,20 @@ end
 local w = {}
 local nowf = '(' .. nows
 for i = 1, n do w[i] = redis.call('ZCOUNT', KEYS[2 + i], nowf, '+inf') end
-return {ts, tu, level, g, redis.call('HGETALL', KEYS[2]), w}
+return {ts, tu, level, g, redis.call('HGETALL', KEYS[2]), w,
+        redis.call('ZRANGEBYSCORE', KEYS[#KEYS], '(' .. nows, '+inf')}
+"""
+
+# KEYS: 1 the key's slots, 2 the queue's slots. ARGV: 1 slot 2 "<key>\n<slot>"
+RELEASE_LUA = "redis.call('ZREM', KEYS[1], ARGV[1]); return redis.call('ZREM', KEYS[2], ARGV[2])"
+
+# KEYS: as for release. ARGV: 1 now|'' 2 lease 3 slot 4 "<key>\n<slot>". A slot already
+# dropped (its lease lapsed) is not taken back: its place may have been granted again.
+RENEW_LUA = _PROLOGUE + """
+if not redis.call('ZSCORE', KEYS[1], ARGV[3]) then return 0 end
+local exp = now + tonumber(ARGV[2])
+redis.call('ZADD', KEYS[1], 'XX', exp, ARGV[3]); redis.call('ZADD', KEYS[2], 'XX', exp, ARGV[4])
+return 1
 """
 
 # KEYS: 1 waiters of the sub-queue. ARGV: 1 waiter
@@ -250,16 +283,30 @@ def _s(v: Any) -> str:
 class _Plan:
     """What never changes between two acquires of one queue: keys, config, the packed command."""
 
-    __slots__ = ("keys", "index", "default", "args", "head", "tail")
+    __slots__ = ("keys", "index", "default", "args", "head", "tail", "slots")
 
-    def __init__(self, keys: list[str], index: dict[str, bytes], args: list[str], sha: str):
-        self.keys, self.index, self.args = keys, index, args
+    def __init__(self, keys: list[str], index: dict[str, bytes], args: list[str], sha: str, slots: str):
+        self.keys, self.index, self.args, self.slots = keys, index, args, slots
         self.default = index[DEFAULT_SUB_QUEUE]
         enc = [k.encode() for k in keys]
-        # EVALSHA sha numkeys keys... now need sub waiter known static...
-        self.head = (b"*%d\r\n" % (3 + len(enc) + 5 + len(args))
-                     + bulk([b"EVALSHA", sha.encode(), str(len(enc)).encode(), *enc]))
+        # EVALSHA sha numkeys keys... concurrency-key now need sub waiter known static... slot key
+        self.head = (b"*%d\r\n" % (3 + len(enc) + 1 + 5 + len(args) + 2)
+                     + bulk([b"EVALSHA", sha.encode(), str(len(enc) + 1).encode(), *enc]))
         self.tail = bulk([a.encode() for a in args])
+
+
+class _Request:
+    """The per-call part of one acquire: its arguments, the caller's concurrency key's slot
+    set, and the slot it takes if granted (empty when the queue has no max_concurrency)."""
+
+    __slots__ = ("dyn", "slots", "slot", "key")
+
+    def __init__(self, dyn: list[bytes], slots: str, slot: str, key: str):
+        self.dyn, self.slots, self.slot, self.key = dyn, slots, slot, key
+
+    def packed(self, plan: _Plan) -> bytes:
+        return (plan.head + bulk([self.slots.encode()]) + bulk(self.dyn) + plan.tail
+                + bulk([self.slot.encode(), self.key.encode()]))
 
 
 class RedisLimiter(LimiterBase):
@@ -277,7 +324,8 @@ class RedisLimiter(LimiterBase):
     def __init__(self, client: "redis_lib.Redis | str", key_prefix: str = "af:rl", *,
                  waiter_ttl: float = 10.0, fair_grace: float | None = None,
                  clock: Callable[[], float] | None = None, socket_timeout: float = 2.0,
-                 where: str | None = None, async_client: Callable[[], Any] | None = None):
+                 where: str | None = None, async_client: Callable[[], Any] | None = None,
+                 slot_ttl: float = DEFAULT_SLOT_TTL):
         if isinstance(client, str):
             from ..redisconn import redis_client
 
@@ -290,6 +338,7 @@ class RedisLimiter(LimiterBase):
         self._url = where or self._url
         self.redis = client
         self.key_prefix = key_prefix
+        self.slot_ttl = slot_ttl
         self.waiter_ttl = waiter_ttl
         self.fair_grace = fair_grace
         self._clock = clock
@@ -300,6 +349,8 @@ class RedisLimiter(LimiterBase):
         self._settle = client.register_script(SETTLE_LUA)
         self._stats = client.register_script(STATS_LUA)
         self._forget = client.register_script(FORGET_LUA)
+        self._release = client.register_script(RELEASE_LUA)
+        self._renew = client.register_script(RENEW_LUA)
         # The hot path writes the EVALSHA command itself and sends it on a pooled connection:
         # redis-py's Script call costs 2.5x the CPU (49 against 20 us a try_acquire,
         # bench/redis_clients.py). It uses ConnectionPool.get_connection() with no command
@@ -321,12 +372,18 @@ class RedisLimiter(LimiterBase):
         base = f"{self.key_prefix}:{{{queue_id}}}"
         return f"{base}:s", f"{base}:c", f"{base}:w:"
 
+    def slot_keys(self, queue_id: str, key: str) -> tuple[str, str]:
+        """(slots of one concurrency key, every slot of the queue) of a queue."""
+        base = f"{self.key_prefix}:{{{queue_id}}}"
+        return f"{base}:k:{key}", f"{base}:ka"
+
     def _plan(self, limits: QueueLimits) -> _Plan:
         plan = self._plans.get(limits)
         if plan is None:
             state, counters, wprefix = self.keys_for(limits.id)
             subs = limits.sub_queue_weights
-            keys = [state, counters] + [wprefix + s for s, _ in subs]
+            slots = self.slot_keys(limits.id, "")[1]
+            keys = [state, counters] + [wprefix + s for s, _ in subs] + [slots]
             index = {s: str(i + 1).encode() for i, (s, _) in enumerate(subs)}
             grace = self.fair_grace if self.fair_grace is not None else limits.default_fair_grace()
             args = [repr(limits.message_interval), repr(limits.request_interval),
@@ -334,7 +391,8 @@ class RedisLimiter(LimiterBase):
                     str(limits.max_tokens_per_minute or 0), repr(float(self.waiter_ttl)),
                     repr(float(grace)), str(STATE_TTL)]
             args += [f"q:{s}" for s, _ in subs] + [repr(float(w)) for _, w in subs]
-            plan = _Plan(keys, index, args, self._acquire.sha)
+            args += [str(limits.max_concurrency or 0), repr(float(self.slot_ttl)), repr(CONCURRENCY_POLL)]
+            plan = _Plan(keys, index, args, self._acquire.sha, slots)
             if len(self._plans) > 10_000:
                 self._plans.clear()
             self._plans[limits] = plan
@@ -350,10 +408,10 @@ class RedisLimiter(LimiterBase):
         except (RedisConnectionError, RedisTimeoutError) as e:
             raise self._unavailable(e) from e
 
-    def _call_acquire(self, plan: _Plan, dyn: list[bytes]):
+    def _call_acquire(self, plan: _Plan, req: "_Request"):
         if not self._fast:
-            return self._call(self._acquire, plan.keys, [*dyn, *plan.args])
-        packed = plan.head + bulk(dyn) + plan.tail
+            return self._call(self._acquire, [*plan.keys, req.slots], [*req.dyn, *plan.args, req.slot, req.key])
+        packed = req.packed(plan)
         pool = self.redis.connection_pool
         try:
             for attempt in range(3):
@@ -381,7 +439,7 @@ class RedisLimiter(LimiterBase):
 
     # ---- Limiter
     def _request(self, limits: QueueLimits, sub_queue: str | None, tokens: int,
-                 waiter: str | None) -> tuple[_Plan, list[bytes], str]:
+                 waiter: str | None, concurrency_key: str | None = None) -> tuple[_Plan, "_Request", str]:
         """(plan, the per-call EVALSHA arguments, sub-queue) of one acquire."""
         need = limits.check_tokens(tokens)
         plan = self._plan(limits)
@@ -390,22 +448,25 @@ class RedisLimiter(LimiterBase):
             sub_queue, xi = DEFAULT_SUB_QUEUE, plan.default
         dyn = [self._now_arg().encode(), b"%d" % need, xi,
                waiter.encode() if waiter else b"", b"1" if limits.id in self._known else b"0"]
-        return plan, dyn, sub_queue
+        key = slot_key(concurrency_key) if limits.max_concurrency else ""
+        slot = os.urandom(12).hex() if limits.max_concurrency else ""
+        slots = self.slot_keys(limits.id, key)[0] if limits.max_concurrency else plan.slots
+        return plan, _Request(dyn, slots, slot, key), sub_queue
 
-    def _decision(self, limits: QueueLimits, sub_queue: str, r: Any) -> Decision:
+    def _decision(self, limits: QueueLimits, sub_queue: str, r: Any, req: "_Request") -> Decision:
         self._known.add(limits.id)
         ok, retry, sec, usec, reason, reserved = (r.decode() if isinstance(r, bytes) else r).split()
         at = float(sec) + int(usec) / 1e6
         if ok == "1":
             res = os.urandom(12).hex() if limits.max_tokens_per_minute else None
-            return Decision(True, 0.0, res, int(reserved), at, "ok", sub_queue)
+            return Decision(True, 0.0, res, int(reserved), at, "ok", sub_queue, req.slot or None, req.key)
         return Decision(False, float(retry), None, 0, at, reason, sub_queue)
 
     def try_acquire(self, limits: QueueLimits, sub_queue: str | None = None, tokens: int = 0,
-                    waiter: str | None = None) -> Decision:
+                    waiter: str | None = None, concurrency_key: str | None = None) -> Decision:
         limits = QueueLimits.of(limits)
-        plan, dyn, sub_queue = self._request(limits, sub_queue, tokens, waiter)
-        return self._decision(limits, sub_queue, self._call_acquire(plan, dyn))
+        plan, req, sub_queue = self._request(limits, sub_queue, tokens, waiter, concurrency_key)
+        return self._decision(limits, sub_queue, self._call_acquire(plan, req), req)
 
     async def try_acquire_each_async(self, queues: list[QueueLimits]) -> list[Decision]:
         """One acquire on each queue, sent together: one round trip for all (the API checks
@@ -420,7 +481,7 @@ class RedisLimiter(LimiterBase):
                 return await self._acquire_each_asyncio(client, queues)
             return [await anyio.to_thread.run_sync(self.try_acquire, q) for q in queues]
         requests = [self._request(q, None, 0, None) for q in queues]
-        packed = [plan.head + bulk(dyn) + plan.tail for plan, dyn, _ in requests]
+        packed = [req.packed(plan) for plan, req, _ in requests]
         for attempt in range(3):
             try:
                 replies = await conn.execute(packed)
@@ -433,7 +494,7 @@ class RedisLimiter(LimiterBase):
                 raise self._unavailable(e) from e
             errors = [r for r in replies if isinstance(r, Exception)]
             if not errors:
-                return [self._decision(q, req[2], r) for q, req, r in zip(queues, requests, replies)]
+                return [self._decision(q, sub, r, req) for q, (_, req, sub), r in zip(queues, requests, replies)]
             if not all(str(e).startswith("NOSCRIPT") for e in errors):
                 raise self._unavailable(errors[0])
             # Redis restarted or SCRIPT FLUSH: no script ran; load it, go again
@@ -504,11 +565,23 @@ class RedisLimiter(LimiterBase):
         wprefix = self.keys_for(limits.id)[2]
         self._call(self._forget, [wprefix + limits.resolve_sub_queue(sub_queue)], [waiter])
 
+    def renew(self, limits: QueueLimits, decision: Decision) -> None:
+        """Extend the lease of the decision's concurrency slot, if it still holds it."""
+        if decision.slot is None:
+            return
+        self._call(self._renew, list(self.slot_keys(limits.id, decision.slot_key)),
+                   [self._now_arg(), repr(float(self.slot_ttl)), decision.slot,
+                    f"{decision.slot_key}\n{decision.slot}"])
+
     def settle(self, limits: QueueLimits, decision: Decision, tokens_used: int) -> None:
-        """Replace the reserved estimate by the real usage (idempotent per reservation)."""
+        """Replace the reserved estimate by the real usage (idempotent per reservation) and
+        give the concurrency slot back."""
         limits = QueueLimits.of(limits)
         if tokens_used < 0:
             raise ValueError(f"tokens_used must be >= 0, got {tokens_used!r}")
+        if decision.slot is not None:
+            self._call(self._release, list(self.slot_keys(limits.id, decision.slot_key)),
+                       [decision.slot, f"{decision.slot_key}\n{decision.slot}"])
         cap = limits.max_tokens_per_minute
         if not cap or not decision.allowed or not decision.reservation:
             return
@@ -533,10 +606,14 @@ class RedisLimiter(LimiterBase):
             (grants if f[0] == "g" else tokens)[int(f[1:])] = int(v)
         rate, per_min, tok_min = summarize(grants, tokens, now)
         level = (float(level_s) if level_s else float(cap)) if cap else None
+        by_key: dict[str, int] = {}
+        for member in r[6]:
+            key = _s(member).rpartition("\n")[0]
+            by_key[key] = by_key.get(key, 0) + 1
         return QueueStats(limits.id, rate, tok_min,
                           {s: int(w) for s, w in zip(subs, r[5])},
                           {s: int(g) for s, g in zip(subs, r[3])},
-                          per_min, level, now)
+                          per_min, level, now, sum(by_key.values()), by_key)
 
     def clear(self, limits: QueueLimits | None = None) -> int:
         """Delete the limiter's keys (one queue, or every queue under the prefix)."""

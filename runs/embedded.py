@@ -21,7 +21,9 @@ from ..graph.runtime import CONFIG_KEY, RunContext
 from ..graph.validate import parse_valid
 from ..store.runs import RunStore
 from .advance import RECURSION_LIMIT, advance, run_ended, state_from_input  # noqa: F401 - re-exported
+from .children import EmbeddedChildRuns
 from .events import EventBus, MemoryEventBus
+from . import telemetry
 from .observer import RecordingObserver
 from .people import StorePeople
 
@@ -44,7 +46,7 @@ def waits_for_people(spec) -> bool:
 
 class EmbeddedExecutor:
     def __init__(self, store: RunStore, bus: EventBus | None = None, limiter=None, workers: int = 4,
-                 extra: dict | None = None, checkpoints: Path | None = None):
+                 extra: dict | None = None, checkpoints: Path | None = None, child_workers: int | None = None):
         self.store = store
         self.bus = bus or MemoryEventBus()
         self.limiter = limiter
@@ -56,6 +58,12 @@ class EmbeddedExecutor:
         self._saver = None
         self._saver_lock = threading.Lock()
         self._timers: dict[tuple[str, float], threading.Timer] = {}
+        if child_workers is None:
+            from ..settings import get_settings
+
+            child_workers = get_settings().child_run_workers
+        # workflow and map nodes: child runs in this process, each run to its end by execute
+        self.children = EmbeddedChildRuns(store, self.execute, workers=child_workers)
 
     def submit(self, run_id: str) -> Future:
         return self.pool.submit(self.execute, run_id)
@@ -66,10 +74,14 @@ class EmbeddedExecutor:
             if self._saver is None:
                 from langgraph.checkpoint.sqlite import SqliteSaver
 
+                from ..store import crypto
+
                 path = str(self.checkpoints) if self.checkpoints is not None else ":memory:"
                 if self.checkpoints is not None:
                     self.checkpoints.parent.mkdir(parents=True, exist_ok=True)
-                self._saver = SqliteSaver(sqlite3.connect(path, check_same_thread=False))
+                # encrypted like the run rows when AGENTFLOW_ENCRYPTION_KEY is set
+                self._saver = crypto.sealed_saver(SqliteSaver)(sqlite3.connect(path, check_same_thread=False),
+                                                               serde=crypto.CheckpointSerde())
             return self._saver
 
     def wake_at(self, run_id: str, when: float) -> None:
@@ -104,19 +116,21 @@ class EmbeddedExecutor:
             return record
         spec = parse_valid(begun["spec"])
         queue_of = {n.id: n.queue for n in spec.nodes}.get
-        obs = observer or RecordingObserver(self.store, self.bus, queue_of=queue_of)
+        trace = telemetry.run_scope(run_id, begun["options"], spec.id, begun["tenant_id"])
+        obs = trace.observe(observer or RecordingObserver(self.store, self.bus, queue_of=queue_of))
         extra = dict(self.extra)
         if begun["options"].get("stream"):
             extra["stream"] = True
         ctx = RunContext(run_id=run_id, observer=obs, limiter=self.limiter, extra=extra,
-                         tenant_id=begun["tenant_id"], people=StorePeople(self.store, self.bus, self.wake_at))
+                         tenant_id=begun["tenant_id"], people=StorePeople(self.store, self.bus, self.wake_at),
+                         children=self.children)
         saver = self.checkpointer() if waits_for_people(spec) else None
         # the first advance starts from the input; a resumed one from its checkpoint
         fresh = saver is None or saver.get_tuple({"configurable": {"thread_id": run_id}}) is None
         # a re-run starts at its chosen node, its input being the state at that point
         advance(self.store, self.bus, spec, run_id, ctx, run_input=begun["input"] if fresh else None,
                 tenant_id=begun["tenant_id"], checkpointer=saver, start=begun["rerun_from"],
-                listeners=self.listeners)
+                listeners=[*self.listeners, lambda rec: trace.end(rec.get("status"), rec.get("error"))])
         return self.store.get(run_id) or {}
 
     def shutdown(self) -> None:

@@ -61,5 +61,12 @@ class RecordingObserver:
             self.bus.publish(run_id, "step", step)
             observe_step(step)
 
+    def step_paused(self, run_id, node_id, *, duration_ms):
+        """The node paused the run (its child runs still go): this attempt ends `paused`,
+        and the node runs again, as a new attempt, when the run is woken."""
+        step = self._end(run_id, node_id, status="paused", duration_ms=duration_ms)
+        if step:
+            self.bus.publish(run_id, "step", step)
+
     def token(self, run_id, node_id, delta):
         self.bus.publish(run_id, "token", {"node_id": node_id, "delta": redact(delta)})

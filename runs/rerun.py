@@ -24,7 +24,7 @@ from ..graph.spec import WorkflowSpec
 from ..graph.state import BASE_FIELDS
 from ..store.models import Run, Step
 from ..store.runs import TERMINAL, RunStore
-from ..store.trace import APPLIED, TraceStore, apply_update, walk
+from ..store.trace import APPLIED, TraceStore, apply_update, updates_state, walk
 
 
 class RerunRefused(ValueError):
@@ -85,9 +85,11 @@ def plan(run: Run, steps: list[Step], from_node: str, overrides: dict[str, Any] 
     state = dict(before[k])
     reused = [st for i, st in enumerate(steps[:k]) if st.status in APPLIED]
     for st in steps[k:]:
-        if st.status in APPLIED and st.node_id not in downstream:
+        # a tool call's step ("<node>.tool:<name>") goes with its node
+        if st.status in APPLIED and st.node_id.split(".tool:", 1)[0] not in downstream:
             reused.append(st)
-            state = apply_update(state, st.output)
+            if updates_state(st):
+                state = apply_update(state, st.output)
     state.update(overrides or {})
     return RerunPlan(state, reused)
 

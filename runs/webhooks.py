@@ -34,12 +34,12 @@ import threading
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Callable
+from typing import Any, Callable, Protocol
 
 import httpx
 
 from ..graph.errors import BlockedAddressError, StepError
-from ..graph.secrets import SecretNotAllowed, read_secret
+from ..graph.secrets import MissingSecret, SecretNotAllowed, read_secret
 from ..store.hooks import HookStore
 
 log = logging.getLogger("agentflow.webhooks")
@@ -84,33 +84,43 @@ def check_signature(key: str, timestamp: str | None, signature: str | None, body
     return None
 
 
-class ReplayGuard:
-    """Remembers accepted signatures for a while: the same signed request sent again gets
-    the run it started the first time instead of a second run. In memory, or in Redis
-    when the API runs distributed (several API processes)."""
+REPLAY_TTL = 2 * TOLERANCE_SECONDS  # longer than a signature stays fresh
 
-    def __init__(self, redis_client=None, ttl: int = 2 * TOLERANCE_SECONDS):
-        self.redis, self.ttl = redis_client, ttl
-        self._seen: dict[str, tuple[str, float]] = {}
-        self._lock = threading.Lock()
 
-    def seen(self, key: str) -> str | None:
-        if self.redis is not None:
-            value = self.redis.get(f"af:hook-seen:{key}")
-            return value.decode() if isinstance(value, bytes) else value
-        now = time.monotonic()
-        with self._lock:
-            for k in [k for k, (_, exp) in self._seen.items() if exp < now]:
-                del self._seen[k]
-            hit = self._seen.get(key)
-            return hit[0] if hit else None
+def replay_key(hook_id: str, signature: str) -> str:
+    return hashlib.sha256(f"{hook_id}:{signature}".encode()).hexdigest()
 
-    def remember(self, key: str, run_id: str) -> None:
-        if self.redis is not None:
-            self.redis.set(f"af:hook-seen:{key}", run_id, ex=self.ttl)
-            return
-        with self._lock:
-            self._seen[key] = (run_id, time.monotonic() + self.ttl)
+
+class ReplayGuard(Protocol):
+    """Remembers accepted signed triggers: the same signed request is never accepted twice.
+
+    `claim` is atomic: of any number of identical requests at once, exactly one gets None
+    and starts the run, then `settle`s the key with the run id (or `release`s it when the
+    run could not be started); every other gets the earlier run id ("" while that run is
+    still being started). Embedded: store.hooks.HookReplays (a unique row); distributed:
+    RedisReplayGuard (SET NX), shared by every API process."""
+
+    def claim(self, key: str) -> str | None: ...
+    def settle(self, key: str, run_id: str) -> None: ...
+    def release(self, key: str) -> None: ...
+
+
+class RedisReplayGuard:
+    def __init__(self, redis_client, ttl: float = REPLAY_TTL):
+        self.redis, self.ttl = redis_client, int(ttl)
+
+    def claim(self, key: str) -> str | None:
+        name = f"af:hook-seen:{key}"
+        if self.redis.set(name, "", nx=True, ex=self.ttl):
+            return None
+        value = self.redis.get(name) or b""
+        return value.decode() if isinstance(value, bytes) else value
+
+    def settle(self, key: str, run_id: str) -> None:
+        self.redis.set(f"af:hook-seen:{key}", run_id, xx=True, ex=self.ttl)
+
+    def release(self, key: str) -> None:
+        self.redis.delete(f"af:hook-seen:{key}")
 
 
 # ---------------------------------------------------------------- delivery
@@ -162,12 +172,9 @@ def post_once(webhook: dict[str, Any], body: bytes, event: str, delivery_id: int
     key = None
     if webhook.get("secret_env"):
         try:
-            key = read_secret(webhook["secret_env"], required=False)
-        except SecretNotAllowed as exc:
+            key = read_secret(webhook["secret_env"])
+        except (SecretNotAllowed, MissingSecret) as exc:
             return Outcome(False, False, None, f"{exc}: cannot sign the delivery")
-        if not key:
-            return Outcome(False, False, None, f"environment variable {webhook['secret_env']} is not set: "
-                                               "cannot sign the delivery")
     headers = {"Content-Type": "application/json", "User-Agent": "AgentFlow-Webhooks/1",
                "X-AgentFlow-Event": event, "X-AgentFlow-Delivery": str(delivery_id or ""),
                **signed_headers(key, body)}

@@ -10,8 +10,9 @@
 #   beat          agentflow beat                                   (schedules, orphan reaper)
 #   flower        celery flower on $AGENTFLOW_FLOWER_PORT
 # then waits until the API's /health answers, every worker answers a Celery ping and Flower
-# answers, prints what runs where, and returns. Run drivers live in their own worker: a driver
-# waits on node tasks, so drivers and node tasks must never share a pool (deadlock).
+# answers, prints what runs where, and returns. The split is for isolation and scaling only:
+# no task waits on another, so `agentflow worker` with no arguments runs everything too
+# (docs/runtime.md).
 #
 # Idempotent: a part whose pid file names a live process is left alone. `make down` stops all.
 #

@@ -7,14 +7,15 @@ from __future__ import annotations
 
 import secrets
 import threading
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from sqlalchemy import bindparam, delete, select
+from sqlalchemy import bindparam, delete, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
 from .db import one_statement, session_scope
-from .models import Hook, Webhook, WebhookDelivery, utcnow
+from .models import Hook, HookReplay, Webhook, WebhookDelivery, utcnow
 
 _claim_lock = threading.Lock()
 
@@ -162,3 +163,33 @@ class HookStore:
             rows = s.scalars(select(WebhookDelivery).where(WebhookDelivery.webhook_id == webhook_id)
                              .order_by(WebhookDelivery.id.desc()).limit(limit))
             return [delivery_dict(d) for d in rows]
+
+
+class HookReplays:
+    """The replay guard of inbound triggers in the store (runs.webhooks.ReplayGuard): one
+    row per accepted signed request, claimed with INSERT ... ON CONFLICT DO NOTHING on its
+    primary key, so of identical requests arriving at once exactly one claims it, on SQLite
+    and Postgres alike, and a restart forgets nothing."""
+
+    def __init__(self, factory: sessionmaker[Session], ttl: float):
+        self.factory, self.ttl = factory, ttl
+
+    def claim(self, key: str) -> str | None:
+        now = utcnow()
+        with session_scope(self.factory) as s:
+            insert = postgresql.insert if s.get_bind().dialect.name == "postgresql" else sqlite.insert
+            s.execute(delete(HookReplay).where(HookReplay.expires_at < now))
+            table = HookReplay.__table__
+            won = s.execute(insert(table).values(key=key, run_id=None, expires_at=now + timedelta(seconds=self.ttl))
+                            .on_conflict_do_nothing(index_elements=["key"]).returning(table.c.key)).first()
+            if won is not None:
+                return None
+            return s.scalar(select(HookReplay.run_id).where(HookReplay.key == key)) or ""
+
+    def settle(self, key: str, run_id: str) -> None:
+        with session_scope(self.factory) as s:
+            s.execute(update(HookReplay).where(HookReplay.key == key).values(run_id=run_id))
+
+    def release(self, key: str) -> None:
+        with session_scope(self.factory) as s:
+            s.execute(delete(HookReplay).where(HookReplay.key == key))

@@ -11,10 +11,11 @@ from datetime import datetime, timezone
 from typing import Any, Callable, Literal, TypeVar, get_args
 
 from sqlalchemy import and_, func, literal, select, tuple_, update
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from ..graph.secrets import redact
+from . import crypto
 from .db import autocommit_one, one_statement, session_scope
 from .models import DEFAULT_TENANT, Run, Step, utcnow
 
@@ -115,7 +116,7 @@ def _start_statements() -> dict[str, Any]:
     audit = f"INSERT INTO audit_log ({audit_cols}) VALUES ({audit_vals})"
     pg_audit = (f"WITH started AS ({run}), logged AS (INSERT INTO audit_log ({audit_cols}) "
                 f"SELECT {audit_vals} FROM started) SELECT workflow_version FROM started")
-    typed = [bindparam("input", type_=JSON), bindparam("options", type_=JSON),
+    typed = [bindparam("input", type_=Run.__table__.c.input.type), bindparam("options", type_=JSON),
              bindparam("created_at", type_=DateTime(timezone=True))]
     audit_typed = [bindparam("a_detail", type_=JSON), bindparam("a_at", type_=DateTime(timezone=True))]
 
@@ -182,6 +183,16 @@ def _hot_statements() -> dict[str, Any]:
 _HOT = _hot_statements()
 
 
+def _descendants(s: Session, run_id: str) -> list[str]:
+    """Ids of the child runs under a run, every generation: one query a generation."""
+    out: list[str] = []
+    parents = [run_id]
+    while parents:
+        parents = list(s.scalars(select(Run.id).where(Run.parent_run_id.in_(parents), Run.child_key.is_not(None))))
+        out += parents
+    return out
+
+
 class RunStore:
     """Thin repository over runs and steps, safe to share between threads."""
 
@@ -217,6 +228,7 @@ class RunStore:
         engine = self.engine
         if engine.dialect.driver == "psycopg":
             # one statement, so it needs no transaction around it: one round trip
+            params["input"] = crypto.seal(params["input"], "runs.input")  # the driver skips the column type
             for key in ("input", "options", "a_detail"):
                 if params.get(key) is not None:
                     params[key] = json.dumps(params[key])
@@ -238,7 +250,7 @@ class RunStore:
     def get(self, run_id: str, tenant_id: str | None = None, with_steps: bool = True) -> dict | None:
         # Core, and only the columns shown (the ORM loaded the spec and every step's input and
         # output JSON too); two reads in autocommit, no BEGIN and ROLLBACK: every poll and run end
-        with one_statement(self.engine) as conn:
+        with one_statement(self.engine) as conn, crypto.about(f"run {run_id}"):
             row = conn.execute(_HOT["get"], {"run_id": run_id}).first()
             if row is None or (tenant_id is not None and row.tenant_id != tenant_id):
                 return None
@@ -249,9 +261,14 @@ class RunStore:
 
     @retry_on_disconnect
     def spec_of(self, run_id: str) -> tuple[dict, dict, str] | None:
-        with session_scope(self.factory) as s:
+        with session_scope(self.factory) as s, crypto.about(f"run {run_id}"):
             run = s.get(Run, run_id)
             return (run.spec, run.input, run.status) if run else None
+
+    @retry_on_disconnect
+    def tenant_of(self, run_id: str) -> str | None:
+        with session_scope(self.factory) as s:
+            return s.scalar(select(Run.tenant_id).where(Run.id == run_id))
 
     @retry_on_disconnect
     def status(self, run_id: str) -> str | None:
@@ -262,9 +279,14 @@ class RunStore:
     def begin(self, run_id: str) -> dict | None:
         """Mark a queued (or resumed) run running and return what its executor needs
         (spec, input, options, rerun_from, tenant_id, attempts) in one statement; None when the run
-        is missing, ended or cancelled."""
-        with one_statement(self.engine) as conn:
-            row = conn.execute(_HOT["begin"], {"run_id": run_id, "now": utcnow()}).first()
+        is missing, ended or cancelled, or failed here because its encryption key is not configured."""
+        try:
+            with one_statement(self.engine) as conn, crypto.about(f"run {run_id}"):
+                row = conn.execute(_HOT["begin"], {"run_id": run_id, "now": utcnow()}).first()
+        except crypto.KeyUnavailable as exc:
+            # this executor lacks the run's key: the run ends with the reason, not stuck running
+            self.finish(run_id, "failed", error=str(exc))
+            return None
         if row is None:
             return None
         out = dict(row._mapping)
@@ -378,7 +400,8 @@ class RunStore:
             return res.rowcount == 1
 
     def cancel(self, run_id: str, tenant_id: str | None = None) -> str | None:
-        """Cancel a queued or running run; returns the status after the call (None = no such run)."""
+        """Cancel a queued or running run and every child run under it (workflow and map
+        nodes); returns the run's status after the call (None = no such run)."""
         with session_scope(self.factory) as s:
             run = s.get(Run, run_id)
             if run is None or (tenant_id is not None and run.tenant_id != tenant_id):
@@ -390,26 +413,114 @@ class RunStore:
             run.cancel_requested = True
             run.finished_at = utcnow()
             run.error = "cancelled by request"
+            children = _descendants(s, run_id)
+            for chunk in range(0, len(children), 500):
+                s.execute(update(Run).where(Run.id.in_(children[chunk:chunk + 500]), Run.status.notin_(TERMINAL))
+                          .values(status="cancelled", cancel_requested=True, finished_at=utcnow(),
+                                  error=f"cancelled with its parent run {run_id}"))
             return "cancelled"
 
-    def list(self, *, workflow_id: str | None = None, tenant_id: str = DEFAULT_TENANT,
-             limit: int = 50, before: str | None = None) -> tuple[list[dict], str | None]:
-        """Newest first; `before` is the cursor (a run id) returned by the previous page."""
+    # ---- child runs (workflow and map nodes)
+
+    def descendants(self, run_id: str) -> list[str]:
+        """Ids of the child runs under a run, every generation."""
         with session_scope(self.factory) as s:
-            q = select(Run).where(Run.tenant_id == tenant_id)
+            return _descendants(s, run_id)
+
+    @retry_on_disconnect
+    def start_children(self, parent_run_id: str, step_key: str, workflow_id: str, version: int,
+                       spec: dict, inputs: list[dict]) -> list[tuple[str, bool]]:
+        """(run id, created now) of each child of a parent's step, in the order of `inputs`.
+        Idempotent by (step key, index): children that exist are found, not made again."""
+        keys = [f"{step_key}#{i}" for i in range(len(inputs))]
+        for attempt in range(3):
+            with session_scope(self.factory) as s:
+                tenant = s.scalar(select(Run.tenant_id).where(Run.id == parent_run_id))
+                if tenant is None:
+                    raise LookupError(f"run {parent_run_id} not found")
+                found = {}
+                for chunk in range(0, len(keys), 500):
+                    found.update(s.execute(select(Run.child_key, Run.id).where(
+                        Run.child_key.in_(keys[chunk:chunk + 500]))).all())
+                out = []
+                try:
+                    for key, run_input in zip(keys, inputs):
+                        if key in found:
+                            out.append((found[key], False))
+                            continue
+                        child = Run(id=str(uuid.uuid4()), tenant_id=tenant, workflow_id=workflow_id,
+                                    workflow_version=version, spec=spec, status="queued",
+                                    input=redact(run_input), parent_run_id=parent_run_id, child_key=key)
+                        s.add(child)
+                        out.append((child.id, True))
+                    s.flush()
+                except IntegrityError:  # another driver of the same step made them meanwhile
+                    if attempt == 2:
+                        raise
+                    s.rollback()
+                    continue
+                return out
+        raise AssertionError("unreachable")
+
+    @retry_on_disconnect
+    def step_children(self, step_key: str) -> list[dict]:
+        """The child runs of one parent step, in index order: run_id, status, state, error."""
+        # keys are "<step_key>#<index>": a range on the unique index ('$' follows '#')
+        with session_scope(self.factory) as s:
+            rows = s.execute(select(Run.id, Run.status, Run.state, Run.error, Run.child_key)
+                             .where(Run.child_key >= f"{step_key}#", Run.child_key < f"{step_key}$")).all()
+        out = [{"run_id": r.id, "status": r.status, "state": r.state, "error": r.error,
+                "index": int(r.child_key.rpartition("#")[2])} for r in rows]
+        return sorted(out, key=lambda c: c["index"])
+
+    @retry_on_disconnect
+    def child_of(self, run_id: str) -> tuple[str, str] | None:
+        """(parent run id, the parent's step key) of a child run; None for any other run."""
+        with session_scope(self.factory) as s:
+            row = s.execute(select(Run.parent_run_id, Run.child_key).where(Run.id == run_id)).first()
+        if row is None or row.child_key is None or row.parent_run_id is None:
+            return None
+        return row.parent_run_id, row.child_key.rpartition("#")[0]
+
+    def children(self, run_id: str) -> list[dict]:
+        """The child runs of a run (workflow and map nodes), by step and index."""
+        with session_scope(self.factory) as s:
+            rows = s.execute(select(Run.id, Run.workflow_id, Run.workflow_version, Run.status, Run.error,
+                                    Run.child_key, Run.created_at, Run.finished_at, Run.tokens_used, Run.cost)
+                             .where(Run.parent_run_id == run_id, Run.child_key.is_not(None))).all()
+        out = []
+        for r in rows:
+            step_key, _, index = r.child_key.rpartition("#")
+            node = step_key.split(":")[-2] if step_key.count(":") >= 2 else None
+            out.append({"run_id": r.id, "workflow_id": r.workflow_id, "workflow_version": r.workflow_version,
+                        "status": r.status, "error": r.error, "node_id": node, "step_key": step_key,
+                        "index": int(index) if index.isdigit() else 0, "tokens_used": r.tokens_used,
+                        "cost": r.cost, "created_at": _iso(r.created_at), "finished_at": _iso(r.finished_at)})
+        out.sort(key=lambda c: (c["created_at"] or "", c["step_key"], c["index"]))
+        return out
+
+    def list(self, *, workflow_id: str | None = None, tenant_id: str = DEFAULT_TENANT,
+             limit: int = 50, before: str | None = None,
+             parent_run_id: str | None = None) -> tuple[list[dict], str | None]:
+        """Newest first; `before` is the cursor (a run id) returned by the previous page.
+        `parent_run_id`: only the runs it started or that re-run it."""
+        listed = [Run.__table__.c[k] for k in _RUN_FIELDS if k not in ("input", "state")]  # nothing to decrypt
+        with session_scope(self.factory) as s:
+            q = select(*listed).where(Run.tenant_id == tenant_id)
             if workflow_id is not None:
                 q = q.where(Run.workflow_id == workflow_id)
+            if parent_run_id is not None:
+                q = q.where(Run.parent_run_id == parent_run_id)
             if before:
-                anchor = s.get(Run, before)
+                anchor = s.execute(select(Run.created_at, Run.id, Run.tenant_id).where(Run.id == before)).first()
                 if anchor is not None and anchor.tenant_id == tenant_id:  # another tenant's id tells nothing
                     # row-value comparison: an index seek to the cursor, not a walk past every
                     # newer run as the equivalent OR did (bench/scale.py)
                     q = q.where(tuple_(Run.created_at, Run.id) < tuple_(anchor.created_at, anchor.id))
-            rows = list(s.scalars(q.order_by(Run.created_at.desc(), Run.id.desc()).limit(limit + 1)))
-            items = [run_dict(r) for r in rows[:limit]]
+            rows = list(s.execute(q.order_by(Run.created_at.desc(), Run.id.desc()).limit(limit + 1)))
+            items = [run_dict({"input": None, "state": None, **r._mapping}) for r in rows[:limit]]
             for item in items:
-                item.pop("input", None)
-                item.pop("state", None)
+                del item["input"], item["state"]
             return items, (rows[limit - 1].id if len(rows) > limit else None)
 
     # ---- steps

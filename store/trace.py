@@ -20,6 +20,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from ..graph.state import GraphState, initial_state
+from . import crypto
 from .db import session_scope
 from .models import Run, Step
 from .runs import step_dict
@@ -59,6 +60,15 @@ def state_from_input(run_input: dict[str, Any] | None) -> dict[str, Any]:
     return initial_state(data.pop("user_input", ""), data.pop("metadata", None), **data)
 
 
+# Steps recorded for a call made inside a node's step (an llm node's tool calls): shown in
+# the trace, but their output is what the call answered, not an update of the state.
+CALL_STEP_TYPES = frozenset({"tool_call"})
+
+
+def updates_state(step: Any) -> bool:
+    return step.node_type not in CALL_STEP_TYPES
+
+
 def trace_step(index: int, step: Step) -> dict[str, Any]:
     base = step_dict(step)
     return {"index": index, "node_id": step.node_id, "node_type": step.node_type, "status": step.status,
@@ -84,7 +94,7 @@ def walk(run: Run, steps: list[Step], base_initial: dict | None = None
             # the re-run's own steps begin from its (possibly edited) start state
             state, switched = dict(start), True
         before.append(state)
-        if step.status == "succeeded" or (step.status == "reused" and not switched):
+        if updates_state(step) and (step.status == "succeeded" or (step.status == "reused" and not switched)):
             state = apply_update(state, step.output)
         item = trace_step(index, step)
         item["state_after"] = state
@@ -106,7 +116,7 @@ class TraceStore:
         self.factory = factory
 
     def load(self, run_id: str, tenant_id: str | None = None) -> tuple[Run, list[Step]] | None:
-        with session_scope(self.factory) as s:
+        with session_scope(self.factory) as s, crypto.about(f"run {run_id}"):
             run = s.get(Run, run_id)
             if run is None or (tenant_id is not None and run.tenant_id != tenant_id):
                 return None
@@ -118,7 +128,7 @@ class TraceStore:
         if run.rerun_from is None or not run.parent_run_id:
             return None
         parent_id, found = run.parent_run_id, None
-        with session_scope(self.factory) as s:
+        with session_scope(self.factory) as s, crypto.about(f"run {parent_id}"):
             for _ in range(depth):
                 row = s.execute(select(Run.input, Run.parent_run_id, Run.rerun_from)
                                 .where(Run.id == parent_id)).first()

@@ -8,7 +8,7 @@ keyset-paginated on (updated_at, id), newest first, so pages stay stable while r
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Callable
 
 from sqlalchemy import delete, or_, select, tuple_
 from sqlalchemy.exc import IntegrityError
@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from ..graph.spec import WorkflowSpec
 from .db import session_scope
-from .models import Workflow, WorkflowVersion, utcnow
+from .models import CollabUpdate, Workflow, WorkflowVersion, utcnow
 
 ListKey = tuple[datetime, str]  # (updated_at, id) of the last row of a page
 _SAVE_ATTEMPTS = 4
@@ -46,7 +46,8 @@ def _record(wf: Workflow, ver: WorkflowVersion) -> dict[str, Any]:
 
 
 def _version(ver: WorkflowVersion, with_spec: bool) -> dict[str, Any]:
-    out = {"version": ver.version, "created_at": aware(ver.created_at), "spec_hash": ver.spec_hash}
+    out = {"version": ver.version, "created_at": aware(ver.created_at), "spec_hash": ver.spec_hash,
+           "author": ver.author, "editors": ver.editors or []}
     if with_spec:
         out["spec"] = ver.spec
     return out
@@ -58,8 +59,10 @@ class WorkflowStore:
     def __init__(self, factory: sessionmaker[Session]):
         self.factory = factory
 
-    def save(self, tenant_id: str, spec: WorkflowSpec) -> tuple[dict[str, Any], bool]:
-        """Save `spec` as the workflow's next version.
+    def save(self, tenant_id: str, spec: WorkflowSpec, *, author: str | None = None,
+             editors: list[str] | None = None) -> tuple[dict[str, Any], bool]:
+        """Save `spec` as the workflow's next version, saved by `author` after edits by
+        `editors` (the shared document's, store/collab.py).
 
         Returns (record, created): `created` is False when the spec is identical to the
         current version, in which case nothing is written.
@@ -68,7 +71,7 @@ class WorkflowStore:
         digest = spec.content_hash()
         for attempt in range(_SAVE_ATTEMPTS):
             try:
-                return self._save_once(tenant_id, spec, data, digest)
+                return self._save_once(tenant_id, spec, data, digest, author, editors)
             except IntegrityError:
                 # Another writer took the same version number (or created the workflow)
                 # between our read and our insert: read again and take the next one.
@@ -76,7 +79,8 @@ class WorkflowStore:
                     raise
         raise AssertionError("unreachable")
 
-    def _save_once(self, tenant_id: str, spec: WorkflowSpec, data: dict, digest: str):
+    def _save_once(self, tenant_id: str, spec: WorkflowSpec, data: dict, digest: str, author: str | None,
+                   editors: list[str] | None):
         with session_scope(self.factory) as s:
             wf = s.scalars(select(Workflow).where(Workflow.tenant_id == tenant_id, Workflow.id == spec.id)
                            .with_for_update()).first()
@@ -92,7 +96,8 @@ class WorkflowStore:
                 number = 1
             now = utcnow()
             ver = WorkflowVersion(tenant_id=tenant_id, workflow_id=spec.id, version=number,
-                                  spec=data, spec_hash=digest, created_at=now)
+                                  spec=data, spec_hash=digest, created_at=now, author=author,
+                                  editors=editors or None)
             s.add(ver)
             if wf is None:
                 wf = Workflow(tenant_id=tenant_id, id=spec.id, name=spec.name, description=spec.description,
@@ -154,6 +159,8 @@ class WorkflowStore:
                 return False
             s.execute(delete(WorkflowVersion).where(WorkflowVersion.tenant_id == tenant_id,
                                                     WorkflowVersion.workflow_id == workflow_id))
+            s.execute(delete(CollabUpdate).where(CollabUpdate.tenant_id == tenant_id,
+                                                 CollabUpdate.workflow_id == workflow_id))
             s.delete(wf)
             return True
 
@@ -172,3 +179,15 @@ class WorkflowStore:
         with session_scope(self.factory) as s:
             ver = s.get(WorkflowVersion, (tenant_id, workflow_id, number))
             return _version(ver, with_spec=True) if ver is not None else None
+
+    def resolver(self, tenant_id: str) -> Callable[[str, int | None], dict | None]:
+        """graph.validate's Resolver over this tenant's saved workflows: (id, version or None
+        for the current one) -> spec, or None when there is no such workflow or version."""
+        def resolve(workflow_id: str, version: int | None) -> dict | None:
+            if version is None:
+                record = self.get(tenant_id, workflow_id)
+            else:
+                record = self.version(tenant_id, workflow_id, version)
+            return record["spec"] if record is not None else None
+
+        return resolve

@@ -2,7 +2,7 @@ import os
 
 import pytest
 
-pytest_plugins = ["tests.fixtures_servers"]
+pytest_plugins = ["tests.fixtures_servers", "tests.skip_policy"]
 
 
 @pytest.fixture
@@ -21,3 +21,11 @@ def af_home(tmp_path, monkeypatch):
 
 def pytest_report_header(config):
     return f"AgentFlow tests; REDIS_URL={os.environ.get('REDIS_URL', '-')}"
+
+
+@pytest.fixture(scope="session")
+def plugin_venv(tmp_path_factory):
+    """A fresh venv with the example plugin and a broken one pip-installed (tests/plugins/venv.py)."""
+    from tests.plugins.venv import make_plugin_venv
+
+    return make_plugin_venv(tmp_path_factory.mktemp("plugin-venv") / "venv")

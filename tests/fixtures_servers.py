@@ -3,7 +3,7 @@
 - `openai_server`: a fresh OpenAIServer per test.
 - `http_api`: a fresh HTTPAPIServer per test.
 - `pg_dsn`: a DSN whose search_path is a fresh, empty schema in database `test`, dropped
-  afterwards (skips the test when PostgreSQL is unreachable). Base URL from
+  afterwards (fails the test when PostgreSQL is unreachable, tests/needs.py). Base URL from
   `AGENTFLOW_TEST_PG_URL`, else postgres@ / root@ 127.0.0.1:5432/test.
 - `shop_db_pg` / `sqlite_shop`: the same `orders(id, customer, item, status)` table with
   SHOP_ROWS, in a fresh Postgres schema / a temp SQLite file; each returns a DSN.
@@ -13,13 +13,12 @@
 
 from __future__ import annotations
 
-import functools
-import os
 import sqlite3
 import uuid
 
 import pytest
 
+from tests.needs import need_postgres
 from tests.servers.http_api import HTTPAPIServer
 from tests.servers.openai_server import OpenAIServer
 
@@ -65,30 +64,10 @@ def _fresh_circuit_breakers():
 # ---------------------------------------------------------------- PostgreSQL
 
 
-@functools.lru_cache(maxsize=1)
-def pg_base_url() -> str | None:
-    """The first reachable PostgreSQL URL, or None."""
-    import psycopg
-
-    candidates = [os.environ.get("AGENTFLOW_TEST_PG_URL"),
-                  "postgresql://postgres@127.0.0.1:5432/test",
-                  "postgresql://root@127.0.0.1:5432/test"]
-    for url in filter(None, candidates):
-        try:
-            with psycopg.connect(url, connect_timeout=3):
-                return url
-        except psycopg.Error:
-            continue
-    return None
-
-
 def _pg_admin():
     import psycopg
 
-    url = pg_base_url()
-    if url is None:
-        pytest.skip("PostgreSQL is not reachable at 127.0.0.1:5432 (database 'test', user postgres or root); "
-                    "set AGENTFLOW_TEST_PG_URL to point the tests elsewhere")
+    url = need_postgres()
     return psycopg.connect(url, autocommit=True), url
 
 

@@ -27,10 +27,10 @@ from pathlib import Path
 
 import pytest
 
-yaml = pytest.importorskip("yaml", reason="PyYAML is needed to check deploy/")
+import yaml  # PyYAML: a dev dependency
 
-from agentflow.cli import build_parser  # noqa: E402
-from agentflow.workers.app import ALL_QUEUES, CONTROL_QUEUE, RUN_QUEUE  # noqa: E402
+from agentflow.cli import build_parser
+from agentflow.workers.app import ALL_QUEUES, CONTROL_QUEUE, RUN_QUEUE
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
@@ -84,7 +84,8 @@ def check_workers(workers: dict[str, list[str]], where: str) -> None:
         assert parsed.command == "worker"
         queues = set(parsed.queues.split(","))
         assert queues <= EXPECTED_QUEUES, f"{where}: {name} consumes unknown queues {queues - EXPECTED_QUEUES}"
-        # A run driver waits on node tasks: sharing a pool with them can deadlock.
+        # Not a correctness rule (no task waits on another), but the shipped layouts keep
+        # drivers apart from node backlogs: a change here should be deliberate.
         assert not (RUN_QUEUE in queues and queues & NODE_QUEUES), \
             f"{where}: {name} mixes run drivers with node queues {queues & NODE_QUEUES}"
         assert parsed.hostname and parsed.hostname.endswith("@%h"), f"{where}: {name} needs --hostname NAME@%h"
@@ -710,18 +711,13 @@ def test_up_names_an_unreachable_redis(tmp_path):
 def fresh_services(tmp_path):
     """Environment for up.sh: a database name that does not exist yet (up.sh creates it; it is
     dropped afterwards), an empty Redis db, free ports, a private AGENTFLOW_HOME."""
-    from tests.fixtures_servers import pg_base_url
+    from tests.needs import need_postgres, need_redis
 
-    base = pg_base_url()
-    if base is None:
-        pytest.skip("PostgreSQL is not reachable at 127.0.0.1:5432")
+    base = need_postgres()
     import psycopg
     import redis
 
-    try:
-        redis.Redis(host="127.0.0.1", socket_connect_timeout=2).ping()
-    except Exception:
-        pytest.skip("Redis is not reachable at 127.0.0.1:6379")
+    need_redis("redis://127.0.0.1:6379/0")
     dbname = "af_up_" + uuid.uuid4().hex[:10]
     redis_url = f"redis://127.0.0.1:6379/{1 + uuid.uuid4().int % 15}"
     redis.Redis.from_url(redis_url).flushdb()

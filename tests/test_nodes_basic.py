@@ -7,7 +7,8 @@ import json
 import pytest
 
 from agentflow.graph.errors import StepError
-from agentflow.graph.nodes import NODE_IMPLS, make_node
+from agentflow.graph import registry
+from agentflow.graph.nodes import make_node
 from agentflow.graph.spec import WorkflowSpec
 from agentflow.graph.state import initial_state
 from tests.fixtures_servers import make_spec, node_of
@@ -15,10 +16,18 @@ from tests.fixtures_servers import make_spec, node_of
 GPT = {"id": "gpt", "kind": "llm", "model": "gpt-4o-mini", "api_key_env": "OPENAI_API_KEY"}
 
 
-def test_every_node_type_has_an_implementation():
-    from agentflow.graph.spec import NODE_TYPES
+def test_every_built_in_type_registers_through_its_entry_point():
+    from importlib.metadata import entry_points
 
-    assert set(NODE_IMPLS) == set(NODE_TYPES)
+    from agentflow.graph.spec import NODE_TYPES, SOURCE_KINDS
+
+    declared = {ep.name for ep in entry_points(group="agentflow.nodes") if ep.dist.metadata["Name"] == "agentflow"}
+    assert declared == set(NODE_TYPES)
+    reg = registry.get()
+    assert list(reg.nodes)[:len(NODE_TYPES)] == list(NODE_TYPES)
+    assert all(reg.nodes[t].origin.builtin for t in NODE_TYPES)
+    assert list(reg.sources)[:len(SOURCE_KINDS)] == list(SOURCE_KINDS)
+    assert reg.nodes["llm"].queue == "agentflow.llm" and reg.nodes["llm"].source_kind == "llm"
 
 
 def test_triage_example_builds_every_node():

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.fixtures_servers import pg_base_url
+from tests.needs import need_postgres
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -19,8 +19,7 @@ def store(request, tmp_path):
         yield RunStore(session_factory(url))
         get_engine(url).dispose()
         return
-    if pg_base_url() is None:
-        pytest.skip("PostgreSQL is not reachable")
+    need_postgres()
     from tests.chaos.conftest import fresh_database
 
     with fresh_database() as url:

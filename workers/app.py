@@ -17,13 +17,16 @@ from celery import Celery
 from celery.signals import worker_process_init, worker_ready
 from kombu import Exchange, Queue
 
+from ..graph import registry
 from ..settings import RedisConfig
 from .compat import guard_dead_channels
 
 RUN_QUEUE = "runs"
-NODE_QUEUES = {"llm": "agentflow.llm", "router": "agentflow.llm", "image": "agentflow.image",
-               "db": "agentflow.db", "api": "agentflow.api"}
-ALL_QUEUES = [RUN_QUEUE, "agentflow.llm", "agentflow.image", "agentflow.db", "agentflow.api"]
+BUILTIN_NODE_QUEUES = ["agentflow.llm", "agentflow.image", "agentflow.db", "agentflow.api"]
+# node type -> its queue, plugins' included (read once: a new plugin takes a restart)
+NODE_QUEUES = registry.node_queues()
+ALL_QUEUES = [RUN_QUEUE, *BUILTIN_NODE_QUEUES,
+              *sorted(set(NODE_QUEUES.values()) - set(BUILTIN_NODE_QUEUES) - {RUN_QUEUE})]
 CONTROL_QUEUE = "agentflow.control"  # schedule ticks and the orphan reaper
 DEFAULT_QUEUES = ",".join(ALL_QUEUES + [CONTROL_QUEUE])  # what `agentflow worker` consumes by default
 

@@ -13,17 +13,19 @@ from pathlib import Path
 
 
 class WorkerProcesses:
-    """`logdir`: each worker's output goes to `<logdir>/<name>.log` (None: discarded)."""
+    """`logdir`: each worker's output goes to `<logdir>/<name>.log` (None: discarded).
+    `python`: the interpreter the workers run (another environment's, e.g. one with plugins)."""
 
-    def __init__(self, env: dict, logdir: Path | None = None):
+    def __init__(self, env: dict, logdir: Path | None = None, python: str | None = None):
         self.env, self.logdir, self.procs = env, logdir, {}
+        self.python = python or sys.executable
 
     def start(self, name: str, queues: str | None = None, concurrency: int | None = 2,
               extra_env: dict | None = None, pool: str | None = "prefork", log_level: str = "info") -> subprocess.Popen:
         """`queues`, `concurrency`, `pool` None: `agentflow worker`'s own defaults, as a user starts it."""
         out = open(self.logdir / f"{name}.log", "ab") if self.logdir is not None else subprocess.DEVNULL
         env = dict(self.env, **(extra_env or {}))
-        argv = [sys.executable, "-m", "agentflow.cli", "worker", "--hostname", f"{name}@%h", "--log-level", log_level]
+        argv = [self.python, "-m", "agentflow.cli", "worker", "--hostname", f"{name}@%h", "--log-level", log_level]
         for flag, value in (("--queues", queues), ("--concurrency", concurrency), ("--pool", pool)):
             if value is not None:
                 argv += [flag, str(value)]

@@ -28,13 +28,15 @@ SENT_TTL = 7 * 24 * 3600
 
 class NodeDispatcher:
     def __init__(self, run_id: str, spec, spec_hash: str | None = None, stream: bool = False,
-                 first_attempt: bool = False, tenant_id: str | None = None):
+                 first_attempt: bool = False, tenant_id: str | None = None, traceparent: str | None = None):
         self.run_id = run_id
         # A run's first advance has finished no step yet: nothing to look up.
         self.first_attempt = first_attempt
         self.types = {n.id: n.type for n in spec.nodes}
         # what a node task would otherwise read from the store for every new run
         self.meta = {"spec_hash": spec_hash, "stream": stream, "tenant_id": tenant_id}
+        if traceparent is not None:  # the run's span (runs/telemetry.py): step spans are its children
+            self.meta["traceparent"] = traceparent
 
     def __call__(self, node_id: str, state: dict, superstep: int) -> dict:
         key = step_key(self.run_id, node_id, superstep)

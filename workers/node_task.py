@@ -13,6 +13,7 @@ import logging
 import socket
 import threading
 import time
+from contextlib import nullcontext
 from collections import OrderedDict
 from functools import lru_cache
 
@@ -20,9 +21,10 @@ from celery.exceptions import Retry
 
 from ..graph.nodes import make_node
 from ..graph.runtime import RunContext
-from ..graph.step import StepFailed, describe, queue_plan, run_step
+from ..graph.step import StepFailed, concurrency_key, describe, queue_plan, run_step
 from ..graph.validate import parse_valid
 from ..ratelimit.base import LimiterUnavailable, RateLimitExceeded
+from ..runs import telemetry
 from ..runs.observer import RecordingObserver, RunCancelled
 from . import keys, resources
 from .app import celery_app
@@ -107,12 +109,23 @@ def _run_node(self, run_id: str, node_id: str, key: str, state: dict, meta: dict
     # grant, so a grant is never taken for an execution that cannot go ahead.
     lease = Lease(client, keys.step_lock(key), STEP_LEASE)
     if not lease.acquire():
-        return {"ok": False, "duplicate": True}  # the live holder wakes the run
+        # Another delivery holds the step. If it lives, it wakes the run when done and this
+        # copy, looked at again once that lease could have lapsed, finds the step ended; if
+        # it died (a redelivered message of a killed worker), this copy runs the step then.
+        left = client.pttl(keys.step_lock(key))
+        send_later(client, "agentflow.node", [run_id, node_id, key, state], _queue_of(self.request),
+                   time.time() + max(left, 0) / 1000 + 0.5, task_id=key, kwargs={"meta": meta})
+        return {"ok": False, "duplicate": True}
     try:
         reply = _holding_lease(self, run_id, node_id, key, state, meta, client)
     finally:
         lease.release()
-    if not reply.get("delayed"):
+    if "delayed" in reply:
+        # Put back only once the lease is let go: the pump may send it again at once, and a
+        # delivery that found the lease still held would be dropped as a duplicate.
+        send_later(client, "agentflow.node", [run_id, node_id, key, state], _queue_of(self.request),
+                   time.time() + reply["delayed"], task_id=key, kwargs={"meta": meta})
+    else:
         wake(client, celery_app, run_id)
     return reply
 
@@ -135,7 +148,8 @@ def _holding_lease(self, run_id, node_id, key, state, meta, client) -> dict:
         limits, sub = plan
         tokens = impl.estimate_tokens(state) if limits.max_tokens_per_minute else 0
         try:
-            decision = limiter.try_acquire(limits, sub, tokens, waiter=key)
+            decision = limiter.try_acquire(limits, sub, tokens, waiter=key,
+                                           concurrency_key=concurrency_key(spec, impl.node, state))
         except LimiterUnavailable as exc:  # Redis blinked: nothing was granted, try again soon
             raise self.retry(countdown=1.0, max_retries=None, exc=exc)
         except RateLimitExceeded as exc:  # larger than the whole budget: waiting cannot help
@@ -143,20 +157,23 @@ def _holding_lease(self, run_id, node_id, key, state, meta, client) -> dict:
             return {"ok": False, "error": str(exc)}
         if not decision.allowed:
             # the limiter says when this step's turn comes; it waits in Redis, not in a worker
-            send_later(client, "agentflow.node", [run_id, node_id, key, state], _queue_of(self.request),
-                       time.time() + max(decision.retry_after, 0.01), task_id=key, kwargs={"meta": meta})
-            return {"ok": False, "delayed": decision.retry_after}
+            return {"ok": False, "delayed": max(decision.retry_after, 0.01)}
 
     queue = _queue_of(self.request)
-    observer = RecordingObserver(store, resources.bus(), queue_of=lambda _n: queue, worker=self.request.hostname or HOST,
-                                 step_key=key)
+    observer = telemetry.observe(RecordingObserver(store, resources.bus(), queue_of=lambda _n: queue,
+                                                   worker=self.request.hostname or HOST, step_key=key),
+                                 meta.get("traceparent"))
     # LLM tokens go out on the Redis bus
     stream = bool(meta["stream"] if "stream" in meta else _options_for(run_id).get("stream"))
-    ctx = RunContext(run_id=run_id, observer=observer, limiter=None,  # the grant was taken above
-                     extra={"stream": True} if stream else {})
+    # the node's own grant was taken above; calls inside the step (an llm node's tool
+    # calls) are charged through queue_limiter (graph/nodes/tool.py)
+    ctx = RunContext(run_id=run_id, observer=observer, limiter=None, tenant_id=meta.get("tenant_id"),
+                     extra={"stream": True, "queue_limiter": limiter} if stream else {"queue_limiter": limiter})
     update: dict = {}
     try:
-        update = run_step(spec, impl, state, ctx)
+        # a max_concurrency slot stays leased while the step runs
+        with limiter.holding(plan[0], decision) if decision is not None else nullcontext():
+            update = run_step(spec, impl, state, ctx)
         return {"ok": True}
     except RunCancelled:
         return {"ok": False, "cancelled": True, "error": "run was cancelled"}

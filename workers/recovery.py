@@ -9,9 +9,10 @@ How a lost worker is noticed, from the fastest to the slowest:
   message of a step whose lease is gone runs the step again; one whose lease is alive is dropped;
 - the broker's visibility timeout (AGENTFLOW_VISIBILITY_TIMEOUT, default 20 s): a message a
   killed worker had taken is delivered again that long after it was taken, by any live worker;
-- the sweep (every AGENTFLOW_SWEEP_EVERY = 5 s): a run not heard of for STALE_AFTER whose waits
-  no longer exist in Redis (it restarted empty, losing queued messages) is woken, and its
-  driver sends what was lost; a queued run whose first message was lost is sent again.
+- the sweep (every AGENTFLOW_SWEEP_EVERY = 5 s): a run not heard of for STALE_AFTER is woken
+  when it has news nobody advanced (its driver died holding the run), when its waits no longer
+  exist in Redis (it restarted empty, losing queued messages: its driver sends them again), or
+  when it waits for child runs; a queued run whose first message was lost is sent again.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from .wake import wake
 
 log = logging.getLogger(__name__)
 PUMP_IDLE = 0.05      # seconds between looks at the delayed set when nothing is due sooner
-PUMP_LEASE = 6        # seconds
+PUMP_LEASE = 3        # seconds: another worker takes the pump over within this of its holder dying
 STALE_AFTER = 20.0    # a run not heard of this long is looked at by the sweep
 
 
@@ -44,7 +45,7 @@ def sweep(store, client, app) -> int:
     for run_id, status, waits in store.stale_runs(utcnow() - timedelta(seconds=STALE_AFTER)):
         if client.exists(keys.run_lock(run_id)):
             continue  # a driver advances it now
-        lost = status == "queued" or not waits or any(
+        lost = status == "queued" or not waits or client.exists(keys.run_news(run_id)) or any(
             w.get("kind") == "step" and not client.exists(keys.step_sent(w["key"])) for w in waits) or any(
             w.get("kind") == "children" for w in waits)
         if lost:

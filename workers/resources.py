@@ -9,6 +9,7 @@ from ..graph.secrets import install_log_redaction
 from ..redisconn import redis_client as make_redis_client
 from ..runs.events import RedisEventBus
 from ..settings import get_settings
+from ..store import crypto
 from ..store.db import IdleCheck, psycopg_pooler_args, session_factory
 from .checkpoints import HoldingPostgresSaver
 from ..store.runs import RunStore
@@ -67,7 +68,8 @@ def checkpointer():
             kwargs = {"autocommit": True, "prepare_threshold": 0, "row_factory": dict_row, **psycopg_pooler_args()}
             pool = ConnectionPool(url, min_size=1, max_size=16, open=True, check=check, reset=idle.used,
                                   kwargs=kwargs)
-            saver = HoldingPostgresSaver(pool)
+            # encrypted with AGENTFLOW_ENCRYPTION_KEY set (store/crypto.py)
+            saver = crypto.sealed_saver(HoldingPostgresSaver)(pool, serde=crypto.CheckpointSerde())
             setup_checkpoint_tables(pool, saver)
             _checkpointer = saver
     return _checkpointer

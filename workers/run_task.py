@@ -17,6 +17,8 @@ from ..graph.runtime import RunContext
 from ..graph.step import describe
 from ..graph.validate import parse_valid, spec_hash
 from ..runs.advance import advance
+from ..runs.children import QueuedChildRuns, parent_to_wake
+from ..runs import telemetry
 from ..runs.observer import RecordingObserver
 from ..runs.people import StorePeople
 from ..store.runs import TERMINAL
@@ -26,7 +28,7 @@ from .delayed import send_later
 from .infra import transient
 from .lease import Lease
 from .node_dispatch import NodeDispatcher
-from .wake import wake
+from .wake import NEWS_TTL, wake
 
 log = logging.getLogger(__name__)
 LOCK_TTL = 15  # seconds; the lease is renewed every LOCK_TTL/3 while the driver lives
@@ -36,9 +38,12 @@ MAX_ROUNDS = 1000  # advances of one run in one delivery before it yields to oth
 @celery_app.task(name="agentflow.run", bind=True, acks_late=True, reject_on_worker_lost=True, max_retries=None)
 def run_workflow(self, run_id: str) -> str:
     client = resources.redis_client()
+    # News first: if the lease is held, its holder advances again when it sees this; if the
+    # holder is dead, the recovery sweep finds news on a run nobody advances and wakes it.
+    client.set(keys.run_news(run_id), "1", ex=NEWS_TTL)
     lease = Lease(client, keys.run_lock(run_id), LOCK_TTL, on_renew=lambda: resources.store().heartbeat(run_id))
     if not lease.acquire():
-        return "busy"  # the driver holding the run advances it again when it sees the news
+        return "busy"
     status = "unknown"
     try:
         for _ in range(MAX_ROUNDS):
@@ -76,18 +81,23 @@ def _advance(run_id: str, worker: str) -> str:
     # first pause) starts over from the input, reading finished steps back by key
     resumed = begun["attempts"] > 1 and saver.get_tuple({"configurable": {"thread_id": run_id}}) is not None
     saver.track(run_id, fresh=not resumed)
-    observer = RecordingObserver(store, bus, queue_of=lambda _n: RUN_QUEUE, worker=worker)
+    trace = telemetry.run_scope(run_id, options, spec.id, begun["tenant_id"])
+    observer = trace.observe(RecordingObserver(store, bus, queue_of=lambda _n: RUN_QUEUE, worker=worker))
     dispatch = NodeDispatcher(run_id, spec, spec_hash(begun["spec"]), bool(options.get("stream")),
-                              first_attempt=begun["attempts"] == 1, tenant_id=begun["tenant_id"])
+                              first_attempt=begun["attempts"] == 1, tenant_id=begun["tenant_id"],
+                              traceparent=trace.traceparent)
     ctx = RunContext(run_id=run_id, observer=observer, limiter=resources.limiter(), tenant_id=begun["tenant_id"],
                      dispatch=dispatch, resume=dispatch.recall,
                      people=StorePeople(store, bus, wake_at=lambda rid, at: _wake_at(rid, at)),
+                     # a child run is a run of its own: queued here, its end wakes this one
+                     children=QueuedChildRuns(store, lambda rid: wake(resources.redis_client(), celery_app, rid)),
                      extra={"stream": True} if options.get("stream") else {})
     status = "unknown"
     try:
         status = advance(store, bus, spec, run_id, ctx, run_input=None if resumed else begun["input"],
                          tenant_id=begun["tenant_id"], checkpointer=saver, start=begun["rerun_from"],
-                         listeners=_listeners(), reraise=transient)
+                         listeners=[*_listeners(), lambda rec: trace.end(rec.get("status"), rec.get("error"))],
+                         reraise=transient)
     finally:
         if status in TERMINAL:
             saver.discard(run_id)  # nothing resumes an ended run
@@ -102,7 +112,16 @@ def _wake_at(run_id: str, when: float) -> None:
 
 
 def _listeners() -> list:
-    """Outbound webhooks (agentflow.webhooks.deliver tasks); never fail the run."""
+    """Outbound webhooks (agentflow.webhooks.deliver tasks), and the parent of a child run
+    woken when its last child of a step ends; never fail the run."""
     from .webhook_task import celery_notifier
 
-    return [celery_notifier(resources.store().factory)]
+    return [celery_notifier(resources.store().factory), _wake_parent]
+
+
+def _wake_parent(record: dict) -> None:
+    if not record.get("parent_run_id"):
+        return  # not a child run: nothing to look up
+    parent = parent_to_wake(resources.store(), record.get("run_id"))
+    if parent is not None:
+        wake(resources.redis_client(), celery_app, parent)

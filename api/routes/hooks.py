@@ -8,13 +8,15 @@ the tenant and workflow; the body becomes the run's input:
 
 - `{"user_input": "...", "metadata": {...}}` (either key optional) is used as is;
 - any other JSON document -> `{"user_input": "<the JSON text>", "metadata": {"webhook": <document>}}`.
+
+A signed request starts at most one run: the replay guard is claimed atomically before the
+run is started, and the same request again (or at the same moment) gets a 409.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
 from functools import partial
 from typing import Any
 
@@ -22,9 +24,10 @@ import anyio
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
-from ...graph.secrets import SecretNotAllowed, check_env_name, read_secret
-from ...runs.webhooks import SIGNATURE_HEADER, TIMESTAMP_HEADER, ReplayGuard, check_signature
-from ...store.hooks import HookStore
+from ...graph.secrets import MissingSecret, SecretNotAllowed, check_env_name, read_secret
+from ...runs.webhooks import (REPLAY_TTL, SIGNATURE_HEADER, TIMESTAMP_HEADER, RedisReplayGuard, ReplayGuard,
+                              check_signature, replay_key)
+from ...store.hooks import HookReplays, HookStore
 from .. import metrics
 from ..auth import attribute
 from ..body import JSONRoute, strict_loads
@@ -51,8 +54,12 @@ def create_hook(body: HookCreate, request: Request, svc: ServicesDep, tenant: Te
         raise ApiError(422, f"workflow {body.workflow_id!r} not found",
                        [{"path": "workflow_id", "message": "no such workflow"}])
     allowed_key_env(body.secret_env)
-    if not os.environ.get(body.secret_env):
-        log.warning("hook for %s: environment variable %s is not set on this server; its triggers "
+    try:
+        configured = read_secret(body.secret_env, required=False)
+    except MissingSecret:
+        configured = None
+    if not configured:
+        log.warning("hook for %s: secret %s is not set on this server; its triggers "
                     "will be refused until it is", body.workflow_id, body.secret_env)
     return _public(HookStore(svc.factory).create_hook(tenant, body.workflow_id, body.secret_env), request)
 
@@ -100,9 +107,20 @@ def hook_input(document: Any) -> dict[str, Any]:
 def _replay_guard(svc: Services) -> ReplayGuard:
     guard = svc.extra.get("hook_replay")
     if guard is None:
-        inner = getattr(svc.dispatcher, "inner", None)
-        guard = svc.extra["hook_replay"] = ReplayGuard(getattr(inner, "redis", None))
+        redis = getattr(getattr(svc.dispatcher, "inner", None), "redis", None)
+        guard = RedisReplayGuard(redis) if redis is not None else HookReplays(svc.factory, REPLAY_TTL)
+        svc.extra["hook_replay"] = guard
     return guard
+
+
+def _replayed(earlier: str) -> ApiError:
+    problem = [{"path": f"header.{SIGNATURE_HEADER}", "message": "this signed request was already accepted"}]
+    if earlier:
+        return ApiError(409, f"this signed request was already accepted and started run {earlier}; "
+                        "a new trigger needs a new signature (a new timestamp)", problem,
+                        headers={"Location": f"/runs/{earlier}"}, run_id=earlier)
+    return ApiError(409, "an identical signed request is being accepted right now; "
+                    "a new trigger needs a new signature (a new timestamp)", problem, run_id=None)
 
 
 def _unauthorized(reason: str) -> ApiError:
@@ -128,6 +146,7 @@ def _start(svc: Services, hook: dict[str, Any], run_input: dict[str, Any]) -> st
 @router.post("/hooks/{hook_id}", name="trigger_hook", status_code=202, response_model=HookAccepted,
              openapi_extra={"security": []}, responses={
                  401: {"model": ErrorResponse, "description": "missing, stale or wrong signature"},
+                 409: {"model": ErrorResponse, "description": "this signed request was already accepted"},
                  **ERRORS}, summary="Start a run (signed with the hook's key; no API token)")
 async def trigger_hook(hook_id: str, request: Request, svc: ServicesDep) -> JSONResponse:
     raw = await request.body()
@@ -136,23 +155,16 @@ async def trigger_hook(hook_id: str, request: Request, svc: ServicesDep) -> JSON
         raise not_found("hook", hook_id)
     try:
         key = read_secret(hook["secret_env"], required=False)
-    except SecretNotAllowed:
+    except (SecretNotAllowed, MissingSecret):
         key = None
     if not key:
-        log.warning("hook %s: environment variable %s is not set (or not allowed); refusing its trigger",
+        log.warning("hook %s: secret %s is not set (or not allowed); refusing its trigger",
                     hook_id, hook["secret_env"])
         raise _unauthorized("the server cannot verify signatures for this hook (its key is not configured)")
     signature = request.headers.get(SIGNATURE_HEADER)
     reason = check_signature(key, request.headers.get(TIMESTAMP_HEADER), signature, raw)
     if reason is not None:
         raise _unauthorized(reason)
-    guard = _replay_guard(svc)
-    replay_key = f"{hook_id}:{signature}"
-    earlier = await anyio.to_thread.run_sync(guard.seen, replay_key)
-    if earlier:
-        status = await anyio.to_thread.run_sync(svc.runs.status, earlier)
-        return JSONResponse({"run_id": earlier, "status": status or "queued", "duplicate": True}, status_code=202,
-                            headers={"Location": f"/runs/{earlier}"})
     document: Any = {}
     if raw.strip():
         try:
@@ -160,10 +172,20 @@ async def trigger_hook(hook_id: str, request: Request, svc: ServicesDep) -> JSON
         except (ValueError, UnicodeDecodeError) as exc:
             detail = f"the body is not JSON: {exc}"
             raise ApiError(422, detail, [{"path": "", "message": detail}]) from None
+    # claimed before the run starts, in one atomic step: two identical requests at once
+    # cannot both get here (checking, starting, then remembering let both through)
+    guard, key = _replay_guard(svc), replay_key(hook_id, signature or "")
+    earlier = await anyio.to_thread.run_sync(guard.claim, key)
+    if earlier is not None:
+        raise _replayed(earlier)
     # audited (run.start_hook) as the hook of its tenant; a replay above starts and records nothing
     attribute(request, hook["tenant_id"], f"hook:{hook_id}")
-    run_id = await anyio.to_thread.run_sync(_start, svc, hook, hook_input(document))
-    await anyio.to_thread.run_sync(guard.remember, replay_key, run_id)
+    try:
+        run_id = await anyio.to_thread.run_sync(_start, svc, hook, hook_input(document))
+    except Exception:
+        await anyio.to_thread.run_sync(guard.release, key)  # not accepted: the sender may retry it
+        raise
+    await anyio.to_thread.run_sync(guard.settle, key, run_id)
     metrics.RUNS_SUBMITTED.labels(svc.mode, "hook").inc()
-    return JSONResponse({"run_id": run_id, "status": "queued", "duplicate": False}, status_code=202,
+    return JSONResponse({"run_id": run_id, "status": "queued"}, status_code=202,
                         headers={"Location": f"/runs/{run_id}"})

@@ -13,7 +13,7 @@ calls to `QueueCharge.of(queue, namespace=limit_namespace(<workflow id>, <tenant
 Prometheus registry; `GET /metrics` appends it (`metrics_text`) for the caller's tenant:
 agentflow_queue_rate_per_second, _requests_per_minute, _tokens_per_minute,
 _tokens_available, _limit_per_second, _limit_tokens_per_minute, _waiting{sub_queue},
-_granted_total{sub_queue}, label queue="<workflow_id>:<queue_id>" (prefixed "<tenant>/" for
+_granted_total{sub_queue}, _in_flight, _limit_concurrency, label queue="<workflow_id>:<queue_id>" (prefixed "<tenant>/" for
 any tenant but the default one, as the limiter keys are).
 """
 
@@ -58,6 +58,8 @@ class QueueLimitsOut(BaseModel):
     max_tokens_per_minute: int | None = None
     burst_size: int | None = None
     sub_queues: list[SubQueueLimit] = Field(default_factory=list)
+    max_concurrency: int | None = None
+    concurrency_key: str | None = None
 
 
 class QueueRecord(BaseModel):
@@ -71,6 +73,9 @@ class QueueRecord(BaseModel):
     tokens_available: float | None = Field(None, description="Token bucket level now (token-limited queues).")
     waiting: dict[str, int] = Field(description="Tasks waiting for a grant, per sub-queue.")
     granted: dict[str, int] = Field(description="Grants since the limiter state was created, per sub-queue.")
+    in_flight: int = Field(0, description="Steps holding a max_concurrency slot now, fleet-wide.")
+    in_flight_by_key: dict[str, int] = Field(default_factory=dict, description=(
+        "The same per concurrency key ('' when the queue has no concurrency_key)."))
 
 
 class QueuePage(BaseModel):
@@ -124,10 +129,12 @@ def record(workflow_id: str, queue: Queue, stats: QueueStats) -> dict[str, Any]:
                    "max_requests_per_minute": queue.max_requests_per_minute,
                    "max_tokens_per_minute": queue.max_tokens_per_minute,
                    "burst_size": queue.burst_size,
-                   "sub_queues": [{"id": s.id, "weight": s.weight} for s in queue.sub_queues]},
+                   "sub_queues": [{"id": s.id, "weight": s.weight} for s in queue.sub_queues],
+                   "max_concurrency": queue.max_concurrency, "concurrency_key": queue.concurrency_key},
         "rate_per_second": stats.rate_per_second, "requests_per_minute": stats.requests_per_minute,
         "tokens_per_minute": stats.tokens_per_minute, "tokens_available": stats.tokens_available,
         "waiting": dict(stats.waiting), "granted": dict(stats.granted),
+        "in_flight": stats.in_flight, "in_flight_by_key": dict(stats.in_flight_by_key),
     }
 
 

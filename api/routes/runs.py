@@ -15,6 +15,7 @@ from fastapi.responses import JSONResponse
 from sse_starlette import EventSourceResponse
 
 from ...graph.secrets import redact
+from ...runs import telemetry
 from ...store.runs import TERMINAL
 from .. import metrics
 from ..audit import claim
@@ -52,18 +53,25 @@ async def start_run(workflow_id: str, request: Request, svc: ServicesDep, tenant
     # the insert itself on the submit path (bench/api_submit.py)
     body = body or RunCreate()
     audit = claim(request.scope, 202)
-    run_id = await anyio.to_thread.run_sync(partial(_start, svc, tenant, workflow_id, body, audit))
+    run_id = await anyio.to_thread.run_sync(partial(submit_run, svc, tenant, workflow_id, body, audit,
+                                                    request.headers.get("traceparent")))
     metrics.RUNS_SUBMITTED.labels(svc.mode, "api").inc()
     return JSONResponse({"run_id": run_id, "status": "queued"}, status_code=202,
                         headers={"Location": f"/runs/{run_id}"})
 
 
-def _start(svc: Services, tenant: str, workflow_id: str, body: RunCreate, audit: dict | None) -> str:
+def submit_run(svc: Services, tenant: str, workflow_id: str, body: RunCreate, audit: dict | None,
+               traceparent: str | None = None) -> str:
+    """Create and queue a run of the workflow's current version (also /mcp's tool calls):
+    its run id, or ApiError 404 (no such workflow) / 503 (it could not be queued)."""
+    # the run's trace (OpenTelemetry, when on) begins here, in the caller's if it sent one
+    options = telemetry.with_run_trace({"stream": True} if body.stream else None, traceparent)
     created = svc.runs.create_from_workflow(tenant, workflow_id, body.input.model_dump(),
-                                            options={"stream": True} if body.stream else None, audit=audit)
+                                            options=options, audit=audit)
     if created is None:
         raise not_found("workflow", workflow_id)
     run_id = created[0]
+    telemetry.submitted(options, run_id, workflow_id)
     try:
         svc.dispatcher.submit(run_id)
     except Exception as exc:
@@ -87,9 +95,12 @@ def list_workflow_runs(workflow_id: str, svc: ServicesDep, tenant: TenantDep, li
 
 @router.get("/runs", response_model=RunPage, responses=ERRORS, summary="Runs, newest first")
 def list_runs(svc: ServicesDep, tenant: TenantDep, limit: Limit = 50, cursor: Cursor = None,
-              workflow_id: Annotated[str | None, Query(max_length=128)] = None) -> dict[str, Any]:
+              workflow_id: Annotated[str | None, Query(max_length=128)] = None,
+              parent_run_id: Annotated[str | None, Query(max_length=36, description=(
+                  "Only the runs this run started (workflow and map nodes) or that re-run it."))] = None,
+              ) -> dict[str, Any]:
     items, next_id = svc.runs.list(workflow_id=workflow_id, tenant_id=tenant, limit=limit,
-                                   before=decode_str(cursor))
+                                   before=decode_str(cursor), parent_run_id=parent_run_id)
     return _page(items, next_id)
 
 
@@ -98,6 +109,7 @@ def get_run(run_id: str, svc: ServicesDep, tenant: TenantDep) -> dict[str, Any]:
     record = svc.runs.get(run_id, tenant)
     if record is None:
         raise not_found("run", run_id)
+    record["children"] = svc.runs.children(run_id)
     return record
 
 
@@ -108,10 +120,12 @@ def cancel_run(run_id: str, svc: ServicesDep, tenant: TenantDep) -> dict[str, An
     if status is None:
         raise not_found("run", run_id)
     if status == "cancelled":
-        try:
-            svc.dispatcher.cancel(run_id)
-        except Exception as exc:  # the stored flag still stops it at the next step
-            log.warning("dispatcher could not cancel run %s: %s", run_id, scrub(str(exc))[:200])
+        # the store cancelled its child runs too (workflow and map nodes): stop them as well
+        for child in [run_id, *svc.runs.descendants(run_id)]:
+            try:
+                svc.dispatcher.cancel(child)
+            except Exception as exc:  # the stored flag still stops it at the next step
+                log.warning("dispatcher could not cancel run %s: %s", child, scrub(str(exc))[:200])
         record = svc.runs.get(run_id, tenant)
         if record is not None:
             svc.dispatcher.bus.publish(run_id, "end", record)

@@ -28,6 +28,7 @@ def run_trace(run_id: str, svc: ServicesDep, tenant: TenantDep) -> dict[str, Any
     trace = TraceStore(svc.factory).trace(run_id, tenant)
     if trace is None:
         raise not_found("run", run_id)
+    trace["children"] = svc.runs.children(run_id)  # each child's own trace is /runs/{child}/trace
     return trace
 
 

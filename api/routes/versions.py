@@ -10,7 +10,7 @@ from ...graph.diff import diff_specs
 from ...graph.spec import WorkflowSpec
 from ...graph.validate import validate
 from ..body import JSONRoute
-from ..deps import ServicesDep, TenantDep
+from ..deps import PrincipalDep, ServicesDep, TenantDep, save_workflow
 from ..errors import ApiError, not_found
 from ..schemas import ErrorResponse, RollbackRequest, SpecDiff, WorkflowRecord
 
@@ -40,11 +40,11 @@ def diff_versions(workflow_id: str, a: VersionNumber, b: VersionNumber, svc: Ser
 
 @router.post("/workflows/{workflow_id}/rollback", response_model=WorkflowRecord, responses=ERRORS,
              summary="Save an earlier version's spec as a new version (history is kept)")
-def rollback(workflow_id: str, body: RollbackRequest, svc: ServicesDep, tenant: TenantDep) -> dict[str, Any]:
+def rollback(workflow_id: str, body: RollbackRequest, svc: ServicesDep, tenant: TenantDep,
+             principal: PrincipalDep) -> dict[str, Any]:
     spec = _version_spec(svc, tenant, workflow_id, body.version)
     problems = validate(spec)
     if problems:  # saved under older rules that have since become stricter
         errors = [p.as_dict() for p in problems]
         raise ApiError(422, f"version {body.version} is no longer a valid spec", errors)
-    record, _ = svc.workflows.save(tenant, WorkflowSpec.model_validate(spec))
-    return record
+    return save_workflow(svc, tenant, principal, WorkflowSpec.model_validate(spec))

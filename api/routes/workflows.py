@@ -10,7 +10,7 @@ from ...graph.spec import WorkflowSpec
 from ...graph.validate import Problem, validate
 from .. import metrics
 from ..body import JSONRoute, JsonBody, documented_body, json_body
-from ..deps import ServicesDep, TenantDep
+from ..deps import PrincipalDep, ServicesDep, TenantDep, save_workflow
 from ..errors import ApiError, not_found, summarize
 from ..pagination import Cursor, Limit, decode_time_id, encode
 from ..schemas import (SPEC_REF, ErrorResponse, ExecuteRequest, ExecuteResult, ValidationResult,
@@ -27,9 +27,10 @@ def spec_problems(problems: list[Problem], **extra: Any) -> ApiError:
     return ApiError(422, f"invalid workflow spec: {len(errors)} problem(s): {summarize(errors)}", errors, **extra)
 
 
-def parse_spec(data: Any, extra_problems: list[Problem] | None = None) -> WorkflowSpec:
-    """The validated spec, or a 422 listing every problem with its path."""
-    problems = validate(data) + list(extra_problems or [])
+def parse_spec(data: Any, extra_problems: list[Problem] | None = None, resolver=None) -> WorkflowSpec:
+    """The validated spec, or a 422 listing every problem with its path. `resolver`: the
+    tenant's saved workflows (WorkflowStore.resolver), which workflow and map nodes name."""
+    problems = validate(data, resolver) + list(extra_problems or [])
     if problems:
         raise spec_problems(problems)
     return WorkflowSpec.model_validate(data)
@@ -48,8 +49,9 @@ async def _spec_document(request: Request) -> Any:
              summary="Validate a spec",
              responses={422: {"model": ValidationResult, "description": "the spec is invalid"}},
              openapi_extra=SPEC_BODY)
-def validate_workflow(body: Annotated[Any, Depends(_spec_document)]) -> dict[str, Any]:
-    problems = validate(body)
+def validate_workflow(body: Annotated[Any, Depends(_spec_document)], svc: ServicesDep,
+                      tenant: TenantDep) -> dict[str, Any]:
+    problems = validate(body, svc.workflows.resolver(tenant))
     if problems:
         raise spec_problems(problems, valid=False)
     return {"valid": True, "errors": []}
@@ -60,7 +62,7 @@ def validate_workflow(body: Annotated[Any, Depends(_spec_document)]) -> dict[str
 def execute_workflow(req: ExecuteRequest, svc: ServicesDep, tenant: TenantDep,
                      timeout: Annotated[float, Query(gt=0, le=3600, description=(
                          "Distributed mode: seconds to wait for the run to end."))] = 300) -> dict[str, Any]:
-    spec = parse_spec(req.spec)
+    spec = parse_spec(req.spec, resolver=svc.workflows.resolver(tenant))
     run_id = svc.runs.create(spec.to_json(), req.initial_state.model_dump(), workflow_id=spec.id,
                              tenant_id=tenant)
     metrics.RUNS_SUBMITTED.labels(svc.mode, "execute").inc()
@@ -75,10 +77,8 @@ def execute_workflow(req: ExecuteRequest, svc: ServicesDep, tenant: TenantDep,
 @router.post("/workflows", status_code=201, response_model=WorkflowRecord, responses=ERRORS,
              summary="Save a workflow (a new version unless identical to the current one)",
              openapi_extra=SPEC_BODY)
-def create_workflow(body: JsonBody, svc: ServicesDep, tenant: TenantDep) -> dict[str, Any]:
-    spec = parse_spec(body)
-    record, _ = svc.workflows.save(tenant, spec)
-    return record
+def create_workflow(body: JsonBody, svc: ServicesDep, tenant: TenantDep, principal: PrincipalDep) -> dict[str, Any]:
+    return save_workflow(svc, tenant, principal, parse_spec(body, resolver=svc.workflows.resolver(tenant)))
 
 
 @router.get("/workflows", response_model=WorkflowPage, responses=ERRORS, summary="List workflows, newest first")
@@ -101,13 +101,13 @@ def get_workflow(workflow_id: str, svc: ServicesDep, tenant: TenantDep) -> dict[
             responses={201: {"model": WorkflowRecord, "description": "created"}, **ERRORS},
             summary="Replace a workflow (saved as a new version; created when absent)")
 def replace_workflow(workflow_id: str, body: JsonBody, svc: ServicesDep, tenant: TenantDep,
-                     response: Response) -> dict[str, Any]:
+                     principal: PrincipalDep, response: Response) -> dict[str, Any]:
     mismatch = []
     if isinstance(body, dict) and isinstance(body.get("id"), str) and body["id"] != workflow_id:
         mismatch.append(Problem("id", f"must equal the workflow id in the path ({workflow_id!r})"))
-    spec = parse_spec(body, mismatch)
+    spec = parse_spec(body, mismatch, resolver=svc.workflows.resolver(tenant))
     existed = svc.workflows.exists(tenant, workflow_id)
-    record, _ = svc.workflows.save(tenant, spec)
+    record = save_workflow(svc, tenant, principal, spec)
     response.status_code = 200 if existed else 201
     return record
 

@@ -1,42 +1,28 @@
 """Node implementations: `make_node(node, spec)` returns the callable for one spec node.
 
-Each node type lives in its own module; every implementation derives from
-`base.NodeImpl` and returns a partial GraphState update.
+Which implementation a type has comes from the registry (graph/registry.py): built-in
+types name their class (graph/nodes/builtin.py), a plugin's type runs through
+`plugin.PluginNodeImpl`. Every implementation derives from `base.NodeImpl` and returns
+a partial GraphState update.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from .aggregator import AggregatorNodeImpl
-from .api import APINodeImpl
+from .. import registry
 from .base import NodeImpl
-from .db import DBNodeImpl
-from .human import HumanNodeImpl
-from .image import ImageNodeImpl
-from .input import InputNodeImpl
-from .llm import LLMNodeImpl
-from .router import RouterNodeImpl
-
-NODE_IMPLS: dict[str, type[NodeImpl]] = {
-    "input": InputNodeImpl,
-    "router": RouterNodeImpl,
-    "llm": LLMNodeImpl,
-    "image": ImageNodeImpl,
-    "db": DBNodeImpl,
-    "aggregator": AggregatorNodeImpl,
-    "api": APINodeImpl,
-    "human": HumanNodeImpl,
-}
+from .plugin import PluginNodeImpl
 
 
 def make_node(node: Any, spec: Any) -> NodeImpl:
     """Build the implementation of one spec node (raises StepError on a bad source)."""
-    try:
-        cls = NODE_IMPLS[node.type]
-    except KeyError:
-        raise ValueError(f"unknown node type {node.type!r}") from None
-    return cls(node, spec)
+    node_type = registry.node_type(node.type)
+    if node_type is None:
+        raise ValueError(f"unknown node type {node.type!r}")
+    if node_type.make is not None:
+        return node_type.make(node, spec)
+    return PluginNodeImpl(node, spec, node_type)
 
 
-__all__ = ["NODE_IMPLS", "NodeImpl", "make_node"]
+__all__ = ["NodeImpl", "make_node"]

@@ -29,13 +29,16 @@ class NodeImpl:
     calls_outside: bool = False
     asks_person: bool = False  # a human node: answered through ctx.people
     default_timeout: float = 60.0  # seconds, per attempt
+    # True: `run` takes the step's key (`step_key=`), by which what it started is found again
+    # when it runs again after a wait (workflow and map nodes)
+    keyed: bool = False
 
     def __init__(self, node: Any, spec: Any):
         self.node = node
         self.spec = spec
         self.source = spec.source(node.source) if getattr(node, "source", None) else None
         if self.needs_source():
-            want = NODE_SOURCE_KIND.get(node.type)
+            want = self.source_kind()
             if self.source is None:
                 raise StepError(f"node '{node.id}' needs a source of kind '{want}'"
                                 + (f" (source '{node.source}' is not defined)" if node.source else ""),
@@ -47,12 +50,15 @@ class NodeImpl:
     def needs_source(self) -> bool:
         return self.calls_outside
 
+    def source_kind(self) -> str | None:
+        return NODE_SOURCE_KIND.get(self.node.type)
+
     # ------------------------------------------------------------ calling
 
-    def __call__(self, state: dict, ctx: RunContext | None = None) -> dict:
+    def __call__(self, state: dict, ctx: RunContext | None = None, step_key: str | None = None) -> dict:
         ctx = ctx or RunContext()
         try:
-            update = self.run(state, ctx)
+            update = self.run(state, ctx, step_key=step_key) if self.keyed else self.run(state, ctx)
         except StepError as exc:
             if exc.node_id is None:
                 exc.node_id = self.node.id
@@ -72,7 +78,10 @@ class NodeImpl:
 
     @property
     def max_retries(self) -> int:
-        """node config > source > default 3."""
+        """node `retry` (max_attempts - 1) > node config > source > default 3."""
+        policy = getattr(self.node, "retry", None)
+        if policy is not None:
+            return policy.max_attempts - 1
         for value in (getattr(self.node.config, "max_retries", None),
                       getattr(self.source, "max_retries", None)):
             if value is not None:
@@ -89,15 +98,21 @@ class NodeImpl:
         return self.default_timeout
 
     def call_source(self, fn: Callable[[], T]) -> T:
-        """Run one call to the source with our retries and its circuit breaker."""
+        """Run one call to the source with our retries and its circuit breaker. A node's own
+        `retry` policy waits exactly backoff_s, then twice that, and so on (no jitter: the
+        user asked for those waits)."""
+        policy = getattr(self.node, "retry", None)
+        if policy is not None:
+            return resilience.call(self.source.id, fn, retries=self.max_retries,
+                                   base_delay=policy.backoff_s, max_delay=3600.0, jitter=False)
         return resilience.call(self.source.id, fn, retries=self.max_retries)
 
     def secret(self, env_name: str | None, ctx: RunContext, required: bool = True) -> str | None:
         try:
             return read_secret(env_name, ctx.env, required=required)
-        except MissingSecret:
-            raise StepError(f"source '{self.source.id if self.source else '?'}' needs the environment "
-                            f"variable {env_name}, which is not set", node_id=self.node.id) from None
+        except MissingSecret as exc:  # names the secret and where it was looked for, never a value
+            raise StepError(f"source '{self.source.id if self.source else '?'}' needs the {exc.where}, "
+                            "which is not set", node_id=self.node.id) from None
 
 
 def max_output_bytes() -> int:

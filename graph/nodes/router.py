@@ -9,7 +9,7 @@ from ..errors import InvalidOutput, StepError
 from ..sources import openai_llm
 from ..templates import render
 from .base import NodeImpl, estimate_prompt_tokens
-from .llm import chat_usage
+from .llm import chat_usage, report_model_call
 
 _EDGE_PUNCT = " \t\r\n\"'`.,;:!?()[]{}<>*_“”‘’"
 DEFAULT_PROMPT = "Classify the request.\n\n{user_input}"
@@ -62,6 +62,7 @@ class RouterNodeImpl(NodeImpl):
         messages = [{"role": "user", "content": self.prompt(state)}]
         result = self.call_source(lambda: openai_llm.chat(
             self.source, messages, env=ctx.env, temperature=cfg.temperature, timeout=self.timeout))
+        report_model_call(ctx, self.node.id, self.source, result)
         label = match_label(result.text, cfg.labels)
         if label is None:
             shown = result.text if len(result.text) <= 200 else result.text[:200] + "..."

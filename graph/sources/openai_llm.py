@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
 import openai
@@ -22,9 +22,8 @@ def client_for(source: Any, env: Mapping[str, str] | None, timeout: float = 60.0
     rotated key is picked up; the cache is keyed by the key's hash, not the key."""
     try:
         api_key = read_secret(source.api_key_env, env) if source.api_key_env else None
-    except MissingSecret:
-        raise StepError(f"source '{source.id}' needs the environment variable {source.api_key_env}, "
-                        "which is not set") from None
+    except MissingSecret as exc:
+        raise StepError(f"source '{source.id}' needs the {exc.where}, which is not set") from None
     base_url = read_secret(source.base_url_env, env, required=False) if source.base_url_env else None
     key = (hashlib.sha256((api_key or "").encode()).hexdigest(), base_url)
     with _clients_lock:
@@ -81,6 +80,17 @@ class ChatResult:
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
     model: str | None = None
+    # function calls the model asked for: [{"id", "name", "arguments" (the JSON text)}]
+    tool_calls: list[dict] = field(default_factory=list)
+
+    def assistant_message(self) -> dict:
+        """The reply as a chat message, to send back with the tools' answers."""
+        msg: dict[str, Any] = {"role": "assistant", "content": self.text or None}
+        if self.tool_calls:
+            msg["tool_calls"] = [{"id": c["id"], "type": "function",
+                                  "function": {"name": c["name"], "arguments": c["arguments"]}}
+                                 for c in self.tool_calls]
+        return msg
 
     @property
     def total_tokens(self) -> int | None:
@@ -91,10 +101,14 @@ class ChatResult:
 
 def chat(source: Any, messages: list[dict], *, env: Mapping[str, str] | None = None,
          max_tokens: int | None = None, temperature: float | None = None, timeout: float = 60.0,
-         on_delta: Callable[[str], None] | None = None) -> ChatResult:
-    """One chat completion. With `on_delta`, streams and calls it for each text delta."""
+         on_delta: Callable[[str], None] | None = None, tools: list[dict] | None = None) -> ChatResult:
+    """One chat completion. With `on_delta`, streams and calls it for each text delta.
+    `tools`: OpenAI function definitions the model may call (the reply's `tool_calls`)."""
     client = client_for(source, env, timeout)
     kwargs: dict[str, Any] = {"model": source.model, "messages": messages, "timeout": timeout}
+    if tools:
+        kwargs["tools"] = tools
+        on_delta = None  # a reply that may be a function call is read whole
     if max_tokens is not None:
         kwargs["max_tokens"] = max_tokens
     if temperature is not None:
@@ -107,8 +121,10 @@ def chat(source: Any, messages: list[dict], *, env: Mapping[str, str] | None = N
             msg = resp.choices[0].message
             text = msg.content if msg.content is not None else (getattr(msg, "refusal", None) or "")
             usage = resp.usage
+            calls = [{"id": c.id, "name": c.function.name, "arguments": c.function.arguments or "{}"}
+                     for c in (getattr(msg, "tool_calls", None) or []) if getattr(c, "function", None)]
             return ChatResult(text, usage.prompt_tokens if usage else None,
-                              usage.completion_tokens if usage else None, resp.model)
+                              usage.completion_tokens if usage else None, resp.model, calls)
         return _stream(client, kwargs, on_delta)
     except openai.OpenAIError as exc:
         raise convert_error(exc, source, "llm", timeout) from None

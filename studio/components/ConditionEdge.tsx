@@ -6,6 +6,7 @@ import type { ConditionFlowEdge } from "@/lib/flow";
 import { useWorkflowStore } from "@/lib/useWorkflowStore";
 
 const DIFF_STROKE: Record<string, string> = { added: "#10b981", removed: "#f43f5e", changed: "#f59e0b" };
+const ON_ERROR_STROKE = "#dc2626";
 
 function ConditionEdgeView({ id, source, target, sourceX, sourceY, targetX, targetY, sourcePosition, targetPosition, data, selected, markerEnd }: EdgeProps<ConditionFlowEdge>) {
   const [path, labelX, baseY] = getBezierPath({ sourceX, sourceY, targetX, targetY, sourcePosition, targetPosition });
@@ -18,7 +19,9 @@ function ConditionEdgeView({ id, source, target, sourceX, sourceY, targetX, targ
   const problems = data?.problems ?? [];
   const diff = data?.diff ?? null;
   const readOnly = Boolean(data?.readOnly);
-  const stroke = diff ? DIFF_STROKE[diff] : problems.length ? "#e11d48" : data?.taken ? "#10b981" : selected ? "#6366f1" : "#94a3b8";
+  const onError = Boolean(data?.onError);
+  const stroke = diff ? DIFF_STROKE[diff] : problems.length ? "#e11d48" : onError ? ON_ERROR_STROKE : data?.taken ? "#10b981" : selected ? "#6366f1" : "#94a3b8";
+  const dashed = diff === "removed" || onError;
   const select = useWorkflowStore((s) => s.select);
   const commit = () => {
     setEditing(false);
@@ -26,7 +29,7 @@ function ConditionEdgeView({ id, source, target, sourceX, sourceY, targetX, targ
   };
   return (
     <>
-      <BaseEdge id={id} path={path} markerEnd={markerEnd} style={{ stroke, strokeWidth: selected || diff ? 2.5 : 1.5, ...(diff === "removed" ? { strokeDasharray: "6 4" } : {}) }} interactionWidth={16} />
+      <BaseEdge id={id} path={path} markerEnd={markerEnd} style={{ stroke, strokeWidth: selected || diff ? 2.5 : 1.5, ...(dashed ? { strokeDasharray: "6 4" } : {}) }} interactionWidth={16} />
       {data && (
         <EdgeLabelRenderer>
           <div
@@ -36,10 +39,11 @@ function ConditionEdgeView({ id, source, target, sourceX, sourceY, targetX, targ
             data-from={source}
             data-to={target}
             data-diff={diff ?? undefined}
+            data-on-error={onError ? "true" : undefined}
             onClick={() => !readOnly && select([], [id])}
             onDoubleClick={(e) => {
               e.stopPropagation();
-              if (!readOnly) setEditing(true);
+              if (!readOnly && !onError) setEditing(true); // an on_error edge takes no condition
             }}
           >
             {editing ? (
@@ -59,6 +63,14 @@ function ConditionEdgeView({ id, source, target, sourceX, sourceY, targetX, targ
                   }
                 }}
               />
+            ) : onError ? (
+              <button
+                type="button"
+                title={problems.map((p) => p.message).join("\n") || `Taken when ${source} fails after its retries; state.error holds {node, message}`}
+                className="rounded-full border border-red-300 bg-red-50 px-2 py-0.5 text-[10px] font-medium text-red-700 shadow-sm"
+              >
+                on error
+              </button>
             ) : (
               <button
                 type="button"

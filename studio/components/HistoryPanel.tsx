@@ -195,6 +195,12 @@ export function HistoryPanel() {
                 <span className="w-8 font-semibold text-slate-700">v{v.version}</span>
                 <span className="min-w-0 flex-1">
                   <span className="block truncate text-slate-500">{formatTime(v.created_at)}</span>
+                  {(Boolean(v.author) || (v.editors?.length ?? 0) > 0) && (
+                    <span data-testid={`history-who-${v.version}`} className="block truncate text-slate-500" title={v.editors?.length ? `edited by ${v.editors.join(", ")}` : undefined}>
+                      {v.author ? `saved by ${v.author}` : ""}
+                      {v.editors && v.editors.length > 0 ? `${v.author ? " · " : ""}edited by ${v.editors.join(", ")}` : ""}
+                    </span>
+                  )}
                   {v.spec_hash && <span className="block truncate font-mono text-[10px] text-slate-400" title={v.spec_hash}>{v.spec_hash.slice(0, 12)}</span>}
                 </span>
                 {v.version === newest && <span className="rounded bg-slate-100 px-1 text-[10px] text-slate-500">current</span>}

@@ -1,8 +1,8 @@
 "use client";
-/** Every node type: drag one onto the canvas, or click to add it. */
+/** Every node type, built-in and installed plugins' (GET /node-types): drag one onto the canvas, or click to add it. */
 import { useReactFlow } from "@xyflow/react";
-import { NODE_META } from "@/lib/nodeMeta";
-import { schemaNodeTypes } from "@/lib/schema";
+import { metaOf } from "@/lib/nodeMeta";
+import { nodeTypeInfo, paletteTypes } from "@/lib/schema";
 import type { NodeType } from "@/lib/types";
 import { useWorkflowStore } from "@/lib/useWorkflowStore";
 import { NODE_HEIGHT, NODE_WIDTH } from "@/lib/layout";
@@ -11,10 +11,10 @@ import { DND_TYPE } from "./WorkflowCanvas";
 
 export function NodePalette() {
   const addNode = useWorkflowStore((s) => s.addNode);
-  useWorkflowStore((s) => s.schemaRevision); // re-render when the server's schema arrives
+  useWorkflowStore((s) => s.schemaRevision); // re-render when the server's schema and node types arrive
   const { screenToFlowPosition } = useReactFlow();
-  // The schema decides which node types exist; the meta table only decorates them.
-  const types = schemaNodeTypes() as NodeType[];
+  // The server decides which node types exist; the meta table only decorates the built-in ones.
+  const types = paletteTypes() as NodeType[];
 
   const addAtCentre = (type: NodeType) => {
     const el = document.querySelector('[data-testid="canvas"]');
@@ -29,14 +29,18 @@ export function NodePalette() {
       <h3 className="mb-2 text-xs font-semibold uppercase tracking-wide text-slate-500">Nodes</h3>
       <ul className="space-y-1.5">
         {types.map((type) => {
-          const meta = NODE_META[type] ?? { label: type, description: "", accent: "bg-slate-100" };
+          const info = nodeTypeInfo(type);
+          const base = metaOf(type);
+          const meta = { ...base, description: base.description || info?.description || "" };
+          const plugin = info?.origin.kind === "plugin";
           return (
             <li key={type}>
               <button
                 type="button"
                 draggable
                 data-testid={`palette-${type}`}
-                title={`Drag onto the canvas or click to add a ${meta.label} node`}
+                data-origin={info?.origin.kind ?? "builtin"}
+                title={`Drag onto the canvas or click to add a ${meta.label} node${plugin ? ` (plugin ${info.origin.package} ${info.origin.version ?? ""})` : ""}`}
                 onDragStart={(e) => {
                   e.dataTransfer.setData(DND_TYPE, type);
                   e.dataTransfer.setData("text/plain", type);
@@ -47,7 +51,10 @@ export function NodePalette() {
               >
                 <span className={`flex h-7 w-7 shrink-0 items-center justify-center rounded-md text-base ${meta.accent}`}><Icon name={type} /></span>
                 <span className="min-w-0">
-                  <span className="block text-sm font-medium text-slate-700">{meta.label}</span>
+                  <span className="block text-sm font-medium text-slate-700">
+                    {meta.label}
+                    {plugin && <span className="ml-1.5 rounded bg-slate-100 px-1 py-px align-middle text-[10px] font-normal text-slate-500">plugin</span>}
+                  </span>
                   <span className="block truncate text-[11px] text-slate-400">{meta.description}</span>
                 </span>
               </button>

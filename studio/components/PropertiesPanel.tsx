@@ -1,6 +1,7 @@
 "use client";
 /** Settings of what is selected: a node, an edge, or (nothing selected) the workflow. */
-import { useMemo } from "react";
+import { useEffect, useMemo, useState, type ReactNode } from "react";
+import * as api from "@/lib/api";
 import { metaOf } from "@/lib/nodeMeta";
 import { edgeSchema, nodeConfigSchema, nodeSchema, rootSchema } from "@/lib/schema";
 import { edgesOf, parseFlowEdgeId, queuesOf, sourcesOf, targetsOf } from "@/lib/spec";
@@ -183,10 +184,65 @@ function NodeProperties({ id }: { id: string }) {
             testPrefix="prop-config"
             problems={fieldProblems}
             pathPrefix="config."
+            widgets={type === "workflow" || type === "map" ? childWidgets(spec.id, (node.config as Obj | undefined)?.workflow) : undefined}
           />
         </div>
       )}
     </div>
+  );
+}
+
+/** Workflow and map nodes: pick the saved workflow they run, and optionally a version of it. */
+function childWidgets(selfId: string, chosen: unknown): Record<string, (p: FieldProps) => ReactNode> {
+  return {
+    workflow: (p) => <WorkflowPicker p={p} selfId={selfId} />,
+    version: (p) => <VersionPicker p={p} workflowId={typeof chosen === "string" ? chosen : ""} />,
+  };
+}
+
+function WorkflowPicker({ p, selfId }: { p: FieldProps; selfId: string }) {
+  const workflows = useWorkflowStore((s) => s.workflows);
+  const status = useWorkflowStore((s) => s.workflowsStatus);
+  const load = useWorkflowStore((s) => s.loadWorkflows);
+  useEffect(() => {
+    if (status === "idle") void load();
+  }, [status, load]);
+  // a workflow may not run itself (the server rejects any loop through workflow and map nodes)
+  const options = workflows.filter((w) => w.id !== selfId).map((w) => ({ id: w.id, note: w.name !== w.id ? w.name : undefined }));
+  return (
+    <div>
+      <RefSelect p={p} options={options} emptyLabel={status === "loading" ? "loading saved workflows…" : "choose a saved workflow"} />
+      <button type="button" className="mt-0.5 text-[11px] text-indigo-600 hover:underline" data-testid={`${p.testId}-refresh`} onClick={() => void load()}>
+        ↻ refresh list
+      </button>
+    </div>
+  );
+}
+
+function VersionPicker({ p, workflowId }: { p: FieldProps; workflowId: string }) {
+  const [versions, setVersions] = useState<number[]>([]);
+  useEffect(() => {
+    let live = true;
+    if (!workflowId) return setVersions([]);
+    api.listVersions(workflowId).then(
+      (r) => live && setVersions((r.items ?? []).map((v) => v.version).sort((a, b) => b - a)),
+      () => live && setVersions([]),
+    );
+    return () => {
+      live = false;
+    };
+  }, [workflowId]);
+  const v = typeof p.value === "number" ? String(p.value) : "";
+  return (
+    <select data-testid={p.testId} className={`${inputClass} ${p.invalid ? "border-rose-400" : ""}`} value={v} onChange={(e) => p.onChange(e.target.value === "" ? undefined : Number(e.target.value))}>
+      <option value="">latest (when the run starts)</option>
+      {v && !versions.includes(Number(v)) && <option value={v}>version {v} (missing)</option>}
+      {versions.map((n) => (
+        <option key={n} value={String(n)}>
+          version {n}
+        </option>
+      ))}
+    </select>
   );
 }
 
@@ -252,7 +308,29 @@ function EdgeProperties({ flowId }: { flowId: string }) {
               <p className="text-[11px] text-slate-400">Several targets run in parallel (fan-out).</p>
             </div>
           ),
-          condition: (p) => (
+          on_error: (p) => (
+            <label className="inline-flex items-center gap-2 text-xs text-slate-700">
+              <input
+                type="checkbox"
+                data-testid={p.testId}
+                className="h-4 w-4 accent-red-600"
+                checked={Boolean(p.value)}
+                onChange={(e) => {
+                  // an on_error edge is taken exactly when its node fails: it takes no condition
+                  const next: Obj = { ...(edge as unknown as Obj) };
+                  if (e.target.checked) {
+                    next.on_error = true;
+                    delete next.condition;
+                  } else delete next.on_error;
+                  updateEdge(parsed.index, next as unknown as SpecEdge);
+                }}
+              />
+              taken when <span className="font-mono">{edge.from}</span> fails (on error)
+            </label>
+          ),
+          condition: (p) => edge.on_error ? (
+            <p className="text-[11px] text-slate-400" data-testid={p.testId}>None: an on-error edge is taken exactly when its node fails; state.error then holds its node and message.</p>
+          ) : (
             <div>
               <input
                 data-testid={p.testId}

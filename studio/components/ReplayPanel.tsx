@@ -8,6 +8,7 @@ import { useState } from "react";
 import { stateAfter, stateBefore, stateDelta } from "@/lib/replay";
 import type { RunTrace } from "@/lib/types";
 import { useWorkflowStore } from "@/lib/useWorkflowStore";
+import { ChildOf, ChildRuns } from "./ChildRuns";
 import { Icon } from "./Icon";
 import { Button, Empty, formatCost, formatMs, inputClass, Section, StatusBadge } from "./ui";
 
@@ -74,7 +75,7 @@ function Rerun({ trace, cursor }: { trace: RunTrace; cursor: number }) {
 export function ReplayPanel() {
   const replay = useWorkflowStore((s) => s.replay);
   const overlayKind = useWorkflowStore((s) => s.overlay?.kind ?? null);
-  const { replaySeek, replayStep, replayPlay, replayPause, closeReplay, showOverlay, setTab } = useWorkflowStore.getState();
+  const { replaySeek, replayStep, replayPlay, replayPause, closeReplay, showOverlay, setTab, openRunOf } = useWorkflowStore.getState();
   const { trace, cursor, status } = replay;
 
   if (status === "idle" || (!trace && status !== "loading" && status !== "failed")) {
@@ -127,7 +128,9 @@ export function ReplayPanel() {
             {trace.workflow_id ?? "–"}
             {trace.workflow_version ? ` · v${trace.workflow_version}` : ""}
           </span>
+          <ChildOf run={trace} open={(id) => void openRunOf(id)} testId="replay-parent-open" />
         </div>
+        {(trace.children?.length ?? 0) > 0 && <ChildRuns run={trace} live={false} open={(id) => void openRunOf(id)} />}
         {n === 0 && <Empty>This run has no steps.</Empty>}
         {n > 0 && (
           <>

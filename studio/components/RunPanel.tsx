@@ -2,8 +2,10 @@
 /** Test input, the live run (over SSE, else polling), its steps and final state, and past runs. */
 import { useEffect, useState } from "react";
 import { resumeRun } from "@/lib/api";
+import { parentLink, startsChildren } from "@/lib/children";
 import { TERMINAL_RUN_STATUSES, type WaitingFor } from "@/lib/types";
 import { useWorkflowStore } from "@/lib/useWorkflowStore";
+import { ChildOf, ChildRuns } from "./ChildRuns";
 import { Icon } from "./Icon";
 import { Button, Empty, formatCost, formatMs, formatTime, inputClass, Section, StatusBadge } from "./ui";
 
@@ -23,6 +25,7 @@ export function RunPanel() {
   const startRun = useWorkflowStore((s) => s.startRun);
   const cancelRun = useWorkflowStore((s) => s.cancelRun);
   const openRun = useWorkflowStore((s) => s.openRun);
+  const openRunOf = useWorkflowStore((s) => s.openRunOf);
   const loadRuns = useWorkflowStore((s) => s.loadRuns);
   const openReplay = useWorkflowStore((s) => s.openReplay);
   const streamRuns = useWorkflowStore((s) => s.streamRuns);
@@ -106,12 +109,13 @@ export function RunPanel() {
             <div className="grid grid-cols-2 gap-x-3 gap-y-1 text-xs text-slate-600">
               <span className="text-slate-400">Run</span>
               <span className="truncate font-mono" data-testid="run-id">{run.run_id}</span>
-              {run.parent_run_id && (
+              {parentLink(run)?.kind === "rerun" && (
                 <>
                   <span className="text-slate-400">Re-run of</span>
                   <span className="truncate font-mono" data-testid="run-parent">{run.parent_run_id}</span>
                 </>
               )}
+              <ChildOf run={run} open={(id) => void openRunOf(id)} testId="run-parent-open" />
               <span className="text-slate-400">Version</span>
               <span>{run.workflow_version ?? "–"}</span>
               <span className="text-slate-400">Duration</span>
@@ -133,9 +137,10 @@ export function RunPanel() {
                 <tr className="text-left text-[10px] uppercase text-slate-400">
                   <th className="py-1 font-medium">Node</th>
                   <th className="font-medium">Status</th>
-                  <th className="text-right font-medium">Time</th>
-                  <th className="text-right font-medium">Tokens</th>
-                  <th className="text-right font-medium">Cost</th>
+                  {/* gaps between the number columns: "28" and "$0.00000" ran together */}
+                  <th className="pl-3 text-right font-medium">Time</th>
+                  <th className="pl-3 text-right font-medium">Tokens</th>
+                  <th className="pl-3 text-right font-medium">Cost</th>
                 </tr>
               </thead>
               <tbody>
@@ -159,14 +164,15 @@ export function RunPanel() {
                       <td>
                         <StatusBadge status={s.status} />
                       </td>
-                      <td className="text-right">{formatMs(s.duration_ms ?? elapsed(s.started_at, s.finished_at))}</td>
-                      <td className="text-right">{s.tokens ?? "–"}</td>
-                      <td className="text-right">{formatCost(s.cost)}</td>
+                      <td className="whitespace-nowrap pl-3 text-right tabular-nums">{formatMs(s.duration_ms ?? elapsed(s.started_at, s.finished_at))}</td>
+                      <td className="whitespace-nowrap pl-3 text-right tabular-nums" data-testid={`run-step-tokens-${id}`}>{s.tokens ?? "–"}</td>
+                      <td className="whitespace-nowrap pl-3 text-right tabular-nums" data-testid={`run-step-cost-${id}`}>{formatCost(s.cost)}</td>
                     </tr>
                   );
                 })}
               </tbody>
             </table>
+            {startsChildren(spec) && <ChildRuns run={run} live={Boolean(live)} open={(id) => void openRunOf(id)} />}
             {run.state && (
               <div>
                 <h4 className="mb-1 text-xs font-semibold text-slate-500">Final state</h4>

@@ -2,6 +2,7 @@
 /** The designer: palette and workflows on the left, canvas in the middle, tabs on the right. */
 import { useEffect } from "react";
 import { ReactFlowProvider } from "@xyflow/react";
+import { startCollab } from "@/lib/collab";
 import { useWorkflowStore } from "@/lib/useWorkflowStore";
 import { NodePalette } from "./NodePalette";
 import { RightPanel } from "./RightPanel";
@@ -43,6 +44,21 @@ export function Studio() {
     if (id) void st.openWorkflow(id);
     else st.newWorkflow();
   }, []);
+
+  // Live co-editing of the saved workflow open here; Studio works alone when it is not available.
+  useEffect(() => {
+    if (!savedId) return;
+    const moved = new AbortController();
+    let stop: (() => void) | null = null;
+    void startCollab(savedId, useWorkflowStore, moved.signal).then((s) => {
+      if (moved.signal.aborted) s();
+      else stop = s;
+    });
+    return () => {
+      moved.abort();
+      stop?.();
+    };
+  }, [savedId]);
 
   // Keep ?workflow=<id> in the address so a reload reopens it.
   useEffect(() => {

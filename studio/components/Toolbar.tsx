@@ -4,6 +4,7 @@ import { useRef } from "react";
 import { asSpec } from "@/lib/spec";
 import { useWorkflowStore } from "@/lib/useWorkflowStore";
 import { specText } from "./JsonPreview";
+import { PresenceBar } from "./Presence";
 import { Button } from "./ui";
 
 export function Toolbar() {
@@ -13,8 +14,9 @@ export function Toolbar() {
   const viewingVersion = useWorkflowStore((s) => s.viewingVersion);
   const savedId = useWorkflowStore((s) => s.savedId);
   const dirty = useWorkflowStore((s) => s.dirty);
-  const canUndo = useWorkflowStore((s) => s.past.length > 0 && !s.overlay);
-  const canRedo = useWorkflowStore((s) => s.future.length > 0 && !s.overlay);
+  // in a live session, undo is the session's: only this user's own edits
+  const canUndo = useWorkflowStore((s) => !s.overlay && (s.collab.status === "live" ? s.collab.canUndo : s.past.length > 0));
+  const canRedo = useWorkflowStore((s) => !s.overlay && (s.collab.status === "live" ? s.collab.canRedo : s.future.length > 0));
   const busy = useWorkflowStore((s) => s.busy);
   const st = useWorkflowStore.getState();
   const fileRef = useRef<HTMLInputElement>(null);
@@ -54,22 +56,23 @@ export function Toolbar() {
     <header className="flex h-12 shrink-0 items-center gap-2 border-b border-slate-200 bg-white px-3">
       <div className="flex items-center gap-2 pr-2">
         <span className="flex h-7 w-7 items-center justify-center rounded-lg bg-indigo-600 text-sm font-bold text-white">A</span>
-        <span className="hidden text-sm font-semibold text-slate-700 xl:inline">AgentFlow Studio</span>
+        <span className="hidden whitespace-nowrap text-sm font-semibold text-slate-700 2xl:inline">AgentFlow Studio</span>
       </div>
       <input
         data-testid="workflow-name"
         aria-label="Workflow name"
-        className="w-72 min-w-0 rounded-md border border-transparent px-2 py-1 text-sm font-semibold text-slate-800 hover:border-slate-200 focus:border-indigo-500 focus:outline-none"
+        className="w-72 min-w-[9rem] shrink rounded-md border border-transparent px-2 py-1 text-sm font-semibold text-slate-800 hover:border-slate-200 focus:border-indigo-500 focus:outline-none"
         value={name ?? ""}
         onChange={(e) => st.setWorkflowFields({ name: e.target.value })}
       />
-      <span className="font-mono text-xs text-slate-400" data-testid="workflow-id">
+      <span className="min-w-0 max-w-[14rem] shrink truncate whitespace-nowrap font-mono text-xs text-slate-400" data-testid="workflow-id" title={id}>
         {id}
       </span>
-      <span data-testid="workflow-version" className="rounded bg-slate-100 px-1.5 py-0.5 text-[11px] font-medium text-slate-500">
+      <span data-testid="workflow-version" className="shrink-0 whitespace-nowrap rounded bg-slate-100 px-1.5 py-0.5 text-[11px] font-medium text-slate-500">
         {version}
       </span>
-      {dirty && <span data-testid="dirty" title="Unsaved changes" className="h-2 w-2 rounded-full bg-amber-400" />}
+      {dirty && <span data-testid="dirty" title="Unsaved changes" className="h-2 w-2 shrink-0 rounded-full bg-amber-400" />}
+      <PresenceBar />
       <div className="mx-2 h-6 w-px bg-slate-200" />
       <Button variant="ghost" data-testid="btn-undo" disabled={!canUndo} onClick={st.undo} title="Undo (Ctrl+Z)">
         ↶
@@ -91,6 +94,14 @@ export function Toolbar() {
         className="inline-flex items-center gap-1 whitespace-nowrap rounded-md px-2.5 py-1 text-sm font-medium text-slate-600 hover:bg-slate-100"
       >
         ▦ Dashboard
+      </a>
+      <a
+        href="/plugins/"
+        data-testid="btn-plugins"
+        title="Installed node plugins and what failed to load"
+        className="inline-flex items-center gap-1 whitespace-nowrap rounded-md px-2.5 py-1 text-sm font-medium text-slate-600 hover:bg-slate-100"
+      >
+        ⊞ Plugins
       </a>
       <Button variant="ghost" data-testid="btn-history" onClick={() => st.setTab("history")} title="Versions: compare, open, restore">
         ⟲ History

@@ -18,10 +18,13 @@ import { deriveEdges, makeNodeDeriver, type AgentFlowNode, type CanvasExtras, ty
 import { replayNodeStates, stepsUpTo } from "@/lib/replay";
 import { NODE_HEIGHT, NODE_WIDTH } from "@/lib/layout";
 import { metaOf } from "@/lib/nodeMeta";
-import { NODE_TYPES, type NodeType, type Position } from "@/lib/types";
+import { paletteTypes } from "@/lib/schema";
+import type { NodeType, Position } from "@/lib/types";
 import { useWorkflowStore, type RunView, type ValidationView } from "@/lib/useWorkflowStore";
 import { AgentNode } from "./AgentNode";
 import { ConditionEdge } from "./ConditionEdge";
+import { PeerOverlay } from "./Presence";
+import { shareCursor } from "@/lib/collab";
 
 export const DND_TYPE = "application/x-agentflow-node";
 
@@ -89,7 +92,8 @@ export function WorkflowCanvas() {
   const deriveNodes = useMemo(() => makeNodeDeriver(), []);
   const nodes = useMemo(() => deriveNodes({ ...view, measured }, view.extras), [deriveNodes, view, measured]);
   const edges = useMemo(() => deriveEdges(view, view.extras), [view]);
-  const readOnly = Boolean(overlay);
+  const viewOnly = useWorkflowStore((s) => s.collab.readOnly && s.collab.status === "live");
+  const readOnly = Boolean(overlay) || viewOnly;
 
   const onNodesChange = useCallback(
     (changes: NodeChange<AgentFlowNode>[]) => {
@@ -153,7 +157,7 @@ export function WorkflowCanvas() {
     (e: DragEvent) => {
       e.preventDefault();
       const type = e.dataTransfer.getData(DND_TYPE) || e.dataTransfer.getData("text/plain");
-      if (!(NODE_TYPES as readonly string[]).includes(type)) return;
+      if (!paletteTypes().includes(type)) return; // built-in or an installed plugin's type
       const p = screenToFlowPosition({ x: e.clientX, y: e.clientY });
       addNode(type as NodeType, { x: p.x - NODE_WIDTH / 2, y: p.y - NODE_HEIGHT / 2 });
     },
@@ -175,7 +179,14 @@ export function WorkflowCanvas() {
   }, [fitNonce, fitView, setViewport]);
 
   return (
-    <div className="relative h-full w-full" data-testid="canvas" onDragOver={onDragOver} onDrop={onDrop}>
+    <div
+      className="relative h-full w-full"
+      data-testid="canvas"
+      onDragOver={onDragOver}
+      onDrop={onDrop}
+      onMouseMove={(e) => shareCursor(screenToFlowPosition({ x: e.clientX, y: e.clientY }))}
+      onMouseLeave={() => shareCursor(null)}
+    >
       <ReactFlow<AgentFlowNode, ConditionFlowEdge>
         nodes={nodes}
         edges={edges}
@@ -203,6 +214,7 @@ export function WorkflowCanvas() {
           return (d.diff && DIFF_COLOR[d.diff]) || (d.replay === "pending" ? "#e2e8f0" : STATUS_COLOR[d.status]) || metaOf(d.spec.type).color;
         }} />
         <Controls showInteractive={false} />
+        {!overlay && <PeerOverlay />}
       </ReactFlow>
       <OverlayBanner />
       {!overlay && spec.nodes.length === 0 && (

@@ -12,6 +12,7 @@ const H = 170;
 const PAD = { l: 44, r: 10, t: 10, b: 24 };
 const PW = W - PAD.l - PAD.r;
 const PH = H - PAD.t - PAD.b;
+const GRID = [0, 0.5, 1];
 
 function timeLabel(t: number, spanMs: number): string {
   const d = new Date(t);
@@ -58,6 +59,7 @@ export function TimeChart({
   const path = line.map((p, i) => `${i ? "L" : "M"}${x(p.t).toFixed(1)},${y(p.v!).toFixed(1)}`).join(" ");
   const area = line.length ? `${path} L${x(line[line.length - 1].t).toFixed(1)},${PAD.t + PH} L${x(line[0].t).toFixed(1)},${PAD.t + PH} Z` : "";
   const total = values.reduce((a, b) => a + b, 0);
+  const gridLabels = GRID.map((f) => format(max * f));
   return (
     <figure data-testid={testId} data-points={points.length} data-total={total} className="rounded-xl border border-slate-200 bg-white p-3 shadow-sm">
       <figcaption className="mb-1 flex items-baseline justify-between text-xs">
@@ -65,12 +67,15 @@ export function TimeChart({
         <span className="text-slate-400">{points.length ? `${points.length} bucket${points.length === 1 ? "" : "s"}` : "no data"}</span>
       </figcaption>
       <svg viewBox={`0 0 ${W} ${H}`} className="h-auto w-full" role="img" aria-label={title}>
-        {[0, 0.5, 1].map((f) => (
+        {GRID.map((f, i) => (
           <g key={f}>
             <line x1={PAD.l} x2={W - PAD.r} y1={y(max * f)} y2={y(max * f)} stroke="#e2e8f0" strokeDasharray={f ? "3 3" : undefined} />
-            <text x={PAD.l - 6} y={y(max * f) + 3} textAnchor="end" fontSize="10" fill="#94a3b8">
-              {format(max * f)}
-            </text>
+            {/* a small maximum rounds the middle line to the top's label ("1, 1, 0"): say it once */}
+            {gridLabels.lastIndexOf(gridLabels[i]) === i && (
+              <text x={PAD.l - 6} y={y(max * f) + 3} textAnchor="end" fontSize="10" fill="#94a3b8" data-testid="chart-tick">
+                {gridLabels[i]}
+              </text>
+            )}
           </g>
         ))}
         {[t0, t0 + span / 2, t1].map((t, i) => (

@@ -176,9 +176,14 @@ const q = (params: Record<string, string | number | undefined | null>) => {
 };
 const enc = encodeURIComponent;
 
+/** Who the API takes us for: the name shown to co-editors, and whether we may edit. */
+export const getMe = () => request<{ subject: string; tenant: string; role: string; auth: string }>("GET", "/auth/me");
+
 // ------------------------------------------------------------------ schema & validation
 
 export const getSchema = () => request<Record<string, unknown>>("GET", "/schema");
+/** Node types and source kinds, built-in and plugins, with their schemas and load errors. */
+export const getNodeTypes = () => request<unknown>("GET", "/node-types");
 
 /** 200 and 422 are both answers here: `{valid, errors}`. */
 export async function validateSpec(spec: unknown): Promise<ValidationResult> {

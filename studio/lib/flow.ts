@@ -4,6 +4,7 @@
  * while their inputs are unchanged, so a drag re-renders only the dragged nodes.
  */
 import type { Edge, Node } from "@xyflow/react";
+import { edgeKind } from "./children";
 import { edgesOf, flowEdgeId, targetsOf } from "./spec";
 import { pairKey, type DiffMark } from "./history";
 import type { ReplayNodeState } from "./replay";
@@ -49,6 +50,8 @@ export interface ConditionEdgeData extends Record<string, unknown> {
   parallelCount: number;
   diff: DiffMark | null;
   readOnly: boolean;
+  /** Taken only when `from` fails (drawn red and dashed, labelled "on error"). */
+  onError: boolean;
 }
 
 export type ConditionFlowEdge = Edge<ConditionEdgeData, "condition">;
@@ -134,8 +137,8 @@ export function deriveEdges(st: Pick<StudioState, "spec" | "selectedEdges" | "ru
         target,
         type: "condition",
         selected: selected.has(id),
-        className: [problems.length ? "edge-error" : "", taken ? "edge-taken" : "", diff ? `edge-diff-${diff}` : ""].join(" ").trim() || undefined,
-        data: { index, target, condition: e.condition ?? null, fanout: targets.length, problems, taken, parallel, parallelCount: pairs.get(pair) ?? 1, diff, readOnly: Boolean(extras.readOnly) },
+        className: [problems.length ? "edge-error" : "", taken ? "edge-taken" : "", diff ? `edge-diff-${diff}` : "", e.on_error ? "edge-on-error" : ""].join(" ").trim() || undefined,
+        data: { index, target, condition: e.condition ?? null, fanout: targets.length, problems, taken, parallel, parallelCount: pairs.get(pair) ?? 1, diff, readOnly: Boolean(extras.readOnly), onError: edgeKind(e) === "on_error" },
         ...(extras.readOnly ? { deletable: false, selectable: false } : {}),
       });
     }

@@ -67,6 +67,81 @@ function orderedKeys(listKey: "nodes" | "sources"): string[] {
 }
 
 export const schemaNodeTypes = (): string[] => orderedKeys("nodes");
+
+// ------------------------------------------------------------------ GET /node-types
+
+export interface Origin {
+  kind: "builtin" | "plugin";
+  package: string;
+  version: string | null;
+}
+export interface NodeTypeInfo {
+  type: string;
+  description: string;
+  queue: string;
+  source_kind: string | null;
+  origin: Origin;
+  schema: JsonSchema;
+}
+export interface LoadError {
+  group: string;
+  name: string;
+  package: string | null;
+  version: string | null;
+  error: string;
+}
+export interface PluginInfo {
+  package: string;
+  version: string | null;
+  node_types: string[];
+  source_kinds: string[];
+  errors: LoadError[];
+}
+export interface NodeTypes {
+  node_types: NodeTypeInfo[];
+  source_kinds: { kind: string; description: string; origin: Origin; schema: JsonSchema }[];
+  plugins: PluginInfo[];
+  errors: LoadError[];
+}
+
+let nodeTypes: NodeTypes | null = null;
+
+/**
+ * The server's node types (built-in and installed plugins): the palette lists them, and a
+ * type the schema does not know yet gets its JSON Schema merged in, so its form works too.
+ * A plugin shows after a server restart, with no Studio rebuild.
+ */
+export function setNodeTypes(body: unknown): boolean {
+  const cand = body as NodeTypes | null;
+  if (!Array.isArray(cand?.node_types) || !cand.node_types.every((t) => typeof t?.type === "string" && t.schema)) return false;
+  nodeTypes = cand;
+  const missing = cand.node_types.filter((t) => !mapping("nodes")[t.type]);
+  if (missing.length) rootSchema = withNodeSchemas(rootSchema, missing);
+  return true;
+}
+
+export const getNodeTypes = (): NodeTypes | null => nodeTypes;
+export const nodeTypeInfo = (type: string): NodeTypeInfo | undefined => nodeTypes?.node_types.find((t) => t.type === type);
+
+/** The palette's types: the server's list once it answered, else the schema's. */
+export const paletteTypes = (): string[] => (nodeTypes ? nodeTypes.node_types.map((t) => t.type) : schemaNodeTypes());
+
+function withNodeSchemas(root: JsonSchema, types: NodeTypeInfo[]): JsonSchema {
+  const defs = { ...(root.$defs ?? {}) };
+  const items = root.properties?.nodes?.items ?? {};
+  const map = { ...(items.discriminator?.mapping ?? {}) };
+  const oneOf = [...(items.oneOf ?? [])];
+  for (const t of types) {
+    const { $defs: own, ...node } = t.schema;
+    for (const [k, v] of Object.entries(own ?? {})) defs[k] ??= v; // its refs are "#/$defs/X" already
+    const name = `${node.title ?? t.type}__${t.type}`;
+    defs[name] = node;
+    map[t.type] = `#/$defs/${name}`;
+    oneOf.push({ $ref: map[t.type] });
+  }
+  const nodes = { ...root.properties!.nodes, items: { ...items, oneOf, discriminator: { propertyName: "type", mapping: map } } };
+  return { ...root, $defs: defs, properties: { ...root.properties, nodes } };
+}
 export const schemaSourceKinds = (): string[] => orderedKeys("sources");
 
 export function nodeSchema(type: NodeType | string): JsonSchema | null {

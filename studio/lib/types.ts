@@ -355,6 +355,10 @@ export interface WorkflowVersion {
   version: number;
   created_at?: string;
   spec_hash?: string;
+  /** Who saved it (the token's subject). */
+  author?: string | null;
+  /** Who edited the shared document (live co-editing) since the version before. */
+  editors?: string[];
 }
 
 export interface Page<T> {
@@ -399,14 +403,35 @@ export interface RunRecord {
   started_at?: string | null;
   finished_at?: string | null;
   steps?: RunStep[];
-  /** A re-run points at the run it was started from, and the node it started at. */
+  /** A re-run points at the run it was started from, and the node it started at; a child
+   * run (workflow and map nodes) at the run that started it (rerun_from empty). */
   parent_run_id?: string | null;
   rerun_from?: string | null;
   /** status `waiting`: what a person may answer (POST /runs/{id}/resume). */
   waiting_for?: WaitingFor[];
+  /** Child runs started by this run's workflow and map nodes (GET /runs/{id}). */
+  children?: ChildRun[];
 }
 
-export type RunSummary = Omit<RunRecord, "steps" | "state"> & Partial<Pick<RunRecord, "state">>;
+/** A run started by a workflow or map node of its parent. */
+export interface ChildRun {
+  run_id: string;
+  workflow_id?: string | null;
+  workflow_version?: number | null;
+  status: RunStatus;
+  error?: string | null;
+  /** The parent's node that started it. */
+  node_id?: string | null;
+  step_key?: string | null;
+  /** Its position in the map's list (0 for a workflow node). */
+  index: number;
+  tokens_used?: number | null;
+  cost?: number | null;
+  created_at?: string | null;
+  finished_at?: string | null;
+}
+
+export type RunSummary = Omit<RunRecord, "steps" | "state" | "children"> & Partial<Pick<RunRecord, "state">>;
 
 export interface RunInput {
   user_input: string;
@@ -482,6 +507,8 @@ export interface RunTrace {
   rerun_from?: string | null;
   initial_state?: Record<string, unknown> | null;
   steps: TraceStep[];
+  /** Child runs of its workflow and map nodes (each has a trace of its own). */
+  children?: ChildRun[];
   final_state?: Record<string, unknown> | null;
 }
 

@@ -10,7 +10,7 @@ import { diffSpec, edgeMarks, nodeMarks, normalizeDiff, type DiffMark } from "./
 import { layoutPositions, positionsFor, type Size } from "./layout";
 import { normalizeSummary, rangeQuery, type RangeId } from "./metrics";
 import { clampCursor, normalizeTrace } from "./replay";
-import { setRootSchema } from "./schema";
+import { setNodeTypes, setRootSchema } from "./schema";
 import * as S from "./spec";
 import type {
   ApiProblem,
@@ -118,6 +118,34 @@ export interface DashboardView {
   error: string | null;
 }
 
+/** Someone else in the workflow's collaborative session (their awareness state). */
+export interface Peer {
+  clientId: number;
+  name: string;
+  color: string;
+  /** Where their pointer is on the canvas, in flow coordinates. */
+  cursor: Position | null;
+  selection: string[];
+}
+
+/** Live co-editing of the open workflow (lib/collab.ts); "off" when there is none. */
+export interface CollabView {
+  status: "off" | "connecting" | "live" | "unavailable";
+  /** Why it is unavailable (the server's close reason). */
+  reason: string | null;
+  peers: Peer[];
+  /** The signed-in user may watch but not edit (role viewer). */
+  readOnly: boolean;
+  canUndo: boolean;
+  canRedo: boolean;
+}
+
+/** Undo and redo of a collaborative session: only this user's own edits (Y.UndoManager). */
+export interface UndoDelegate {
+  undo(): void;
+  redo(): void;
+}
+
 export interface Notice {
   kind: "info" | "success" | "error";
   text: string;
@@ -156,6 +184,7 @@ interface Data extends Snapshot {
   /** Start runs with `stream: true` (LLM nodes send their tokens as they come). */
   streamRuns: boolean;
   dashboard: DashboardView;
+  collab: CollabView;
 }
 
 export interface Actions {
@@ -196,6 +225,8 @@ export interface Actions {
   deleteWorkflow(id: string): Promise<void>;
   startRun(input: RunInput): Promise<string | null>;
   openRun(runId: string): Promise<void>;
+  /** Open a run of any workflow (a child or parent run): its workflow, then the run. */
+  openRunOf(runId: string): Promise<void>;
   cancelRun(): Promise<void>;
   loadRuns(): Promise<void>;
   clearRun(): void;
@@ -218,6 +249,10 @@ export interface Actions {
   replayPause(): void;
   rerunFrom(fromNode: string, state: Record<string, unknown>): Promise<string | null>;
   setStreamRuns(on: boolean): void;
+  // collaboration (lib/collab.ts)
+  /** The shared document changed under us: show it, without an undo step of ours. */
+  applyRemote(spec: WorkflowSpec): void;
+  setCollab(patch: Partial<CollabView>): void;
   // dashboard
   loadDashboard(): Promise<void>;
   setDashboardRange(range: RangeId): void;
@@ -232,6 +267,7 @@ const COALESCE_MS = 1200;
 const emptyIndex = (): ProblemIndex => ({ nodes: {}, edges: {}, queues: {}, sources: {}, workflow: [] });
 const emptyValidation = (): ValidationView => ({ status: "idle", valid: null, problems: [], index: emptyIndex(), stale: false, message: null });
 const emptyRun = (): RunView => ({ run: null, steps: {}, order: [], tokens: {}, transport: null, watching: false, error: null });
+export const collabOff = (): CollabView => ({ status: "off", reason: null, peers: [], readOnly: false, canUndo: false, canRedo: false });
 const emptyReplay = (): ReplayView => ({ runId: null, status: "idle", trace: null, cursor: 0, playing: false, rerunning: false, error: null });
 export const REPLAY_STEP_MS = 800;
 
@@ -277,8 +313,14 @@ export function appendToken(rv: RunView, nodeId: string, delta: string): RunView
   return { ...rv, tokens, order: [...rv.order, nodeId], steps: { ...rv.steps, [nodeId]: { node_id: nodeId, status: "running" } } };
 }
 
+/** While a collaborative session is live, undo and redo are its (only one's own edits). */
+let undoDelegate: UndoDelegate | null = null;
+export function setUndoDelegate(d: UndoDelegate | null): void {
+  undoDelegate = d;
+}
+
 /** Keep canvas positions of nodes that still exist; place new ones. */
-function mergeLayout(spec: WorkflowSpec, old: Record<string, Position>, sizes: Record<string, Size>): Record<string, Position> {
+export function mergeLayout(spec: WorkflowSpec, old: Record<string, Position>, sizes: Record<string, Size>): Record<string, Position> {
   const missing = new Set<string>();
   const out: Record<string, Position> = {};
   for (const n of spec.nodes) {
@@ -424,6 +466,7 @@ export const createWorkflowStore = () =>
       replay: emptyReplay(),
       streamRuns: true,
       dashboard: { range: "24h", workflowId: null, status: "idle", summary: null, query: null, error: null },
+      collab: collabOff(),
 
       // ---------------------------------------------------------------- document
       newWorkflow() {
@@ -545,6 +588,7 @@ export const createWorkflowStore = () =>
       },
 
       undo() {
+        if (undoDelegate && !get().overlay) return undoDelegate.undo();
         const st = get();
         const prev = st.past[st.past.length - 1];
         if (!prev || st.overlay) return; // a diff or replay is on show: the document is out of sight
@@ -560,6 +604,7 @@ export const createWorkflowStore = () =>
       },
 
       redo() {
+        if (undoDelegate && !get().overlay) return undoDelegate.redo();
         const st = get();
         const next = st.future[0];
         if (!next || st.overlay) return;
@@ -572,6 +617,23 @@ export const createWorkflowStore = () =>
           selectedNodes: st.selectedNodes.filter((id) => next.spec.nodes.some((n) => n.id === id)),
           selectedEdges: [],
         });
+      },
+
+      applyRemote(spec) {
+        const st = get();
+        if (spec === st.spec) return;
+        const ids = new Set(spec.nodes.map((n) => n.id));
+        set({
+          spec,
+          layout: mergeLayout(spec, st.layout, st.measured),
+          dirty: true,
+          validation: st.validation.status === "done" ? { ...st.validation, stale: true } : st.validation,
+          selectedNodes: st.selectedNodes.filter((id) => ids.has(id)),
+        });
+      },
+
+      setCollab(patch) {
+        set({ collab: { ...get().collab, ...patch } });
       },
 
       // ---------------------------------------------------------------- canvas
@@ -621,6 +683,12 @@ export const createWorkflowStore = () =>
           if (setRootSchema(await api.getSchema())) set({ schemaRevision: get().schemaRevision + 1 });
         } catch {
           /* keep the bundled schema */
+        }
+        try {
+          // after the schema: a type it lacks is merged into it (lib/schema.ts setNodeTypes)
+          if (setNodeTypes(await api.getNodeTypes())) set({ schemaRevision: get().schemaRevision + 1 });
+        } catch {
+          /* the palette keeps the schema's types */
         }
       },
 
@@ -758,6 +826,18 @@ export const createWorkflowStore = () =>
           stopWatch = null;
           set({ runView: { ...emptyRun(), run, ...stepsFrom(run), watching: live }, tab: "run" });
           if (live) watch(runId);
+        } catch (e) {
+          fail(e);
+        }
+      },
+
+      async openRunOf(runId) {
+        try {
+          const run = await api.getRun(runId);
+          if (run.workflow_id && run.workflow_id !== get().savedId) {
+            if (!(await get().openWorkflow(run.workflow_id))) return;
+          }
+          await get().openRun(runId);
         } catch (e) {
           fail(e);
         }

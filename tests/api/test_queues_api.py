@@ -58,7 +58,8 @@ def test_lists_every_queue_with_its_limits(client):
     assert llm["workflow_id"] == wid and llm["queue_id"] == "llm"
     assert llm["limits"] == {"max_messages_per_second": 4.0, "max_requests_per_minute": None,
                              "max_tokens_per_minute": 6000, "burst_size": 2,
-                             "sub_queues": [{"id": "paid", "weight": 3.0}, {"id": "free", "weight": 1.0}]}
+                             "sub_queues": [{"id": "paid", "weight": 3.0}, {"id": "free", "weight": 1.0}],
+                             "max_concurrency": None, "concurrency_key": None}
     # nothing ran yet: zero figures, every sub-queue (and the implicit default) listed
     assert llm["rate_per_second"] == 0 and llm["requests_per_minute"] == 0 and llm["tokens_per_minute"] == 0
     assert llm["waiting"] == {"paid": 0, "free": 0, "default": 0}
@@ -204,11 +205,9 @@ def test_tenants_see_only_their_queues(tmp_path):
 @pytest.mark.redis
 def test_distributed_mode_reads_the_workers_redis_limiter(make_client):
     """With REDIS_URL the route reads the same Redis state the node workers write."""
-    from tests.ratelimit.conftest import REDIS_URL, redis_available
+    from tests.needs import REDIS_URL, need_redis
 
-    why = redis_available()
-    if why:
-        pytest.skip(why)
+    need_redis(REDIS_URL)
     import redis
 
     from agentflow.api.routes.queues import queue_limiter

@@ -283,12 +283,10 @@ def test_sse_over_redis_bus(make_client):
     """Distributed mode's event path: a worker publishes on Redis, the API streams it."""
     import os
 
-    redis = pytest.importorskip("redis")
+    from tests.needs import need_redis
+
     url = os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0"
-    try:
-        redis.Redis.from_url(url, socket_connect_timeout=1).ping()
-    except redis.RedisError:
-        pytest.skip(f"Redis is not reachable at {url}")
+    need_redis(url)
     from agentflow.runs.events import RedisEventBus
 
     dispatcher = HoldingDispatcher()

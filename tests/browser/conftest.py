@@ -1,8 +1,9 @@
 """Browser tests of Studio: Debian's chromium driven by Playwright, against a real
 `agentflow serve` (embedded mode) with the test OpenAI-compatible server behind it.
 
-Skipped, with the reason, when /usr/bin/chromium is missing (`apt-get install -y chromium`),
-when Studio is not built (`make studio`), or when the Python playwright package is absent.
+They fail, with the reason, when /usr/bin/chromium is missing (`make test` installs it:
+scripts/ensure_chromium.sh), when Studio is not built (`make studio`), or when the Python
+playwright package is absent; only `make test-fast` skips them (tests/needs.py).
 `AGENTFLOW_TEST_STUDIO_URL=http://127.0.0.1:PORT` runs them against a server you started.
 """
 
@@ -20,6 +21,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+
+from tests.needs import missing
 
 ROOT = Path(__file__).resolve().parents[2]
 STUDIO_INDEX = ROOT / "studio" / "out" / "index.html"
@@ -49,14 +52,25 @@ def _skip_reason() -> str | None:
     return None
 
 
-def pytest_collection_modifyitems(config, items):
+def _drives_browser(item) -> bool:
     here = Path(__file__).resolve().parent
-    reason = _skip_reason()
+    fixtures = getattr(item, "fixturenames", ())
+    return here in Path(str(item.fspath)).resolve().parents and ("page" in fixtures or "playwright_instance" in fixtures)
+
+
+def pytest_collection_modifyitems(config, items):
     for item in items:
-        if here in Path(str(item.fspath)).resolve().parents and "page" in getattr(item, "fixturenames", ()):
+        if _drives_browser(item):
             item.add_marker(pytest.mark.browser)
-            if reason:
-                item.add_marker(pytest.mark.skip(reason=reason))
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item):
+    """Before the fixtures start a server: a missing browser fails the test (tests/needs.py)."""
+    if _drives_browser(item):
+        reason = _skip_reason()
+        if reason:
+            missing(reason)
 
 
 def _free_port() -> int:
@@ -176,5 +190,16 @@ def triage_path() -> Path:
     if not path.is_file():
         path = ROOT / "examples" / "triage.json"
     if not path.is_file():
-        pytest.skip("triage.json not found (shared/examples or examples/)")
+        missing("triage.json not found (shared/examples or examples/)")
     return path
+
+
+def run_triage(page) -> None:
+    """Start the support-triage example from the open page's run panel; wait until it succeeds."""
+    from playwright.sync_api import expect
+
+    page.get_by_test_id("tab-run").click()
+    page.get_by_test_id("run-input").fill("Please draw a cat and explain both")
+    page.get_by_test_id("run-metadata").fill('{"customer": "alice"}')
+    page.get_by_test_id("run-start").click()
+    expect(page.get_by_test_id("run-status")).to_have_attribute("data-status", "succeeded", timeout=90_000)

@@ -33,6 +33,16 @@ def drop(page: Page, node_type: str, x: int, y: int) -> None:
     page.get_by_test_id(f"palette-{node_type}").drag_to(page.get_by_test_id("canvas"), target_position={"x": x, "y": y})
 
 
+def add_nodes(page: Page, nodes) -> None:
+    """Drop (node type, id, x, y) items from the palette and give each its id."""
+    for node_type, new_id, x, y in nodes:
+        drop(page, node_type, x, y)
+        expect(page.get_by_test_id("node-properties")).to_be_visible()
+        if new_id != node_type:
+            set_id(page, "prop-id", new_id)
+        expect(page.get_by_test_id(f"node-{new_id}")).to_be_visible()
+
+
 def set_id(page: Page, testid: str, value: str) -> None:
     field = page.get_by_test_id(testid)
     field.fill(value)
@@ -135,14 +145,9 @@ def test_build_validate_save_reload_and_run_triage(page: Page, artifacts: Path, 
     page.get_by_test_id("queue-images-burst_size").fill("2")
 
     # -- nodes, dragged from the palette
-    for node_type, new_id, x, y in (("input", "input", 140, 420), ("router", "router", 430, 300),
-                                    ("llm", "writer", 740, 180), ("image", "painter", 740, 420),
-                                    ("db", "orders", 430, 640), ("aggregator", "final", 1050, 420)):
-        drop(page, node_type, x, y)
-        expect(page.get_by_test_id("node-properties")).to_be_visible()
-        if new_id != node_type:
-            set_id(page, "prop-id", new_id)
-        expect(page.get_by_test_id(f"node-{new_id}")).to_be_visible()
+    add_nodes(page, (("input", "input", 140, 420), ("router", "router", 430, 300),
+                     ("llm", "writer", 740, 180), ("image", "painter", 740, 420),
+                     ("db", "orders", 430, 640), ("aggregator", "final", 1050, 420)))
     expect(page.locator(".react-flow__node")).to_have_count(6)
 
     select_node(page, "router")

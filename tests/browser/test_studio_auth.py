@@ -16,10 +16,11 @@ import httpx
 import pytest
 from playwright.sync_api import expect
 
-from tests.browser.conftest import CHROMIUM, CHROMIUM_ARGS, ROOT, _agentflow_cmd, _free_port, _skip_reason
+from tests.browser.conftest import CHROMIUM, CHROMIUM_ARGS, ROOT, _agentflow_cmd, _free_port, run_triage
+from tests.needs import missing
 
 SECRET = "browser-auth-secret-0123456789abcdef"
-pytestmark = [pytest.mark.browser, pytest.mark.skipif(_skip_reason() is not None, reason=str(_skip_reason()))]
+pytestmark = [pytest.mark.browser]  # a missing browser fails each test (tests/browser/conftest.py)
 
 
 def test_local_mode_studio_sends_the_local_token(page):
@@ -35,7 +36,7 @@ def test_local_mode_studio_sends_the_local_token(page):
 @pytest.fixture(scope="module")
 def required_server(tmp_path_factory, openai_srv, shop_dsn):
     if os.environ.get("AGENTFLOW_TEST_STUDIO_URL"):
-        pytest.skip("needs a server of its own (AGENTFLOW_AUTH=required)")
+        missing("needs a server of its own (AGENTFLOW_AUTH=required), not AGENTFLOW_TEST_STUDIO_URL")
     home = tmp_path_factory.mktemp("afhome-required")
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("AGENTFLOW_") and k not in ("DATABASE_URL", "REDIS_URL")}
@@ -120,11 +121,7 @@ def test_required_mode_with_a_token_designs_and_runs_live(required_server, fresh
     item.click()
     expect(fresh_page.get_by_test_id("node-writer")).to_be_visible()
 
-    fresh_page.get_by_test_id("tab-run").click()
-    fresh_page.get_by_test_id("run-input").fill("Please draw a cat and explain both")
-    fresh_page.get_by_test_id("run-metadata").fill('{"customer": "alice"}')
-    fresh_page.get_by_test_id("run-start").click()
-    expect(fresh_page.get_by_test_id("run-status")).to_have_attribute("data-status", "succeeded", timeout=90_000)
+    run_triage(fresh_page)
     expect(fresh_page.get_by_test_id("node-final")).to_have_attribute("data-status", "succeeded")
 
     streams = [(u, a) for u, a in requests if re.search(r"/runs/[^/]+/events$", u)]

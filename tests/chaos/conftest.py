@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import shutil
 import uuid
 from contextlib import contextmanager
 from typing import Iterator
 
 import pytest
 
-from tests.fixtures_servers import pg_base_url
+from tests.needs import need_postgres, need_redis_server
 
 
 @contextmanager
@@ -17,9 +16,7 @@ def fresh_database() -> Iterator[str]:
     """A new, migrated database on the local PostgreSQL; dropped afterwards."""
     import psycopg
 
-    base = pg_base_url()
-    if base is None:
-        pytest.skip("PostgreSQL is not reachable at 127.0.0.1:5432; chaos tests need it")
+    base = need_postgres()
     name = "af_chaos_" + uuid.uuid4().hex[:8]
     with psycopg.connect(base, autocommit=True) as admin:
         admin.execute(f'CREATE DATABASE "{name}"')
@@ -37,7 +34,6 @@ def fresh_database() -> Iterator[str]:
 
 @pytest.fixture
 def chaos_db() -> Iterator[str]:
-    if shutil.which("redis-server") is None:
-        pytest.skip("redis-server is not installed; the chaos tests start a private one")
+    need_redis_server()
     with fresh_database() as url:
         yield url

@@ -325,6 +325,9 @@ class Chaos:
     db_url: str
     logdir: Path
     llm: ChaosLLMServer = field(default_factory=ChaosLLMServer)
+    # "default": three `agentflow worker` with no arguments and no beat, as a user starts them;
+    # "tuned": make up's layout (a threaded driver group, node groups, beat)
+    layout: str = "tuned"
     seed: int = field(default_factory=lambda: int(os.environ.get("AF_CHAOS_SEED", "0")) or random.randrange(1 << 30))
 
     def __post_init__(self) -> None:
@@ -353,12 +356,18 @@ class Chaos:
                    AGENTFLOW_PORT=str(self.api_port), PYTHONUNBUFFERED="1")
         self.env = env
         self.procs = Procs(env, self.logdir)
-        self.procs.worker("driver", "runs,agentflow.control", 8, pool="threads")
-        self.procs.worker("nodes1", "agentflow.llm", 2)
-        self.procs.worker("nodes2", "agentflow.llm", 2)
-        self.procs.start("beat", ["beat", "--log-level", "info"])
+        if self.layout == "default":
+            self.worker_names = ["w1", "w2", "w3"]
+            for name in self.worker_names:
+                self.procs.start(name, ["worker", "--hostname", f"{name}@%h", "--log-level", "info"])
+        else:
+            self.worker_names = ["driver", "nodes1", "nodes2"]
+            self.procs.worker("driver", "runs,agentflow.control", 8, pool="threads")
+            self.procs.worker("nodes1", "agentflow.llm", 2)
+            self.procs.worker("nodes2", "agentflow.llm", 2)
+            self.procs.start("beat", ["beat", "--log-level", "info"])
         self.procs.start("api", ["serve", "--port", str(self.api_port), "--log-level", "warning"])
-        self.procs.wait_workers(["driver", "nodes1", "nodes2"])
+        self.procs.wait_workers(self.worker_names)
         deadline = time.time() + 60
         while True:
             try:
@@ -392,7 +401,7 @@ class Chaos:
         self.counts[kind] += 1
 
     def kill_worker(self) -> None:
-        name = self.rng.choice(["driver", "nodes1", "nodes2"])
+        name = self.rng.choice(self.worker_names)
         self.procs.kill(name)
         self.kills.append((time.time(), name))
         self._event("kill", name)

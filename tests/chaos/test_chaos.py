@@ -23,10 +23,12 @@ pytestmark = [pytest.mark.chaos, pytest.mark.distributed,
               pytest.mark.timeout(int(SECONDS + 900) if LONG else 280)]
 
 
-def test_every_accepted_run_ends_and_no_step_is_paid_twice(chaos_db, capsys):
+@pytest.mark.parametrize("layout", ["default", "tuned"])
+def test_every_accepted_run_ends_and_no_step_is_paid_twice(chaos_db, capsys, layout):
+    """`default`: `agentflow worker` with no arguments, three times, no beat; `tuned`: make up's."""
     plan = Plan.long(SECONDS) if LONG else Plan.short()
     logdir = Path(tempfile.mkdtemp(prefix="af-chaos-"))  # kept for post-mortems (pytest rotates tmp_path)
-    with Chaos(dict(os.environ), chaos_db, logdir) as chaos:
+    with Chaos(dict(os.environ), chaos_db, logdir, layout=layout) as chaos:
         chaos.run(plan)
         table = chaos.report()
     with capsys.disabled():

@@ -22,18 +22,11 @@ import uuid
 
 import pytest
 
-from tests.fixtures_servers import pg_base_url
+from tests.needs import need_postgres, need_redis
 
 
-def _redis_or_skip():
-    import redis
-
-    client = redis.Redis(host="127.0.0.1", db=15, socket_connect_timeout=1)
-    try:
-        client.ping()
-    except redis.RedisError:
-        pytest.skip("Redis is not reachable at 127.0.0.1:6379")
-    return client
+def _redis():
+    return need_redis("redis://127.0.0.1:6379/15")
 
 
 # ---------------------------------------------------------------- 1. kombu dead channels
@@ -41,7 +34,7 @@ def _redis_or_skip():
 
 @pytest.mark.redis
 def test_closing_a_channel_whose_connection_is_gone_does_not_raise():
-    _redis_or_skip()
+    _redis()
     from kombu import Connection
 
     import agentflow.workers.app  # noqa: F401  (installs the guard)
@@ -55,7 +48,7 @@ def test_closing_a_channel_whose_connection_is_gone_does_not_raise():
 
 @pytest.mark.redis
 def test_acking_on_a_dead_channel_is_a_connection_error_celery_handles():
-    _redis_or_skip()
+    _redis()
     from kombu import Connection
     from kombu.transport.redis import Transport
 
@@ -176,7 +169,7 @@ def test_a_running_step_without_its_lease_is_resent_only_when_seen_twice(dispatc
 
 @pytest.mark.redis
 def test_a_vanished_lease_is_taken_back_and_a_stolen_one_is_noticed():
-    client = _redis_or_skip()
+    client = _redis()
     from agentflow.workers.lease import Lease
 
     key = f"af:test-lease:{uuid.uuid4().hex}"
@@ -258,8 +251,7 @@ def test_store_calls_are_retried_on_a_fresh_connection():
 
 @pytest.fixture
 def pg_db():
-    if pg_base_url() is None:
-        pytest.skip("PostgreSQL is not reachable")
+    need_postgres()
     from tests.chaos.conftest import fresh_database
 
     with fresh_database() as url:
@@ -272,7 +264,7 @@ def _terminate_all(url: str) -> int:
     import psycopg
 
     name = url.rsplit("/", 1)[1]
-    with psycopg.connect(pg_base_url(), autocommit=True) as admin:
+    with psycopg.connect(need_postgres(), autocommit=True) as admin:
         count = admin.execute("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
                               "WHERE datname = %s AND pid <> pg_backend_pid()", (name,)).fetchone()[0]
         deadline = time.monotonic() + 10
@@ -349,7 +341,7 @@ def test_pooled_connections_are_pinged_only_when_idle_or_dropped(pg_db, monkeypa
 @pytest.mark.redis
 def test_a_failed_step_names_its_node_once(monkeypatch, tmp_path):
     """The node task returned str(StepFailed) and the driver wrapped it again."""
-    client = _redis_or_skip()
+    client = _redis()
     from agentflow.graph import resilience
     from agentflow.graph.validate import parse_valid
     from agentflow.runs.events import MemoryEventBus

@@ -6,34 +6,23 @@ Workers are real `agentflow worker` processes (prefork pools), one group per que
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 
 import pytest
 
 from agentflow.workers.launch import WorkerProcesses as Workers  # one launcher for tests and benches
-from tests.fixtures_servers import pg_base_url
+from tests.needs import need_postgres, need_redis
 
 REDIS_HOST = "127.0.0.1"
-
-
-def _redis_ok() -> bool:
-    try:
-        import redis
-
-        return bool(redis.Redis(host=REDIS_HOST, socket_connect_timeout=2).ping())
-    except Exception:
-        return False
 
 
 @pytest.fixture(scope="module")
 def dist_env(tmp_path_factory):
     """Environment for API and workers: fresh database + Redis db, short visibility timeout."""
-    base = pg_base_url()
-    if base is None:
-        pytest.skip("PostgreSQL is not reachable at 127.0.0.1:5432; distributed tests need it")
-    if not _redis_ok():
-        pytest.skip("Redis is not reachable at 127.0.0.1:6379; distributed tests need it")
+    base = need_postgres("distributed tests need it")
+    need_redis(f"redis://{REDIS_HOST}:6379/0")
     import psycopg
     import redis
 
@@ -64,3 +53,30 @@ def workers(dist_env, tmp_path_factory):
     w = Workers(dist_env, tmp_path_factory.mktemp("workerlogs"))
     yield w
     w.stop_all()
+
+
+@contextlib.contextmanager
+def api_client(dist_env: dict, monkeypatch, names=()):
+    """An in-process API in distributed mode on this module's database and broker (auth off),
+    with `names` copied from `dist_env` into the environment too."""
+    from fastapi.testclient import TestClient
+
+    from agentflow.api.main import create_app
+    from agentflow.settings import Settings, get_settings
+    from agentflow.workers import app as worker_app, dispatch
+
+    for key in ("DATABASE_URL", "REDIS_URL", "AGENTFLOW_HOME", *names):
+        monkeypatch.setenv(key, dist_env[key])
+    monkeypatch.setenv("AGENTFLOW_AUTH", "off")
+    monkeypatch.setenv("AGENTFLOW_LOAD_EXAMPLES", "0")
+    # The process-wide Celery app reads REDIS_URL when first imported, maybe by an earlier
+    # test module with another Redis db: send this module's tasks to its own broker.
+    celery = worker_app.make_celery(dist_env["REDIS_URL"])
+    monkeypatch.setattr(worker_app, "celery_app", celery)
+    monkeypatch.setattr(dispatch, "celery_app", celery)
+    get_settings.cache_clear()
+    try:
+        with TestClient(create_app(Settings())) as client:
+            yield client
+    finally:
+        get_settings.cache_clear()

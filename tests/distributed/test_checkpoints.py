@@ -10,13 +10,12 @@ from typing import Annotated, TypedDict
 
 import pytest
 
-from tests.fixtures_servers import pg_base_url
+from tests.needs import need_postgres
 
 
 @pytest.fixture(scope="module")
 def pool():
-    if pg_base_url() is None:
-        pytest.skip("PostgreSQL is not reachable")
+    need_postgres()
     from psycopg.rows import dict_row
     from psycopg_pool import ConnectionPool
 

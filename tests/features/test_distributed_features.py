@@ -11,11 +11,10 @@ import json
 import time
 
 import pytest
-from fastapi.testclient import TestClient
 
 from agentflow.runs.webhooks import sign
 from tests.api.support import sse_events, wait_run
-from tests.distributed.conftest import dist_env, workers  # noqa: F401  (fixtures)
+from tests.distributed.conftest import api_client, dist_env, workers  # noqa: F401  (fixtures)
 from tests.helpers import triage
 from tests.servers.http_api import HTTPAPIServer
 from tests.servers.openai_server import OpenAIServer
@@ -47,25 +46,9 @@ def services(dist_env, workers):
 
 @pytest.fixture
 def api(services, dist_env, monkeypatch):
-    from agentflow.api.main import create_app
-    from agentflow.settings import Settings, get_settings
-
-    for key in ("DATABASE_URL", "REDIS_URL", "AGENTFLOW_HOME", "OPENAI_API_KEY", "OPENAI_BASE_URL",
-                "AGENTFLOW_WEBHOOKS_ALLOW_PRIVATE", "AF_DIST_OUT_KEY"):
-        monkeypatch.setenv(key, dist_env[key])
-    monkeypatch.setenv("AGENTFLOW_AUTH", "off")
-    monkeypatch.setenv("AGENTFLOW_LOAD_EXAMPLES", "0")
-    # The process-wide Celery app reads REDIS_URL when first imported, maybe by an earlier
-    # test module with another Redis db: send this module's tasks to its own broker.
-    from agentflow.workers import app as worker_app, dispatch
-
-    celery = worker_app.make_celery(dist_env["REDIS_URL"])
-    monkeypatch.setattr(worker_app, "celery_app", celery)
-    monkeypatch.setattr(dispatch, "celery_app", celery)
-    get_settings.cache_clear()
-    with TestClient(create_app(Settings())) as client:
+    with api_client(dist_env, monkeypatch, ("OPENAI_API_KEY", "OPENAI_BASE_URL", "AGENTFLOW_WEBHOOKS_ALLOW_PRIVATE",
+                                            "AF_DIST_OUT_KEY")) as client:
         yield client
-    get_settings.cache_clear()
 
 
 def test_distributed_stream_trace_rerun_and_webhook(api, services, workers):

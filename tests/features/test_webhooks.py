@@ -48,10 +48,10 @@ def test_inbound_hook_refuses_bad_signatures_and_starts_runs(client, hook, make_
     assert run["status"] == "succeeded" and run["workflow_id"] == "rules-demo" and run["workflow_version"] == 1
     assert run["state"]["user_input"] == "hello from outside" and run["state"]["intent"] == "priority"
 
-    # the same signed request again: the run it started, not a second run
+    # the same signed request again: a 409 naming the run it started, not a second run
     again = client.post(path, content=body, headers=signed(body, at=int(r.request.headers["X-AgentFlow-Timestamp"])))
-    assert again.status_code == 202 and again.json() == {"run_id": run["run_id"], "status": "succeeded",
-                                                          "duplicate": True}
+    assert assert_error_shape(again, 409)["run_id"] == run["run_id"]
+    assert len(client.get("/runs").json()["items"]) == 1
 
     # any other JSON document is passed along as text and in metadata.webhook
     other = json.dumps({"event": "order.created", "id": 42}).encode()

@@ -1,41 +1,24 @@
 """Fixtures for the limiter tests: both backends, a fake clock, a reachable Redis.
 
 Redis: `AF_RL_REDIS_URL`, else `REDIS_URL`, else redis://127.0.0.1:6379/0. Tests that need
-it are marked `redis` and skip, saying why, when it does not answer. Every test uses its
+it are marked `redis` and fail, saying why, when it does not answer (tests/needs.py). Every test uses its
 own key prefix and deletes its keys after.
 """
 
 from __future__ import annotations
 
-import os
 import uuid
 
 import pytest
 
 from agentflow.ratelimit import MemoryLimiter
 
-REDIS_URL = os.environ.get("AF_RL_REDIS_URL") or os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0"
-_redis_error: list = []
-
-
-def redis_available() -> str | None:
-    """None when Redis answers, else why not (checked once)."""
-    if not _redis_error:
-        try:
-            import redis
-            redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1, socket_timeout=1).ping()
-            _redis_error.append(None)
-        except Exception as e:  # noqa: BLE001 - any failure means "skip"
-            _redis_error.append(f"Redis not reachable at {REDIS_URL} ({e}); start redis-server "
-                                f"or set AF_RL_REDIS_URL")
-    return _redis_error[0]
+from tests.needs import REDIS_URL, need_redis, redis_error
 
 
 @pytest.fixture
 def redis_url():
-    why = redis_available()
-    if why:
-        pytest.skip(why)
+    need_redis(REDIS_URL)
     return REDIS_URL
 
 
@@ -43,7 +26,7 @@ def redis_url():
 def key_prefix(request):
     prefix = f"af:rl:test:{uuid.uuid4().hex[:10]}"
     yield prefix
-    if redis_available() is None:
+    if redis_error(REDIS_URL) is None:
         import redis
         r = redis.Redis.from_url(REDIS_URL)
         for k in r.scan_iter(match=prefix + ":*", count=1000):
@@ -78,9 +61,7 @@ BACKENDS = [pytest.param("memory", id="memory"),
 def make_limiter(kind: str, clock: FakeClock, key_prefix: str, **kw):
     if kind == "memory":
         return MemoryLimiter(clock=clock, sleep=clock.sleep, **kw)
-    why = redis_available()
-    if why:
-        pytest.skip(why)
+    need_redis(REDIS_URL)
     from agentflow.ratelimit.redis import RedisLimiter
     lim = RedisLimiter(REDIS_URL, key_prefix=key_prefix, clock=clock, **kw)
     lim._sleep = clock.sleep   # acquire() waits on the fake clock

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import math
 import os
-import shutil
 import socket
 import subprocess
 import time
@@ -23,7 +22,7 @@ from agentflow.ratelimit.base import BUCKET, summarize
 from agentflow.ratelimit.loadtest import (Scenario, achieved_rate, run_redis, run_threads,
                                           share_error, steady, tokens_per_minute, worst_window)
 
-from .conftest import redis_available
+from tests.needs import REDIS_URL, need_redis, need_redis_server
 
 WINDOW = float(os.environ.get("AF_RL_WINDOW", "20"))
 WARMUP = 2.0
@@ -55,12 +54,9 @@ def load(request):
         limiter = MemoryLimiter()
         results = run_threads(limiter, list(scs.values()), WINDOW)
     else:
-        why = redis_available()
-        if why:
-            pytest.skip(why)
+        need_redis(REDIS_URL)
         from agentflow.ratelimit.redis import RedisLimiter
 
-        from .conftest import REDIS_URL
         prefix = f"af:rl:test:{tag}"
         results = run_redis(REDIS_URL, prefix, list(scs.values()), WINDOW)
         limiter = RedisLimiter(REDIS_URL, key_prefix=prefix)
@@ -202,8 +198,8 @@ class _Server:
 
 @pytest.mark.redis
 @pytest.mark.chaos
-@pytest.mark.skipif(shutil.which("redis-server") is None, reason="redis-server is not installed")
 def test_a_real_redis_restart_adds_no_burst(tmp_path):
+    need_redis_server()
     server = _Server(tmp_path)
     server.start()
     url = f"redis://127.0.0.1:{server.port}/0"

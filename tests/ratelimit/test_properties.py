@@ -8,7 +8,9 @@ from hypothesis import strategies as st
 
 from agentflow.ratelimit import MemoryLimiter, QueueLimits
 
-from .conftest import FakeClock, make_limiter, redis_available
+from tests.needs import REDIS_URL, need_redis
+
+from .conftest import FakeClock, make_limiter
 
 limits_st = st.builds(
     QueueLimits,
@@ -79,8 +81,7 @@ def test_token_budget_is_never_overspent(ops):
 @given(limits=limits_st, ops=st.lists(op_st, max_size=60))
 def test_redis_answers_exactly_like_memory(limits, ops, key_prefix):
     """Same calls on the same fake clock: same decisions, same stats (Lua == Python)."""
-    if redis_available():
-        pytest.skip(redis_available())
+    need_redis(REDIS_URL)
     import uuid
     limits = QueueLimits(uuid.uuid4().hex[:8], limits.max_messages_per_second,
                          limits.max_requests_per_minute, limits.max_tokens_per_minute,

@@ -19,6 +19,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.needs import missing
+
 ROOT = Path(__file__).resolve().parents[2]
 SECRET = "schemathesis-jwt-secret-0123456789abcdef"
 
@@ -30,7 +32,7 @@ def _st() -> list[str]:
     found = shutil.which("st")
     if found:
         return [found]
-    pytest.skip("schemathesis is not installed (pip install -e '.[dev]')")
+    missing("schemathesis is not installed (pip install -e '.[dev]')")
 
 
 def _free_port() -> int:

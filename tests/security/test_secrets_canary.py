@@ -8,11 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import socket
 import sqlite3
-import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
@@ -21,6 +17,7 @@ import httpx
 import pytest
 
 from tests.security.conftest import secure_api
+from tests.servers.agentflow_serve import AgentflowServe, server_env
 from tests.servers.openai_server import OpenAIServer
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -125,12 +122,6 @@ def test_canary_in_process(tmp_path, monkeypatch, caplog):
     assert canary not in database_text(tmp_path / "home" / "agentflow.db")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_canary_with_a_real_server(tmp_path):
     """`agentflow serve` in a subprocess at DEBUG log level with the access log on: its
     own output is checked too, not only what pytest captures."""
@@ -139,63 +130,38 @@ def test_canary_with_a_real_server(tmp_path):
 
     canary = canary_value()
     home = tmp_path / "home"
-    port = _free_port()
     secret = "canary-server-secret-0123456789abcdef"
     with OpenAIServer() as server:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("AGENTFLOW_")
-               and k not in ("DATABASE_URL", "REDIS_URL")}
-        env.update(AGENTFLOW_HOME=str(home), AGENTFLOW_AUTH="required", AGENTFLOW_JWT_SECRET=secret,
-                   AGENTFLOW_LOAD_EXAMPLES="0", AGENTFLOW_LOG_LEVEL="DEBUG", OPENAI_API_KEY=canary,
-                   OPENAI_BASE_URL=server.base_url, PYTHONUNBUFFERED="1")
-        log_path = tmp_path / "serve.log"
-        with open(log_path, "wb") as log:
-            proc = subprocess.Popen([sys.executable, "-m", "agentflow.cli", "serve", "--port", str(port),
-                                     "--host", "127.0.0.1", "--log-level", "debug", "--access-log"],
-                                    env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
-        base = f"http://127.0.0.1:{port}"
-        try:
-            deadline = time.monotonic() + 60
-            while True:
-                assert proc.poll() is None, log_path.read_text(errors="replace")[-3000:]
-                try:
-                    if httpx.get(f"{base}/health", timeout=2).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                assert time.monotonic() < deadline, "the server did not start"
-                time.sleep(0.2)
+        env = server_env(home, AGENTFLOW_AUTH="required", AGENTFLOW_JWT_SECRET=secret, AGENTFLOW_LOG_LEVEL="DEBUG",
+                         OPENAI_API_KEY=canary, OPENAI_BASE_URL=server.base_url)
+        with AgentflowServe(env, tmp_path / "serve.log", "--log-level", "debug", "--access-log") as served:
             with pytest.MonkeyPatch.context() as mp:
                 mp.setenv("AGENTFLOW_JWT_SECRET", secret)
                 mp.setenv("AGENTFLOW_HOME", str(home))
                 token = issue_token("acme", "admin", 600, "canary-test", settings=Settings())
             exchanges = Exchanges()
-            with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {token}"}, timeout=30) as http:
+            with httpx.Client(base_url=served.url, headers={"Authorization": f"Bearer {token}"}, timeout=30) as http:
                 def call(method, url, **kw):
                     return exchanges.add(http.request(method, url, **kw))
 
-                def wait(run_id):
-                    deadline = time.monotonic() + 30
-                    while True:
-                        record = call("GET", f"/runs/{run_id}").json()
-                        if record["status"] in ("succeeded", "failed", "cancelled"):
-                            return record
-                        assert time.monotonic() < deadline
-                        time.sleep(0.1)
-
-                exercise(call, canary, server, wait)
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-    output = log_path.read_text(errors="replace")
+                exercise(call, canary, server, lambda run_id: wait_ended(call, run_id))
+    output = served.log()
     assert "GET /runs/" in output  # the access log and debug logs were on
     assert canary not in output, [line for line in output.splitlines() if canary in line][:5]
     assert canary not in exchanges.text()
     assert secret not in output and token not in output
     assert canary not in database_text(home / "agentflow.db")
+
+
+def wait_ended(call, run_id: str, timeout: float = 30) -> dict:
+    """Poll GET /runs/{id} through `call` until the run has ended."""
+    deadline = time.monotonic() + timeout
+    while True:
+        record = call("GET", f"/runs/{run_id}").json()
+        if record["status"] in ("succeeded", "failed", "cancelled"):
+            return record
+        assert time.monotonic() < deadline, record
+        time.sleep(0.1)
 
 
 def test_workflows_may_not_read_the_servers_own_credentials(make_api, monkeypatch):

@@ -10,6 +10,12 @@ Endpoints: POST /v1/chat/completions (plain, and `stream: true` as SSE chunks wi
 in a final chunk when `stream_options.include_usage`), POST /v1/images/generations,
 GET /v1/models, and GET /images/<name>.png (a 1x1 PNG, so generated URLs resolve).
 
+Tool calls (deterministic): when a request offers `tools`, each line of the last user
+message of the form `tool: NAME {json arguments}` is one turn: the k-th assistant reply
+calls the k-th such tool (a `tool_calls` reply). Once every line has had its turn, or
+when no tools are offered, the reply is "Tools said: " and the tool messages' contents
+joined by " | ".
+
 The default responder: for a prompt containing "Choose one of:" it answers a label
 from keywords in the request (the "Choose one of:" line itself is ignored):
 "both" -> both, "draw"/"picture" -> image, else text. Otherwise it answers
@@ -61,6 +67,27 @@ def default_responder(request: dict) -> str:
             return "image"
         return "text"
     return "Answer: " + prompt[:40]
+
+
+_TOOL_LINE = re.compile(r"^\s*tool:\s*([A-Za-z0-9_\-]+)\s*(\{.*\})?\s*$", re.MULTILINE)
+
+
+def tool_turn(request: dict) -> dict | None:
+    """The tool call due in this turn (see the module doc), or None for a text answer."""
+    if not request.get("tools"):
+        return None
+    lines = _TOOL_LINE.findall(last_user_message(request))
+    turn = sum(1 for m in request.get("messages") or [] if m.get("role") == "assistant" and m.get("tool_calls"))
+    if turn >= len(lines):
+        return None
+    name, args = lines[turn]
+    return {"id": f"call_{turn + 1}", "type": "function",
+            "function": {"name": name, "arguments": args or "{}"}}
+
+
+def tool_answers(request: dict) -> str | None:
+    said = [message_text(m) for m in request.get("messages") or [] if m.get("role") == "tool"]
+    return "Tools said: " + " | ".join(said) if said or _TOOL_LINE.search(last_user_message(request)) else None
 
 
 def _words(text: str) -> int:
@@ -127,7 +154,17 @@ class OpenAIServer(RecordingServer):
     def _chat(self, req: dict) -> Reply:
         if not req.get("messages"):
             return self.error_reply(400, "'messages' is required")
-        answer = str(self.responder(req))
+        call = tool_turn(req)
+        if call is not None:
+            usage = self._usage_for(req, "")
+            return Reply(200, {"id": f"chatcmpl-{next(self._ids)}", "object": "chat.completion",
+                               "created": int(time.time()), "model": req.get("model") or "gpt-4o-mini",
+                               "choices": [{"index": 0, "finish_reason": "tool_calls", "logprobs": None,
+                                            "message": {"role": "assistant", "content": None,
+                                                        "tool_calls": [call]}}],
+                               "usage": usage})
+        answer = tool_answers(req)
+        answer = str(self.responder(req)) if answer is None else answer
         finish = "stop"
         limit = req.get("max_tokens") or req.get("max_completion_tokens")
         if limit and _words(answer) > limit:
