@@ -2,8 +2,8 @@
 `agentflow serve` and `agentflow beat`, a fresh Postgres database. Every one listens on a
 free port of 127.0.0.1 and keeps its files in a temp directory; none needs root.
 
-A missing binary or service fails the test (it never skips): these tests are the proof
-that AgentFlow runs on more than one machine.
+A missing binary or service fails the test (tests/needs.py: it never skips outside
+`make test-fast`): these tests are the proof that AgentFlow runs on more than one machine.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from tests.fixtures_servers import pg_base_url
+from tests.needs import missing, need_postgres
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -37,7 +37,7 @@ def binary(name: str, *candidates: str) -> str:
     for path in (shutil.which(name), *candidates):
         if path and os.access(path, os.X_OK):
             return path
-    raise RuntimeError(f"{name} is not installed (apt-get install {name}); the scale-out tests need it")
+    missing(f"{name} is not installed (apt-get install -y {name}); the scale-out tests start their own")
 
 
 def wait_until(check: Callable[[], bool], timeout: float, what: str, interval: float = 0.1) -> None:
@@ -96,9 +96,7 @@ class FreshDatabase:
     """A new database on the local Postgres (dropped by `drop`)."""
 
     def __init__(self):
-        base = pg_base_url()
-        if base is None:
-            raise RuntimeError("PostgreSQL is not reachable at 127.0.0.1:5432; the scale-out tests need it")
+        base = need_postgres("the scale-out tests create a database of their own")
         import psycopg
 
         self.base = base
