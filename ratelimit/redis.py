@@ -508,8 +508,9 @@ class RedisLimiter(LimiterBase):
         requests = [self._request(q, None, 0, None) for q in queues]
         for attempt in range(3):
             pipe = client.pipeline(transaction=False)
-            for plan, dyn, _ in requests:
-                pipe.evalsha(self._acquire.sha, len(plan.keys), *plan.keys, *dyn, *plan.args)
+            for plan, req, _ in requests:  # keys and arguments as _call_acquire sends them
+                keys = [*plan.keys, req.slots]
+                pipe.evalsha(self._acquire.sha, len(keys), *keys, *req.dyn, *plan.args, req.slot, req.key)
             try:
                 replies = await pipe.execute(raise_on_error=False)
             except RedisConnectionError as e:  # e.g. the master failing over: again, then give up
@@ -521,7 +522,7 @@ class RedisLimiter(LimiterBase):
                 raise self._unavailable(e) from e
             errors = [r for r in replies if isinstance(r, Exception)]
             if not errors:
-                return [self._decision(q, req[2], r) for q, req, r in zip(queues, requests, replies)]
+                return [self._decision(q, sub, r, req) for q, (_, req, sub), r in zip(queues, requests, replies)]
             if not all(isinstance(e, NoScriptError) for e in errors):
                 raise self._unavailable(errors[0])
             await client.script_load(ACQUIRE_LUA)  # a promoted replica may not have it
