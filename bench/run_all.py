@@ -34,6 +34,7 @@ RESULTS = ROOT / "bench" / "RESULTS.md"
 BENCHES = {
     "engine_overhead": ("Engine overhead", {"n": 300}, {"n": 50}),
     "throughput": ("Distributed throughput", {"n": 200}, {"n": 40}),
+    "waiting_runs": ("Runs in flight with no worker slot held", {"n": 10_000}, {"n": 1_000}),
     "api_submit": ("API submit rate", {"seconds": 10.0}, {"seconds": 3.0}),
     "ratelimit": ("Rate-limit accuracy", {"argv": ["--seconds", "20", "--workers", "1,2,4"]},
                   {"argv": ["--seconds", "6", "--workers", "1,2"]}),
