@@ -107,30 +107,7 @@ def run_one(name: str, kwargs: dict, out: Path) -> None:
         captured = io.StringIO()
         with contextlib.redirect_stdout(_Tee(sys.__stdout__, captured)):
             result = module.main(**kwargs)
-    if name == "ratelimit":  # its main() prints a table and returns an exit code
-        result = {"exit": result, "rows": parse_ratelimit(captured.getvalue())}
     out.write_text(json.dumps({"result": result, "stdout": captured.getvalue()}, default=str))
-
-
-ROW = re.compile(r"^\s*(\d+)\s+(\d+)\s+([\d.]+)\s+(\d+)\s+\(\+\s*(-?\d+)\)\s+([\d.]+)%\s+([\d.]+)\s+([\d.]+)\s+"
-                 r"([\d.]+)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)\s*$")
-
-
-def parse_ratelimit(text: str) -> list[dict]:
-    rows = []
-    rate = burst = None
-    m = re.search(r"queue: ([\d.]+) msg/s, burst (\d+)", text)
-    if m:
-        rate, burst = float(m.group(1)), int(m.group(2))
-    for line in text.splitlines():
-        r = ROW.match(line)
-        if r:
-            g = r.groups()
-            rows.append({"workers": int(g[0]), "grants": int(g[1]), "ratio": float(g[2]), "worst_1s": int(g[3]),
-                         "over_rate": int(g[4]), "share_err_pct": float(g[5]), "calls_per_grant": float(g[6]),
-                         "incr_us": float(g[7]), "acquire_us": float(g[8]), "acquire_x_incr": float(g[9]),
-                         "deny_us": float(g[10]), "deny_x_incr": float(g[11]), "rate": rate, "burst": burst})
-    return rows
 
 
 # ---------------------------------------------------------------- the report
