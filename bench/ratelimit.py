@@ -29,80 +29,10 @@ import sys
 import uuid
 
 from agentflow.ratelimit import QueueLimits
-from agentflow.ratelimit.loadtest import (Scenario, achieved_rate, run_redis, share_error, steady,
-                                          worst_window)
+from agentflow.ratelimit.loadtest import (Scenario, achieved_rate, measure_costs, run_redis, share_error,
+                                          steady, worst_window)
 
 WEIGHTS = {"paid": 3.0, "free": 1.0}
-
-
-def _cost_main(redis_url, prefix, limits_list, blocks, block, barrier, out):
-    """Per process: interleaved blocks of INCR, our try_acquire, and the same script call
-    through redis-py (arguments prepared outside the timed loop) for each queue."""
-    import time
-    import uuid
-
-    import redis as redis_lib
-
-    from agentflow.ratelimit.redis import RedisLimiter
-
-    client = redis_lib.Redis.from_url(redis_url)
-    limiter = RedisLimiter(client, key_prefix=prefix)
-    scratch = f"{prefix}:incr:{uuid.uuid4().hex[:8]}"
-    subs = [s for s, _ in limits_list[0].sub_queues] or [None]
-    client.incr(scratch)
-    calls = {}
-    for lim in limits_list:
-        limiter.try_acquire(lim, subs[0])
-        calls[lim.id] = []
-        for i in range(8):  # the same keys and arguments our acquire sends, one per waiter
-            plan, req, _sub = limiter._request(lim, subs[i % len(subs)], 100, f"w{i % 8}")
-            calls[lim.id].append(([*plan.keys, req.slots], [*req.dyn, *plan.args, req.slot, req.key]))
-    script = limiter._acquire  # redis-py's Script: EVALSHA, loading the script when missing
-    barrier.wait()
-    samples = {"incr": []}
-    for lim in limits_list:
-        samples[lim.id] = []
-        samples["py:" + lim.id] = []
-    for _b in range(blocks):
-        t = time.perf_counter()
-        for _ in range(block):
-            client.incr(scratch)
-        samples["incr"].append((time.perf_counter() - t) / block)
-        for lim in limits_list:
-            t = time.perf_counter()
-            for i in range(block):
-                limiter.try_acquire(lim, subs[i % len(subs)], 100, waiter=f"w{i % 8}")
-            samples[lim.id].append((time.perf_counter() - t) / block)
-            prepared = calls[lim.id]
-            t = time.perf_counter()
-            for i in range(block):
-                keys, args = prepared[i % 8]
-                script(keys=keys, args=args)
-            samples["py:" + lim.id].append((time.perf_counter() - t) / block)
-    client.delete(scratch)
-    out.put(samples)
-
-
-def measure_costs(redis_url, prefix, limits_list, processes=1, blocks=30, block=100):
-    import multiprocessing as mp
-    import statistics
-
-    ctx = mp.get_context("spawn")
-    barrier, out = ctx.Barrier(processes), ctx.Queue()
-    procs = [ctx.Process(target=_cost_main, daemon=True,
-                         args=(redis_url, prefix, list(limits_list), blocks, block, barrier, out))
-             for _ in range(processes)]
-    for p in procs:
-        p.start()
-    merged = {}
-    try:
-        for _ in procs:
-            for k, v in out.get(timeout=300).items():
-                merged.setdefault(k, []).extend(v)
-    finally:
-        for p in procs:
-            p.join(timeout=10)
-    return {k: statistics.median(v) for k, v in merged.items()}
 
 
 def main(argv=None) -> int:
