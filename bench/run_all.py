@@ -322,7 +322,7 @@ def section_ratelimit(r: dict) -> list[str]:
     for x in rows:
         n = x["workers"]
         out.append(row(f"achieved rate, {n} worker(s)", fmt(x["ratio"] * rate, "/s"), fmt(rate, "/s"),
-                       f"{x['ratio']:.3f}", "0.97 to 1.00", 0.97 <= x["ratio"] <= 1.0))
+                       f"{x['ratio']:.3f}", "0.97 to 1.00", 0.97 <= round(x["ratio"], 3) <= 1.0))
         out.append(row(f"most grants in any 1 s, {n} worker(s)", str(x["worst_1s"]), f"{fmt(rate)} + burst {burst}",
                        f"{x['worst_1s'] / (rate + burst):.2f}", "<= rate + burst", x["worst_1s"] <= rate + burst))
         out.append(row(f"share error (weights 3:1), {n} worker(s)", f"{x['share_err_pct']:.2f} %", "exact share",

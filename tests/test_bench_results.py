@@ -9,7 +9,7 @@ import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-FIGURE = re.compile(r"\d[\d,]*(?:\.\d+)?(?: ?(?:x|ms|s|KB|MB|B|/s|%))?")
+FIGURE = re.compile(r"\d+(?:,\d{3})*(?:\.\d+)?(?: ?(?:x|ms|s|KB|MB|B|/s|%))?")
 
 
 def performance_rows() -> list[str]:

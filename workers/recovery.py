@@ -12,7 +12,8 @@ How a lost worker is noticed, from the fastest to the slowest:
 - the sweep (every AGENTFLOW_SWEEP_EVERY = 5 s): a run not heard of for STALE_AFTER is woken
   when it has news nobody advanced (its driver died holding the run), when its waits no longer
   exist in Redis (it restarted empty, losing queued messages: its driver sends them again), or
-  when it waits for child runs; a queued run whose first message was lost is sent again.
+  when it waits for child runs; a queued run whose first message was lost is sent again (once
+  the `runs` queue has drained: behind a backlog its message is most likely still queued).
 """
 
 from __future__ import annotations
