@@ -1,6 +1,9 @@
-"""API submit rate: POST /workflows/{id}/runs (distributed mode: validate, store a run row in
-Postgres, enqueue) vs a bare FastAPI endpoint that only enqueues a Celery no-op, both under
-uvicorn (one process each), driven by the same client in the same run. Target >= 0.7x.
+"""API submit rate: POST /workflows/{id}/runs (distributed mode: verify the JWT, authorize,
+store a run row in Postgres, enqueue) vs a bare FastAPI endpoint that verifies the same JWT
+and enqueues a Celery no-op, both under uvicorn (one process each), driven by the same
+client in the same run, JWT verification ON on both sides (AGENTFLOW_AUTH=required,
+HS256). Target >= 0.8x. The deny path: the same requests with a token signed by another
+key (401 on both sides).
 
 The two alternate for ROUNDS rounds (this machine's speed drifts over a minute), and the
 round with the median ratio is reported, next to every round's ratio.
@@ -49,19 +52,21 @@ def serve(env: dict, app: str, port: int, factory: bool = False) -> subprocess.P
     raise RuntimeError(f"{app} did not start")
 
 
-async def drive(url: str, body: dict, seconds: float) -> dict:
+async def drive(url: str, body: dict, seconds: float, token: str = "", expect: int = 202) -> dict:
     lat: list[float] = []
     errors = 0
     codes: dict[int, int] = {}
     stop = time.perf_counter() + seconds
-    async with httpx.AsyncClient(timeout=30, limits=httpx.Limits(max_connections=CONCURRENCY)) as client:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    async with httpx.AsyncClient(timeout=30, limits=httpx.Limits(max_connections=CONCURRENCY),
+                                 headers=headers) as client:
         async def one_client():
             nonlocal errors
             while time.perf_counter() < stop:
                 t0 = time.perf_counter()
                 r = await client.post(url, json=body)
                 lat.append(time.perf_counter() - t0)
-                if r.status_code != 202:
+                if r.status_code != expect:
                     errors += 1
                     codes[r.status_code] = codes.get(r.status_code, 0) + 1
                     if codes[r.status_code] == 1:
@@ -75,7 +80,11 @@ async def drive(url: str, body: dict, seconds: float) -> dict:
 def main(seconds: float = SECONDS) -> dict:
     spec = json.loads((ROOT / "examples" / "triage.json").read_text())
     with fresh_env(redis_db=13) as env:
-        env["AGENTFLOW_AUTH"] = "off"
+        import jwt as pyjwt
+
+        secret = "bench-" + "k" * 40
+        env["AGENTFLOW_AUTH"] = "required"
+        env["AGENTFLOW_JWT_SECRET"] = secret
         env["AGENTFLOW_LOAD_EXAMPLES"] = "0"
         # the abuse limits would (rightly) throttle one benchmarking client; measure the path, not the limiter
         env["AGENTFLOW_RATE_IP_PER_MINUTE"] = env["AGENTFLOW_RATE_TENANT_PER_MINUTE"] = "10000000"
@@ -84,21 +93,29 @@ def main(seconds: float = SECONDS) -> dict:
         bare = serve(env, "bench.bare_app:app", p1)
         ours = serve(env, "agentflow.api.main:create_app", p2, factory=True)
         try:
-            r = httpx.post(f"http://127.0.0.1:{p2}/workflows", json=spec, timeout=30)
+            now = int(time.time())
+            claims = {"sub": "bench", "tenant": "default", "role": "admin", "iat": now, "nbf": now - 1,
+                      "exp": now + 3600, "jti": "bench"}  # what `agentflow token create` signs
+            token = pyjwt.encode(claims, secret, algorithm="HS256")
+            forged = pyjwt.encode(claims, "another-" + "k" * 40, algorithm="HS256")
+            auth = {"Authorization": f"Bearer {token}"}
+            r = httpx.post(f"http://127.0.0.1:{p2}/workflows", json=spec, timeout=30, headers=auth)
             assert r.status_code in (200, 201), r.text
             body = {"input": {"user_input": "hello", "metadata": {"customer": "acme"}}}
             bare_url, ours_url = f"http://127.0.0.1:{p1}/enqueue", f"http://127.0.0.1:{p2}/workflows/{spec['id']}/runs"
-            asyncio.run(drive(bare_url, {}, 2))  # warm up both
-            asyncio.run(drive(ours_url, body, 2))
+            asyncio.run(drive(bare_url, {}, 2, token))  # warm up both
+            asyncio.run(drive(ours_url, body, 2, token))
             rounds = []
             for i in range(ROUNDS):
                 if i % 2 == 0:  # alternate who goes first
-                    anchor = asyncio.run(drive(bare_url, {}, seconds))
-                    submit = asyncio.run(drive(ours_url, body, seconds))
+                    anchor = asyncio.run(drive(bare_url, {}, seconds, token))
+                    submit = asyncio.run(drive(ours_url, body, seconds, token))
                 else:
-                    submit = asyncio.run(drive(ours_url, body, seconds))
-                    anchor = asyncio.run(drive(bare_url, {}, seconds))
+                    submit = asyncio.run(drive(ours_url, body, seconds, token))
+                    anchor = asyncio.run(drive(bare_url, {}, seconds, token))
                 rounds.append({"anchor": anchor, "submit": submit, "ratio": submit["per_s"] / anchor["per_s"]})
+            deny_anchor = asyncio.run(drive(bare_url, {}, seconds / 2, forged, expect=401))
+            deny_ours = asyncio.run(drive(ours_url, body, seconds / 2, forged, expect=401))
         finally:
             for p in (bare, ours):
                 p.terminate()
@@ -110,8 +127,12 @@ def main(seconds: float = SECONDS) -> dict:
     print("  ratio of each round           : " + ", ".join(f"{r['ratio']:.2f}x" for r in rounds) + "  (median shown)")
     print(f"  bare FastAPI + Celery enqueue : {anchor['per_s']:.0f} req/s  p50 {anchor['p50']*1000:.1f} ms  p99 {anchor['p99']*1000:.1f} ms  errors {anchor['errors']}")
     print(f"  POST /workflows/{{id}}/runs    : {submit['per_s']:.0f} req/s  p50 {submit['p50']*1000:.1f} ms  p99 {submit['p99']*1000:.1f} ms  errors {submit['errors']}")
-    print(f"  ratio                         : {ratio:.2f}x   (target >= 0.7x)")
-    return {"anchor": anchor, "submit": submit, "ratio": ratio, "rounds": [r["ratio"] for r in rounds]}
+    print(f"  ratio                         : {ratio:.2f}x   (target >= 0.8x)")
+    print(f"  deny path (forged token, 401) : ours {deny_ours['per_s']:.0f} req/s, bare {deny_anchor['per_s']:.0f} req/s "
+          f"({deny_ours['per_s'] / deny_anchor['per_s']:.2f}x); p50 {deny_ours['p50']*1000:.1f} vs "
+          f"{deny_anchor['p50']*1000:.1f} ms; unexpected codes {deny_ours['errors']} / {deny_anchor['errors']}")
+    return {"anchor": anchor, "submit": submit, "ratio": ratio, "rounds": [r["ratio"] for r in rounds],
+            "deny": {"ours": deny_ours, "anchor": deny_anchor, "ratio": deny_ours["per_s"] / deny_anchor["per_s"]}}
 
 
 if __name__ == "__main__":

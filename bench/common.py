@@ -70,3 +70,20 @@ def workers(env: dict, groups: list[tuple]):
         yield
     finally:
         procs.stop_all()
+
+
+@contextmanager
+def default_workers(env: dict, count: int = 2, prefix: str = "w"):
+    """`count` workers started as a user starts them: `agentflow worker` with no arguments
+    (every queue, its default pool and concurrency). Yields their process-group ids."""
+    from agentflow.workers.launch import WorkerProcesses
+
+    procs = WorkerProcesses(env)
+    names = [f"{prefix}{i}" for i in range(count)]
+    try:
+        for name in names:
+            procs.start(name, None, None, pool=None, log_level="warning")
+        procs.wait_ready(names)
+        yield {procs.procs[n].pid for n in names}
+    finally:
+        procs.stop_all()

@@ -245,6 +245,9 @@ def tokens_per_minute(grants: Sequence[tuple[float, str, int]], warmup: float) -
 # ---------------------------------------------------------------------- cost per acquire
 
 def _cost_main(redis_url, prefix, limits_list, blocks, block, barrier, out):
+    """Per process, interleaved blocks of: a bare INCR, try_acquire on each queue, and the same
+    acquire script with the same keys and arguments through redis-py's Script (EVALSHA; the
+    arguments prepared outside the timed loop), the fair anchor for our acquire's cost."""
     import redis as redis_lib
 
     from .redis import RedisLimiter
@@ -253,11 +256,19 @@ def _cost_main(redis_url, prefix, limits_list, blocks, block, barrier, out):
     scratch = f"{prefix}:incr:{uuid.uuid4().hex[:8]}"
     subs = [s for s, _ in limits_list[0].sub_queues] or [None]
     client.incr(scratch)
-    limiter.try_acquire(limits_list[0], subs[0])
+    prepared = {}
+    for lim in limits_list:
+        limiter.try_acquire(lim, subs[0])
+        prepared[lim.id] = []
+        for i in range(8):
+            plan, req, _sub = limiter._request(lim, subs[i % len(subs)], 100, f"w{i % 8}")
+            prepared[lim.id].append(([*plan.keys, req.slots], [*req.dyn, *plan.args, req.slot, req.key]))
+    script = limiter._acquire
     barrier.wait()
     samples: dict[str, list[float]] = {"incr": []}
     for lim in limits_list:
         samples[lim.id] = []
+        samples["py:" + lim.id] = []
     for b in range(blocks):
         t = time.perf_counter()
         for _ in range(block):
@@ -268,14 +279,21 @@ def _cost_main(redis_url, prefix, limits_list, blocks, block, barrier, out):
             for i in range(block):
                 limiter.try_acquire(lim, subs[i % len(subs)], 100, waiter=f"w{i % 8}")
             samples[lim.id].append((time.perf_counter() - t) / block)
+            calls = prepared[lim.id]
+            t = time.perf_counter()
+            for i in range(block):
+                keys, args = calls[i % 8]
+                script(keys=keys, args=args)
+            samples["py:" + lim.id].append((time.perf_counter() - t) / block)
     client.delete(scratch)
     out.put(samples)
 
 
 def measure_costs(redis_url: str, prefix: str, limits_list: Sequence[QueueLimits], processes: int = 1,
                   blocks: int = 30, block: int = 100, start_method: str = "spawn") -> dict[str, float]:
-    """Seconds per call: a bare INCR round trip and try_acquire on each of `limits_list`,
-    measured in interleaved blocks by `processes` processes at once; median of the blocks."""
+    """Seconds per call: a bare INCR round trip, try_acquire on each of `limits_list` (key: its
+    id) and the same script through redis-py (key: "py:" + its id), measured in interleaved
+    blocks by `processes` processes at once; median of the blocks."""
     import statistics
     ctx = mp.get_context(start_method)
     barrier = ctx.Barrier(processes)

@@ -1,4 +1,4 @@
-"""A task that does nothing: the anchor the throughput benchmark compares runs against."""
+"""Anchor tasks for the benchmarks: what raw Celery costs on the same worker processes."""
 
 from __future__ import annotations
 
@@ -8,3 +8,17 @@ from .app import celery_app
 @celery_app.task(name="agentflow.noop", acks_late=True)
 def noop(*_args, **_kwargs) -> None:
     return None
+
+
+@celery_app.task(name="agentflow.bench_step", acks_late=True)
+def bench_step(key: str, payload: str) -> None:
+    """One Redis SET and one Postgres INSERT of a step-row-sized payload: the work the
+    throughput bench's anchor chain does per message (bench/throughput.py creates the table)."""
+    from sqlalchemy import text
+
+    from . import resources
+
+    resources.redis_client().set(f"af:bench:{key}", payload, ex=600)
+    with resources.store().factory() as sess:
+        sess.execute(text("INSERT INTO bench_anchor (key, payload) VALUES (:k, :p)"), {"k": key, "p": payload})
+        sess.commit()

@@ -12,7 +12,8 @@ How a lost worker is noticed, from the fastest to the slowest:
 - the sweep (every AGENTFLOW_SWEEP_EVERY = 5 s): a run not heard of for STALE_AFTER is woken
   when it has news nobody advanced (its driver died holding the run), when its waits no longer
   exist in Redis (it restarted empty, losing queued messages: its driver sends them again), or
-  when it waits for child runs; a queued run whose first message was lost is sent again.
+  when it waits for child runs; a queued run whose first message was lost is sent again (once
+  the `runs` queue has drained: behind a backlog its message is most likely still queued).
 """
 
 from __future__ import annotations
@@ -41,10 +42,21 @@ def sweep(store, client, app) -> int:
     """Wake the runs whose wake-up was lost; returns how many were woken."""
     from ..store.models import utcnow
 
+    from .app import RUN_QUEUE
+
     woken = 0
+    backlog = None
     for run_id, status, waits in store.stale_runs(utcnow() - timedelta(seconds=STALE_AFTER)):
         if client.exists(keys.run_lock(run_id)):
             continue  # a driver advances it now
+        if status == "queued":
+            if backlog is None:
+                backlog = client.llen(RUN_QUEUE)
+            if backlog:
+                # Its first message is most likely still in the queue behind the others: sending
+                # it again would grow the backlog (up to 500 extra driver messages a sweep) faster
+                # than the drivers drain it. A lost message shows once the queue has drained.
+                continue
         lost = status == "queued" or not waits or client.exists(keys.run_news(run_id)) or any(
             w.get("kind") == "step" and not client.exists(keys.step_sent(w["key"])) for w in waits) or any(
             w.get("kind") == "children" for w in waits)
