@@ -91,9 +91,10 @@ def test_the_engine_charges_a_step_to_its_queue_as_plain_data():
         "queues": [{"id": "llm", "max_messages_per_second": 5, "max_tokens_per_minute": 1000,
                     "sub_queues": [{"id": "paid", "weight": 3}, {"id": "free"}]}]})
 
-    class Impl:
+    class Impl:  # the NodeImpl interface run_step uses
         node = spec.nodes[0]
         tokens = 100
+        keyed = False  # starts no child runs: needs no step key
 
         def estimate_tokens(self, state):
             return self.tokens
