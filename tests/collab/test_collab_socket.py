@@ -15,7 +15,7 @@ from pycrdt import Map
 from agentflow.api.collab_doc import read_spec, roots
 from tests.collab.client import close_of, closed_with, eventually, raw_socket, shared_doc
 from tests.collab.conftest import SECRET, save, token
-from tests.helpers import rules_spec
+from tests.helpers import rules_spec, run_coroutine
 
 MAX_DOC = 60_000
 MAX_MESSAGE = 40_000
@@ -70,7 +70,7 @@ def test_two_clients_see_each_others_edits_and_concurrent_edits_merge(server):
                                  and read_spec(doc)["nodes"][0].get("config") == {"set": {"by": "bob"}})
             assert read_spec(a) == read_spec(b)
 
-    anyio.run(main)
+    run_coroutine(main)
 
 
 def test_the_document_survives_a_restart_and_versions_name_who_edited(server):
@@ -84,7 +84,7 @@ def test_the_document_survives_a_restart_and_versions_name_who_edited(server):
             _set_name(b, "Kept across restarts")
             await eventually(lambda: "kept" in _names(b) and read_spec(a)["name"] == "Kept across restarts")
 
-    anyio.run(edit)
+    run_coroutine(edit)
     old = server["served"]
     old.proc.terminate()
     old.proc.wait(timeout=15)
@@ -96,7 +96,7 @@ def test_the_document_survives_a_restart_and_versions_name_who_edited(server):
             assert "kept" in _names(c) and spec["name"] == "Kept across restarts"
             return spec
 
-    spec = anyio.run(reopen)
+    spec = run_coroutine(reopen)
     saved = httpx.post(served.url + "/workflows", json=spec, timeout=10,
                        headers={"Authorization": f"Bearer {token(subject='carol')}"})
     assert saved.status_code == 201, saved.text
@@ -124,7 +124,7 @@ def test_a_viewer_watches_but_cannot_change_the_document(server):
         async with shared_doc(url, "watched", token(subject="late")) as (late, _):
             assert "sneaky" not in _names(late) and read_spec(late)["name"] == "Editor's name"
 
-    anyio.run(main)
+    run_coroutine(main)
 
 
 @pytest.mark.parametrize("message, code", [
@@ -151,7 +151,7 @@ def test_a_bad_message_closes_only_its_sender(server, message, code):
             await eventually(lambda: read_spec(other)["name"] == "still fine", timeout=2)
             assert read_spec(other)["nodes"] == before["nodes"]
 
-    anyio.run(main)
+    run_coroutine(main)
 
 
 def test_an_edit_past_the_document_limit_is_refused_and_the_room_keeps_its_document(server):
@@ -171,7 +171,7 @@ def test_an_edit_past_the_document_limit_is_refused_and_the_room_keeps_its_docum
         async with shared_doc(url, "big", token(subject="late")) as (late, _):
             assert read_spec(late)["name"] == "after the flood" and "n3" not in _names(late)
 
-    anyio.run(main)
+    run_coroutine(main)
 
 
 @pytest.mark.parametrize("who, code", [
@@ -190,7 +190,7 @@ def test_who_may_not_open_the_document_is_closed_with_a_reason(server, who, code
             got, reason = await closed_with(ws)
             assert got == code and reason, (got, reason)
 
-    anyio.run(main)
+    run_coroutine(main)
 
 
 def test_a_text_frame_is_refused(server):
@@ -202,7 +202,7 @@ def test_a_text_frame_is_refused(server):
             await ws.send("hello")
             assert (await closed_with(ws))[0] == 1003
 
-    anyio.run(main)
+    run_coroutine(main)
 
 
 def test_opening_sockets_counts_against_the_request_limits(serve_factory, tmp_path):
@@ -225,5 +225,5 @@ def test_opening_sockets_counts_against_the_request_limits(serve_factory, tmp_pa
                     codes.append((await closed_with(ws))[0])
         return codes
 
-    codes = anyio.run(main)
+    codes = run_coroutine(main)
     assert codes[:2] == ["open", "open"] and 1013 in codes[2:], codes

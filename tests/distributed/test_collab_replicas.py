@@ -18,7 +18,7 @@ from agentflow.api.collab_doc import read_spec, roots
 from tests.collab.client import eventually, shared_doc
 from tests.collab.conftest import SECRET, save, token
 from tests.features.conftest import free_port
-from tests.helpers import rules_spec
+from tests.helpers import rules_spec, run_coroutine
 
 pytestmark = [pytest.mark.distributed, pytest.mark.timeout(180)]
 
@@ -105,11 +105,11 @@ def test_clients_of_two_replicas_edit_one_document(replicas):
             async with shared_doc(two, "shared", token(subject="carol")) as (c, _):
                 assert read_spec(c) == read_spec(a)
 
-    anyio.run(main)
+    run_coroutine(main)
 
     async def reopen():  # every client gone: each replica closed its room; the database has it all
         async with shared_doc(one, "shared", token(subject="dave")) as (d, _):
             spec = read_spec(d)
             assert spec["name"] == "From replica one" and len(spec["nodes"]) == 44
 
-    anyio.run(reopen)
+    run_coroutine(reopen)

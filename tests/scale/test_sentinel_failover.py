@@ -31,6 +31,7 @@ from agentflow.ratelimit.loadtest import worst_window
 from agentflow.workers.launch import WorkerProcesses
 from tests.scale.harness import Api, FreshDatabase, SentinelRedis, base_env, beat, stop_everything, token, wait_until
 from tests.servers.openai_server import OpenAIServer, last_user_message
+from tests.helpers import run_coroutine
 
 pytestmark = [pytest.mark.distributed, pytest.mark.timeout(420)]
 
@@ -133,7 +134,7 @@ def test_limiter_and_clients_find_the_master_through_sentinel(stack):
         finally:
             await client.aclose()
 
-    assert asyncio.run(via_asyncio()) == b"1"
+    assert run_coroutine(via_asyncio) == b"1"
 
     limiter = redis_limiter(config, "af:rl-probe")
     queues = [QueueLimits(f"probe-{i}", max_requests_per_minute=6, burst_size=3) for i in range(2)]
@@ -141,7 +142,7 @@ def test_limiter_and_clients_find_the_master_through_sentinel(stack):
     async def checks(n):
         return [await limiter.try_acquire_each_async(queues) for _ in range(n)]
 
-    rounds = asyncio.run(checks(5))
+    rounds = run_coroutine(lambda: checks(5))
     assert [[d.allowed for d in r] for r in rounds] == [[True, True]] * 3 + [[False, False]] * 2
     keys = {k.decode() for k in master.keys("af:rl-probe:*")}
     assert keys and all("{probe-0}" in k or "{probe-1}" in k for k in keys), keys
