@@ -216,11 +216,13 @@ def install(app, services) -> MCPEndpoint:
             await endpoint.handle(scope, receive, send, self.principal)
 
     async def mcp(request: Request, principal: Principal = Depends(authorize)) -> Response:
+        # Stateless: answered here, or the Studio mount at "/" would take these methods.
+        if request.method == "DELETE":
+            return Response(status_code=204)  # ending a session: there is none, so nothing to do
         if request.method != "POST":
-            # stateless: no session to resume (GET would hold an idle event stream open)
-            # or to end (DELETE); answered here, or the Studio mount at "/" would take them
+            # no session to resume: GET would hold an idle event stream open
             raise ApiError(405, "the MCP endpoint is stateless: send JSON-RPC messages with POST",
-                           headers={"Allow": "POST"})
+                           headers={"Allow": "POST, DELETE"})
         return Delegate(principal)
 
     app.add_api_route("/mcp", mcp, methods=["GET", "POST", "DELETE"], include_in_schema=True,

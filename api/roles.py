@@ -112,7 +112,7 @@ PERMISSIONS: dict[tuple[str, str], Rule] = {
     ("GET", "/queues"): _r("viewer"),
     ("GET", "/queues/{queue_id}"): _r("viewer"),
     # ---- issue 18: MCP over streamable HTTP (api/mcp.py). Listing tools is a read; a call
-    # that starts a run checks the editor role itself. Stateless: GET/DELETE answer 405.
+    # that starts a run checks the editor role itself. Stateless: GET answers 405, DELETE 204.
     ("GET", "/mcp"): _r("viewer"),
     ("POST", "/mcp"): Rule("viewer", "mcp.request", "mcp", None),
     ("DELETE", "/mcp"): Rule("viewer", "mcp.request", "mcp", None),

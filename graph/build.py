@@ -58,10 +58,14 @@ def ask_person(impl, state: dict, ctx, step: int) -> dict:
     raise AssertionError("unreachable: ctx.wait pauses the run")
 
 
-def node_function(spec: WorkflowSpec, impl) -> Callable:
+def node_function(spec: WorkflowSpec, impl, catches: bool | None = None) -> Callable:
+    """`catches`: the node has an on_error edge (build_graph knows it from one pass over the
+    edges; looking it up here per node would make big specs quadratic)."""
     node_id = impl.node.id
     run = _node_run(spec, impl)
-    if not any(e.on_error and e.from_ == node_id for e in spec.edges):
+    if catches is None:
+        catches = any(e.on_error and e.from_ == node_id for e in spec.edges)
+    if not catches:
         return run
 
     def caught(state: dict, config) -> dict:
@@ -132,14 +136,18 @@ def build_graph(spec: WorkflowSpec, start: str | None = None) -> StateGraph:
 
     predecessors: dict[str, set[str]] = {n.id: set() for n in spec.nodes}
     outgoing_of: dict[str, list] = {n.id: [] for n in spec.nodes}  # one pass: big specs stay linear
+    on_error_from: set[str] = set()
     for edge in spec.edges:
         outgoing_of[edge.from_].append(edge)
+        if edge.on_error:
+            on_error_from.add(edge.from_)
         for t in edge.targets:
             predecessors[t].add(edge.from_)
 
     for node in spec.nodes:
         impl = make_node(node, spec)
-        graph.add_node(node.id, node_function(spec, impl), defer=len(predecessors[node.id]) > 1)
+        graph.add_node(node.id, node_function(spec, impl, catches=node.id in on_error_from),
+                       defer=len(predecessors[node.id]) > 1)
 
     graph.add_edge(START, start or spec.start_node)
     for node in spec.nodes:

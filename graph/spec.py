@@ -130,7 +130,7 @@ class WorkflowConfig(_Strict):
     """Runs a saved workflow as a child run (contract section 6)."""
 
     workflow: Identifier = Field(description="Id of a saved workflow.")
-    version: int | None = Field(None, ge=1, description="A pinned version; the latest when omitted.")
+    version: int | None = Field(None, ge=1, le=2_147_483_647, description="A pinned version; the latest when omitted.")
     input: str = Field("{user_input}", description="Template: the child's user_input.")
     metadata: dict[str, str] = Field(default_factory=dict, description="Templates: the child's metadata.")
     output_key: StateKey = "workflow_result"
@@ -142,7 +142,7 @@ class MapConfig(_Strict):
     over: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z0-9_]+)*$",
                       description="Dotted GraphState field holding a list, e.g. 'db_result.rows'.")
     workflow: Identifier = Field(description="Id of a saved workflow run for each item.")
-    version: int | None = Field(None, ge=1)
+    version: int | None = Field(None, ge=1, le=2_147_483_647)
     input: str = Field("{item}", description="Template over `item`, e.g. '{item.text}'.")
     output_key: StateKey = "map_result"
     max_items: int = Field(1000, ge=1, le=10_000)

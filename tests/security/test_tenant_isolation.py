@@ -40,14 +40,17 @@ def two_tenants(make_api):
 
 def test_tenant_b_reaches_nothing_of_tenant_a(two_tenants):
     api, a_ids = two_tenants
+    routes = sorted(r for r in app_routes(api.app) if PERMISSIONS.get(r) and PERMISSIONS[r].role != PUBLIC)
+    # A's ids; objects a request needs (to delete, a run waiting for an answer) are made as A's
+    # before the snapshot, so the snapshot sees only what B's requests could change
+    requests = [(method, path, known_request(api, a_ids, method, path))
+                for method, path in sorted(routes, key=lambda r: r in UPSERTS)]  # upserts last: they create B's "wf"
     before = snapshot(api, "acme", a_ids)
     a_only = ["ACME", "acme", a_ids["run_id"], a_ids["schedule_id"],
               *(a_ids.get(k, "ACME") for k in ("hook_id", "webhook_id"))]
     checked = []
 
-    routes = sorted(r for r in app_routes(api.app) if PERMISSIONS.get(r) and PERMISSIONS[r].role != PUBLIC)
-    for method, path in sorted(routes, key=lambda r: r in UPSERTS):  # upserts last: they create B's "wf"
-        known = known_request(api, a_ids, method, path)  # A's ids; objects to delete are A's
+    for method, path, known in requests:
         url, kwargs = known or generic_request(a_ids, method, path)
         response = api.call(method, url, "globex", "admin", **kwargs)
         text = response.text
