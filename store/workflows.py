@@ -186,6 +186,8 @@ class WorkflowStore:
         def resolve(workflow_id: str, version: int | None) -> dict | None:
             if version is None:
                 record = self.get(tenant_id, workflow_id)
+            elif not isinstance(version, int) or not 1 <= version <= 2_147_483_647:
+                return None  # no such version can exist (and the database's integer cannot hold it)
             else:
                 record = self.version(tenant_id, workflow_id, version)
             return record["spec"] if record is not None else None
