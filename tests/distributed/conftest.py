@@ -69,6 +69,10 @@ def api_client(dist_env: dict, monkeypatch, names=()):
         monkeypatch.setenv(key, dist_env[key])
     monkeypatch.setenv("AGENTFLOW_AUTH", "off")
     monkeypatch.setenv("AGENTFLOW_LOAD_EXAMPLES", "0")
+    # no abuse limits: this process's limiter remembers queues of earlier modules' Redis dbs,
+    # and would start them cold here (a 429 for the first request); tests/security covers them
+    monkeypatch.setenv("AGENTFLOW_RATE_TENANT_PER_MINUTE", "0")
+    monkeypatch.setenv("AGENTFLOW_RATE_IP_PER_MINUTE", "0")
     # The process-wide Celery app reads REDIS_URL when first imported, maybe by an earlier
     # test module with another Redis db: send this module's tasks to its own broker.
     celery = worker_app.make_celery(dist_env["REDIS_URL"])
