@@ -18,7 +18,6 @@ import io
 import json
 import os
 import platform
-import re
 import subprocess
 import sys
 import tempfile
@@ -452,26 +451,6 @@ def section_studio() -> list[str]:
             f"{d['longest_frame_ms_during_drag']:.1f} ms | 16.7 ms (60 fps) | - | - | - |", ""]
 
 
-def kept_sections(path: Path) -> dict[str, tuple[list[str], str]]:
-    """bench name -> (its section's lines, its summary outcome) in an existing RESULTS.md."""
-    if not path.exists():
-        return {}
-    text = path.read_text().splitlines()
-    outcomes = {m.group(1): m.group(2) for m in (re.match(r"^\| (.+?) \| (.+?) \|$", ln) for ln in text) if m}
-    sections: dict[str, tuple[list[str], str]] = {}
-    name, body = None, []
-    for line in text + ["## end"]:
-        if line.startswith("## "):
-            if name is not None:
-                title = BENCHES[name][0] if name in BENCHES else ""
-                sections[name] = (body, outcomes.get(title, "kept from the previous run"))
-            m = re.match(r"^## .+ \(`bench/(\w+)\.py`\)$", line)
-            name, body = (m.group(1), [line]) if m else (None, [])
-        elif name is not None:
-            body.append(line)
-    return sections
-
-
 def write_results(outcomes: dict, info: dict, quick: bool, started: float, path: Path = RESULTS) -> None:
     when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     lines = ["# Benchmark results", "",
@@ -486,14 +465,8 @@ def write_results(outcomes: dict, info: dict, quick: bool, started: float, path:
              "absolute figures swing by 2x between minutes; the ratios, each measured against its anchor in the "
              "same run (alternating rounds, median round), are what counts.", ""]
     summary = []
-    kept, reused = kept_sections(path), []
     for name, (title, *_rest) in BENCHES.items():
-        if name not in outcomes:
-            if name in kept:  # --only: the other benches' last figures stay
-                body, outcome = kept[name]
-                lines += body
-                summary.append((title, outcome))
-                reused.append(name)
+        if name not in outcomes:  # never run: `--only` keeps the others' figures in bench/results.json
             continue
         res = outcomes[name]
         lines += [f"## {title} (`bench/{name}.py`)", ""]
