@@ -183,6 +183,9 @@ export interface BindOptions {
   /** A viewer: local edits are undone at once and never written. */
   readOnly?: boolean;
   onReadOnlyEdit?(): void;
+  /** The store's spec when joining began: edits made while connecting (a rename, a save)
+   * are merged into the document instead of being replaced by it. */
+  base?: WorkflowSpec;
 }
 
 /**
@@ -222,7 +225,12 @@ export function bindStore(doc: Y.Doc, store: StoreLike, workflowId: string, opts
   if (readSpec(doc) === null && ours(first) && !opts.readOnly) {
     writeSpec(doc, null, first.spec, "seed"); // not an undo step
     synced = first.spec;
-  } else pull();
+  } else {
+    if (opts.base && !opts.readOnly && ours(first) && first.spec !== opts.base && readSpec(doc)) {
+      writeSpec(doc, opts.base, first.spec, "joining"); // only what changed while connecting; not an undo step
+    }
+    pull();
+  }
 
   const onUpdate = (_update: Uint8Array, origin: unknown) => {
     if (origin !== LOCAL_ORIGIN) pull();
@@ -318,6 +326,7 @@ function peersOf(awareness: WebsocketProvider["awareness"]): Peer[] {
  * caller moved on (another workflow opened) while we asked who we are: join nothing. */
 export async function startCollab(workflowId: string, store: StoreLike, signal?: AbortSignal): Promise<() => void> {
   session?.stop();
+  const base = store.getState().spec;
   store.getState().setCollab({ ...collabOff(), status: "connecting" });
   let me: { subject: string; role: string };
   try {
@@ -354,6 +363,7 @@ export async function startCollab(workflowId: string, store: StoreLike, signal?:
     if (!binding) {
       binding = bindStore(doc, store, workflowId, {
         readOnly,
+        base,
         onReadOnlyEdit: () => store.getState().notify("info", "You can watch this workflow but not change it (role viewer)"),
       });
       const undo = binding.undoManager;

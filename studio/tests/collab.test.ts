@@ -148,4 +148,22 @@ describe("the shared document", () => {
     expect(readSpec(docA)!.name).toBe("Shared");
     expect(B.getState().spec.name).toBe("Shared");
   });
+
+  it("edits made while joining (a rename saved as a new version) survive the first sync", () => {
+    const room = new Y.Doc();
+    writeSpec(room, null, SPEC, "seed"); // the room seeded itself from the older version
+    const late = createWorkflowStore();
+    openIn(late);
+    const base = late.getState().spec; // joining began here
+    late.getState().setWorkflowFields({ name: "Renamed while connecting" });
+    late.setState({ savedVersion: 2, dirty: false }); // ... and saved
+    const other = createWorkflowStore();
+    openIn(other);
+    other.getState().setWorkflowFields({ description: "edited by the other one" });
+    writeSpec(room, SPEC, other.getState().spec, "wire"); // another editor's live change in the room
+    bindStore(room, late, "shared", { base });
+    expect(readSpec(room)!.name).toBe("Renamed while connecting");
+    expect(late.getState().spec.name).toBe("Renamed while connecting");
+    expect(late.getState().spec.description).toBe("edited by the other one"); // merged, not replaced
+  });
 });
