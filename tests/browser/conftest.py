@@ -11,18 +11,14 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import sqlite3
-import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
 
-import httpx
 import pytest
 
 from tests.needs import missing
+from tests.servers.agentflow_serve import AgentflowServe
 
 ROOT = Path(__file__).resolve().parents[2]
 STUDIO_INDEX = ROOT / "studio" / "out" / "index.html"
@@ -73,22 +69,6 @@ def pytest_runtest_setup(item):
             missing(reason)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _agentflow_cmd() -> list[str]:
-    script = Path(sys.executable).with_name("agentflow")
-    if script.exists():
-        return [str(script)]
-    found = shutil.which("agentflow")
-    if found:
-        return [found]
-    return [sys.executable, "-c", "import sys; from agentflow.cli import main; sys.exit(main())"]
-
-
 @pytest.fixture(scope="session")
 def openai_srv():
     from tests.servers.openai_server import OpenAIServer
@@ -116,38 +96,17 @@ def studio_url(tmp_path_factory, openai_srv, shop_dsn):
         yield external.rstrip("/")
         return
     home = tmp_path_factory.mktemp("afhome")
-    port = _free_port()
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
     env.update(AGENTFLOW_HOME=str(home), OPENAI_BASE_URL=openai_srv.base_url, OPENAI_API_KEY="test-key",
                SHOP_DSN=shop_dsn, PYTHONUNBUFFERED="1")
-    log = open(home / "serve.log", "wb")
-    proc = subprocess.Popen([*_agentflow_cmd(), "serve", "--port", str(port), "--host", "127.0.0.1"],
-                            env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
-    url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 90
-        while True:
-            if proc.poll() is not None:
-                log.flush()
-                pytest.fail(f"agentflow serve exited with {proc.returncode}:\n"
-                            f"{(home / 'serve.log').read_text(errors='replace')[-4000:]}")
-            try:
-                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail("agentflow serve did not answer /health within 90 s")
-            time.sleep(0.3)
-        yield url
+        served = AgentflowServe(env, home / "serve.log", timeout=90, script=True).start()
+    except (RuntimeError, TimeoutError) as e:
+        pytest.fail(str(e))
+    try:
+        yield served.url
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
+        served.stop()
 
 
 @pytest.fixture(scope="session")

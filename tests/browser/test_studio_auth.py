@@ -8,16 +8,14 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import subprocess
 import tempfile
-import time
 
-import httpx
 import pytest
 from playwright.sync_api import expect
 
-from tests.browser.conftest import CHROMIUM, CHROMIUM_ARGS, ROOT, _agentflow_cmd, _free_port, run_triage
+from tests.browser.conftest import CHROMIUM, CHROMIUM_ARGS, run_triage
 from tests.needs import missing
+from tests.servers.agentflow_serve import AgentflowServe, server_env
 
 SECRET = "browser-auth-secret-0123456789abcdef"
 pytestmark = [pytest.mark.browser]  # a missing browser fails each test (tests/browser/conftest.py)
@@ -38,34 +36,10 @@ def required_server(tmp_path_factory, openai_srv, shop_dsn):
     if os.environ.get("AGENTFLOW_TEST_STUDIO_URL"):
         missing("needs a server of its own (AGENTFLOW_AUTH=required), not AGENTFLOW_TEST_STUDIO_URL")
     home = tmp_path_factory.mktemp("afhome-required")
-    port = _free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AGENTFLOW_") and k not in ("DATABASE_URL", "REDIS_URL")}
-    env.update(AGENTFLOW_HOME=str(home), AGENTFLOW_AUTH="required", AGENTFLOW_JWT_SECRET=SECRET,
-               OPENAI_BASE_URL=openai_srv.base_url, OPENAI_API_KEY="test-key", SHOP_DSN=shop_dsn, PYTHONUNBUFFERED="1")
-    log = open(home / "serve.log", "wb")
-    proc = subprocess.Popen([*_agentflow_cmd(), "serve", "--port", str(port), "--host", "127.0.0.1"],
-                            env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            assert proc.poll() is None, (home / "serve.log").read_text(errors="replace")[-3000:]
-            try:
-                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, "agentflow serve did not start"
-            time.sleep(0.3)
-        yield url, home
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
+    env = server_env(home, AGENTFLOW_AUTH="required", AGENTFLOW_JWT_SECRET=SECRET, OPENAI_BASE_URL=openai_srv.base_url,
+                     OPENAI_API_KEY="test-key", SHOP_DSN=shop_dsn, AGENTFLOW_LOAD_EXAMPLES="1")
+    with AgentflowServe(env, home / "serve.log", timeout=90, script=True) as served:
+        yield served.url, home
 
 
 @pytest.fixture

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -20,9 +19,10 @@ import httpx
 import pytest
 from playwright.sync_api import Page, expect
 
-from tests.browser.conftest import CHROMIUM, CHROMIUM_ARGS, ROOT, STUDIO_INDEX, _agentflow_cmd, _free_port
+from tests.browser.conftest import CHROMIUM, CHROMIUM_ARGS, STUDIO_INDEX
 from tests.collab.conftest import SECRET, token
 from tests.helpers import rules_spec
+from tests.servers.agentflow_serve import AgentflowServe
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(240)]  # it uses no `page` fixture: mark it here
 
@@ -30,47 +30,18 @@ WID = "collab-demo"
 LIVE = 1000  # ms: what a co-editor may wait to see an edit
 
 
-class Server:
+class Server(AgentflowServe):
     """`agentflow serve` on a fixed port and database, so it can be restarted in place."""
 
     def __init__(self, tmp: Path, openai_url: str):
-        self.port = _free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.env = {"AGENTFLOW_AUTH": "required", "AGENTFLOW_JWT_SECRET": SECRET,
-                    "DATABASE_URL": f"sqlite:///{tmp / 'agentflow.db'}", "AGENTFLOW_HOME": str(tmp),
-                    "AGENTFLOW_LOAD_EXAMPLES": "0", "OPENAI_BASE_URL": openai_url, "OPENAI_API_KEY": "test-key",
-                    "PYTHONUNBUFFERED": "1"}
-        self.log_path = tmp / "serve.log"
-        self.proc: subprocess.Popen | None = None
-
-    def start(self) -> None:
         import os
 
         env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
-        env.update(self.env)
-        log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen([*_agentflow_cmd(), "serve", "--port", str(self.port), "--host", "127.0.0.1"],
-                                     env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                pytest.fail(f"agentflow serve exited: {self.log_path.read_text(errors='replace')[-3000:]}")
-            try:
-                if httpx.get(self.url + "/health", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        pytest.fail("agentflow serve did not start")
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        env.update({"AGENTFLOW_AUTH": "required", "AGENTFLOW_JWT_SECRET": SECRET,
+                    "DATABASE_URL": f"sqlite:///{tmp / 'agentflow.db'}", "AGENTFLOW_HOME": str(tmp),
+                    "AGENTFLOW_LOAD_EXAMPLES": "0", "OPENAI_BASE_URL": openai_url, "OPENAI_API_KEY": "test-key",
+                    "PYTHONUNBUFFERED": "1"})
+        super().__init__(env, tmp / "serve.log", script=True)
 
     def api(self, method: str, path: str, tok: str, **kw) -> httpx.Response:
         return httpx.request(method, self.url + path, headers={"Authorization": f"Bearer {tok}"}, timeout=15, **kw)

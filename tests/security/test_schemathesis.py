@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -20,6 +19,7 @@ import httpx
 import pytest
 
 from tests.needs import missing
+from tests.servers.agentflow_serve import AgentflowServe, server_env
 
 ROOT = Path(__file__).resolve().parents[2]
 SECRET = "schemathesis-jwt-secret-0123456789abcdef"
@@ -35,45 +35,14 @@ def _st() -> list[str]:
     missing("schemathesis is not installed (pip install -e '.[dev]')")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def server(tmp_path):
     home = tmp_path / "home"
-    port = _free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AGENTFLOW_")
-           and k not in ("DATABASE_URL", "REDIS_URL", "OPENAI_API_KEY", "OPENAI_BASE_URL")}
-    env.update(AGENTFLOW_HOME=str(home), AGENTFLOW_AUTH="required", AGENTFLOW_JWT_SECRET=SECRET,
-               AGENTFLOW_RATE_TENANT_PER_MINUTE="0", AGENTFLOW_RATE_IP_PER_MINUTE="0",
-               AGENTFLOW_WEBHOOK_ATTEMPTS="1", AGENTFLOW_WEBHOOK_TIMEOUT="2", PYTHONUNBUFFERED="1")
-    log_path = tmp_path / "serve.log"
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "agentflow.cli", "serve", "--port", str(port),
-                                 "--host", "127.0.0.1"], env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert proc.poll() is None, log_path.read_text(errors="replace")[-3000:]
-            try:
-                if httpx.get(f"{base}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, "agentflow serve did not start"
-            time.sleep(0.2)
-        yield base, home, log_path
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    env = server_env(home, drop_prefixes=("OPENAI_",), AGENTFLOW_AUTH="required", AGENTFLOW_JWT_SECRET=SECRET,
+                     AGENTFLOW_RATE_TENANT_PER_MINUTE="0", AGENTFLOW_RATE_IP_PER_MINUTE="0",
+                     AGENTFLOW_WEBHOOK_ATTEMPTS="1", AGENTFLOW_WEBHOOK_TIMEOUT="2", AGENTFLOW_LOAD_EXAMPLES="1")
+    with AgentflowServe(env, tmp_path / "serve.log") as served:
+        yield served.url, home, served.log_path
 
 
 def test_schemathesis_finds_no_server_errors_or_schema_violations(server, tmp_path):

@@ -1,9 +1,11 @@
 """A real `agentflow serve` process for tests: a free port, waited for until /health
-answers, its output in a log file, stopped (terminate, then kill) on exit."""
+answers, its output in a log file, stopped (terminate, then kill) on exit. The one way the
+tests start a server, so a change to how `serve` starts is made once."""
 
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -21,18 +23,32 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def agentflow_command() -> list[str]:
+    """The installed `agentflow` script, as a user runs it (else `python -m agentflow.cli`)."""
+    script = Path(sys.executable).with_name("agentflow")
+    if script.exists():
+        return [str(script)]
+    found = shutil.which("agentflow")
+    return [found] if found else [sys.executable, "-m", "agentflow.cli"]
+
+
 def server_env(home: Path, drop_prefixes: tuple[str, ...] = (), **extra: str) -> dict[str, str]:
     """This process's environment without AgentFlow's own settings (nor DATABASE_URL,
     REDIS_URL, nor names starting with `drop_prefixes`), for a server on `home`."""
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("AGENTFLOW_", *drop_prefixes)) and k not in ("DATABASE_URL", "REDIS_URL")}
-    env.update(AGENTFLOW_HOME=str(home), AGENTFLOW_LOAD_EXAMPLES="0", PYTHONUNBUFFERED="1", **extra)
+    env.update({"AGENTFLOW_HOME": str(home), "AGENTFLOW_LOAD_EXAMPLES": "0", "PYTHONUNBUFFERED": "1", **extra})
     return env
 
 
 class AgentflowServe:
-    def __init__(self, env: dict[str, str], log_path: Path, *args: str, port: int | None = None):
-        self.env, self.log_path, self.args = env, log_path, args
+    """`with AgentflowServe(env, log_path) as srv:` or `start()`/`stop()`, which may be
+    called again to restart in place (same port, same database)."""
+
+    def __init__(self, env: dict[str, str], log_path: Path, *args: str, port: int | None = None,
+                 timeout: float = 60, script: bool = False):
+        self.env, self.log_path, self.args, self.timeout = env, log_path, args, timeout
+        self.command = agentflow_command() if script else [sys.executable, "-m", "agentflow.cli"]
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen | None = None
@@ -40,26 +56,26 @@ class AgentflowServe:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
-    def __enter__(self) -> "AgentflowServe":
-        with open(self.log_path, "wb") as log:
-            self.proc = subprocess.Popen([sys.executable, "-m", "agentflow.cli", "serve", "--port", str(self.port),
-                                          "--host", "127.0.0.1", *self.args], env=self.env, stdout=log,
-                                         stderr=subprocess.STDOUT, cwd=ROOT, start_new_session=True)
-        deadline = time.monotonic() + 60
+    def start(self) -> "AgentflowServe":
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen([*self.command, "serve", "--port", str(self.port), "--host", "127.0.0.1",
+                                          *self.args], env=self.env, stdout=log, stderr=subprocess.STDOUT,
+                                         cwd=ROOT, start_new_session=True)
+        deadline = time.monotonic() + self.timeout
         while True:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"agentflow serve exited: {self.log()[-3000:]}")
+                raise RuntimeError(f"agentflow serve exited with {self.proc.returncode}: {self.log()[-3000:]}")
             try:
                 if httpx.get(f"{self.url}/health", timeout=2).status_code == 200:
                     return self
             except httpx.HTTPError:
                 pass
             if time.monotonic() > deadline:
-                self.__exit__()
-                raise TimeoutError(f"agentflow serve did not start: {self.log()[-3000:]}")
+                self.stop()
+                raise TimeoutError(f"agentflow serve did not answer /health in {self.timeout:.0f} s: {self.log()[-3000:]}")
             time.sleep(0.2)
 
-    def __exit__(self, *exc) -> None:
+    def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.terminate()
             try:
@@ -67,3 +83,9 @@ class AgentflowServe:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+
+    def __enter__(self) -> "AgentflowServe":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
