@@ -7,7 +7,7 @@
 #   worker-llm    agentflow worker --queues agentflow.llm          (llm + router nodes)
 #   worker-image  agentflow worker --queues agentflow.image
 #   worker-io     agentflow worker --queues agentflow.db,agentflow.api
-#   beat          agentflow beat                                   (schedules, orphan reaper)
+#   beat          agentflow beat                                   (schedule ticks; optional)
 #   flower        celery flower on $AGENTFLOW_FLOWER_PORT
 # then waits until the API's /health answers, every worker answers a Celery ping and Flower
 # answers, prints what runs where, and returns. The split is for isolation and scaling only:
@@ -217,7 +217,7 @@ WHAT[worker-runs]="queues runs,agentflow.control (run drivers, beat ticks)"
 WHAT[worker-llm]="queue agentflow.llm (llm, router nodes)"
 WHAT[worker-image]="queue agentflow.image (image nodes)"
 WHAT[worker-io]="queues agentflow.db,agentflow.api (db, api nodes)"
-WHAT[beat]="celery beat -> agentflow.control (schedules, orphan reaper)"
+WHAT[beat]="celery beat -> agentflow.control (schedule ticks; optional)"
 WHAT[flower]="$FLOWER_URL  (Celery dashboard)"
 
 # ------------------------------------------------------------------ wait until all answer

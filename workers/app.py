@@ -27,7 +27,7 @@ BUILTIN_NODE_QUEUES = ["agentflow.llm", "agentflow.image", "agentflow.db", "agen
 NODE_QUEUES = registry.node_queues()
 ALL_QUEUES = [RUN_QUEUE, *BUILTIN_NODE_QUEUES,
               *sorted(set(NODE_QUEUES.values()) - set(BUILTIN_NODE_QUEUES) - {RUN_QUEUE})]
-CONTROL_QUEUE = "agentflow.control"  # schedule ticks and the orphan reaper
+CONTROL_QUEUE = "agentflow.control"  # beat's schedule ticks
 DEFAULT_QUEUES = ",".join(ALL_QUEUES + [CONTROL_QUEUE])  # what `agentflow worker` consumes by default
 
 
@@ -63,8 +63,7 @@ def make_celery(redis: "RedisConfig | str | None" = None) -> Celery:
         task_queues=[Queue(q, Exchange(q, type="direct"), routing_key=q) for q in ALL_QUEUES + [CONTROL_QUEUE]],
         task_default_queue=RUN_QUEUE,
         task_routes={"agentflow.run": {"queue": RUN_QUEUE},
-                     "agentflow.schedules.tick": {"queue": CONTROL_QUEUE},
-                     "agentflow.runs.reap": {"queue": CONTROL_QUEUE}},
+                     "agentflow.schedules.tick": {"queue": CONTROL_QUEUE}},
         broker_transport_options={**transport, **sentinel},
         result_backend_transport_options={"visibility_timeout": visibility, **sentinel},
         result_expires=24 * 3600,
@@ -75,8 +74,6 @@ def make_celery(redis: "RedisConfig | str | None" = None) -> Celery:
         beat_schedule={
             "schedules-tick": {"task": "agentflow.schedules.tick",
                                "schedule": float(os.environ.get("AGENTFLOW_SCHEDULE_TICK", "1.0"))},
-            "reap-orphans": {"task": "agentflow.runs.reap",
-                             "schedule": float(os.environ.get("AGENTFLOW_REAP_EVERY", "15"))},
         },
     )
     return app

@@ -14,8 +14,8 @@ restart: first a node worker, then the run-driver worker died). Both actions are
 meaningless on a dead connection, so `Channel.conn_or_acquire` now raises the connection
 error they already handle: celery logs "Couldn't ack" and keeps consuming on its new
 connection. An unacked message comes back after the visibility timeout (tasks are
-idempotent); if Redis restarted empty, the driver re-sends a lost node task and the reaper
-re-enqueues a lost run.
+idempotent); if Redis restarted empty, the driver re-sends a lost node task and the recovery
+sweep re-enqueues a lost run.
 
 Still needed with kombu 5.7.0 (read in its transport/redis.py: `QoS.restore_unacked` ->
 `Channel.conn_or_acquire` -> `_create_client` -> `_connparams` reads `connection.client`,

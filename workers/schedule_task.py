@@ -1,4 +1,4 @@
-"""Scheduled runs and the orphan reaper, ticked by celery beat.
+"""Scheduled runs, ticked by every worker's background loop (workers/recovery.py) or by celery beat.
 
 Schedules live in the database, not in beat's own schedule: each tick picks the due
 ones (row locks skip those another tick holds), so a schedule created, changed or
@@ -8,21 +8,17 @@ disabled through the API takes effect on the next tick without restarting beat.
 from __future__ import annotations
 
 import logging
-import os
 from datetime import datetime, timedelta, timezone
 
 from croniter import croniter
-from sqlalchemy import func, or_, select
+from sqlalchemy import or_, select
 
 from ..store.db import session_scope
-from ..store.models import Run, Schedule, Workflow, WorkflowVersion, utcnow
-from . import keys, resources
+from ..store.models import Schedule, Workflow, WorkflowVersion, utcnow
+from . import resources
 from .app import celery_app
 
 log = logging.getLogger(__name__)
-# A run whose driver has not heartbeated (every few seconds while it lives) for this long, or
-# that has been queued this long without a driver, is re-enqueued by `reap`.
-ORPHAN_AFTER = timedelta(seconds=float(os.environ.get("AGENTFLOW_ORPHAN_AFTER", "120")))
 
 
 def next_fire(schedule: Schedule, after: datetime) -> datetime:
@@ -62,25 +58,3 @@ def tick() -> int:
         run_id = store.create(spec, run_input, workflow_id=wf_id, workflow_version=version, tenant_id=tenant)
         celery_app.send_task("agentflow.run", args=[run_id], task_id=run_id, queue="runs")
     return len(fired)
-
-
-@celery_app.task(name="agentflow.runs.reap", acks_late=False, ignore_result=True)
-def reap() -> int:
-    """Re-enqueue runs whose driver stopped heartbeating (the driver resumes from its checkpoint)."""
-    store = resources.store()
-    cutoff = utcnow() - ORPHAN_AFTER
-    with session_scope(store.factory) as s:
-        stale = list(s.scalars(select(Run.id).where(
-            or_((Run.status == "running") & or_(Run.heartbeat_at.is_(None), Run.heartbeat_at < cutoff),
-                # heartbeat_at is stamped when the reaper re-enqueues a queued run, so a run
-                # waiting in a long queue is re-sent once per ORPHAN_AFTER, not on every tick
-                (Run.status == "queued") & (func.coalesce(Run.heartbeat_at, Run.created_at) < cutoff)))
-            .limit(100)))
-    client = resources.redis_client()
-    for run_id in stale:
-        if client.exists(keys.run_lock(run_id)):
-            continue
-        log.warning("re-enqueueing orphaned run %s", run_id)
-        store.heartbeat(run_id)
-        celery_app.send_task("agentflow.run", args=[run_id], queue="runs")
-    return len(stale)

@@ -3,7 +3,7 @@
 A steady load of runs of a 4-node workflow (input `a` -> LLM `b` and LLM `c` in parallel ->
 LLM join `d`) flows through a real `agentflow serve` (distributed mode) into real
 `agentflow worker` processes (one run-driver worker, two node workers) and `agentflow beat`
-(the orphan reaper). Each phase injects one kind of fault while the load flows:
+(schedule ticks; recovery is the workers' sweep). Each phase injects one kind of fault while the load flows:
 
   worker SIGKILL     a random worker (driver or node worker, with its pool) every few seconds,
                      restarted under the same name right away
@@ -349,7 +349,7 @@ class Chaos:
         self.redis.start()
         env = dict(self.base_env, DATABASE_URL=self.db_url, REDIS_URL=self.redis.url,
                    OPENAI_API_KEY="sk-chaos-0000", OPENAI_BASE_URL=self.llm.base_url,
-                   AGENTFLOW_VISIBILITY_TIMEOUT="8", AGENTFLOW_ORPHAN_AFTER="10", AGENTFLOW_REAP_EVERY="2",
+                   AGENTFLOW_VISIBILITY_TIMEOUT="8",
                    AGENTFLOW_SCHEDULE_TICK="5", AGENTFLOW_AUTH="off", AGENTFLOW_LOAD_EXAMPLES="0",
                    AGENTFLOW_RATE_IP_PER_MINUTE="1000000", AGENTFLOW_RATE_TENANT_PER_MINUTE="1000000",
                    AGENTFLOW_RATE_IP_BURST="100000", AGENTFLOW_RATE_TENANT_BURST="100000",
@@ -572,7 +572,7 @@ class Chaos:
                 f"{'lost':>6}{'paid twice':>12}{'refused':>9}")
         lines = [f"AgentFlow chaos, {self.plan.label}: {int(self.finished - self.started)} s, seed {self.seed}",
                  "cluster: agentflow serve (distributed) + driver worker (threads x8) + 2 node workers "
-                 "(prefork x2) + beat (reaper every 2 s, orphans after 10 s); private Redis; fresh Postgres db",
+                 "(prefork x2) + beat; the workers' recovery sweep every 5 s; private Redis; fresh Postgres db",
                  "workflow: a (input) -> b, c (LLM, parallel) -> d (LLM join); "
                  f"{len(self.load.submissions)} submissions, one every {self.plan.interval:g} s",
                  "", head, "-" * len(head)]
@@ -620,7 +620,7 @@ class Chaos:
             "  breaker     five failures in a row (timeouts, 5xx; not 429s) open the source's circuit breaker in",
             "              that worker process for 30 s: calls fail fast with 'source ... is failing', also into the",
             "              next phase",
-            f"  Redis restarts lost every queued message, result and lease; runs were recovered by the reaper",
+            f"  Redis restarts lost every queued message, result and lease; runs were recovered by the sweep",
             f"  and by drivers re-sending node tasks whose messages were gone.",
         ]
         if b["problems"]:

@@ -12,7 +12,7 @@
    tasks retry (workers/infra.py, store/runs.py), the checkpointer pool checks connections.
 5. Failed steps read "node 'c' failed: node 'c' failed: ..." (workers/node_task.py).
 6. Steady 429s opened the circuit breaker and failed every run of a worker (resilience.py).
-7. The reaper re-sent every long-queued run on every tick (workers/schedule_task.py).
+7. The reaper re-sent every long-queued run on every tick (now the sweep, workers/recovery.py).
 """
 
 from __future__ import annotations
@@ -405,11 +405,13 @@ def test_steady_429s_do_not_open_the_breaker_but_5xx_do(reset_resilience):
     assert resilience.breaker("p").current_state == "open"
 
 
-# ---------------------------------------------------------------- 7. the reaper
+# ---------------------------------------------------------------- 7. the reaper (now the sweep)
 
 
 @pytest.mark.postgres
-def test_the_reaper_resends_a_long_queued_run_once_per_period(pg_db, monkeypatch):
+def test_the_sweep_resends_a_lost_queued_run_once_per_period(pg_db):
+    """The beat reaper re-sent every long-queued run on every tick; the sweep that replaced it
+    stamps what it looked at, so a run is looked at (and re-sent) once per STALE_AFTER."""
     from datetime import timedelta
 
     from sqlalchemy import update
@@ -417,26 +419,25 @@ def test_the_reaper_resends_a_long_queued_run_once_per_period(pg_db, monkeypatch
     from agentflow.store.db import get_engine, session_factory, session_scope
     from agentflow.store.models import Run, utcnow
     from agentflow.store.runs import RunStore
-    from agentflow.workers import schedule_task
+    from agentflow.workers.recovery import STALE_AFTER, sweep
 
     store = RunStore(session_factory(pg_db))
     run_id = store.create({"id": "x"}, {"user_input": "hi"})
     with session_scope(store.factory) as s:
-        s.execute(update(Run).where(Run.id == run_id).values(created_at=utcnow() - timedelta(seconds=60)))
+        s.execute(update(Run).where(Run.id == run_id).values(created_at=utcnow() - timedelta(seconds=STALE_AFTER * 3)))
 
-    class NoLocks:
-        def exists(self, key):
-            return 0
+    class EmptyRedis:  # restarted empty: no locks, no queued messages
+        def exists(self, key): return 0
+        def llen(self, key): return 0
+        def set(self, *a, **k): return True
 
-    sent = []
-    monkeypatch.setattr(schedule_task.resources, "store", lambda: store)
-    monkeypatch.setattr(schedule_task.resources, "redis_client", lambda: NoLocks())
-    monkeypatch.setattr(schedule_task, "ORPHAN_AFTER", timedelta(seconds=30))
-    monkeypatch.setattr(schedule_task.celery_app, "send_task", lambda *a, **k: sent.append(k["args"][0]))
-    schedule_task.reap()
-    schedule_task.reap()
-    schedule_task.reap()
-    assert sent == [run_id], "re-sent once, not on every tick"
+    class App:
+        sent: list = []
+        def send_task(self, name, args, **kw): self.sent.append(args[0])
+
+    app = App()
+    assert [sweep(store, EmptyRedis(), app) for _ in range(3)] == [1, 0, 0]
+    assert app.sent == [run_id], "re-sent once, not on every sweep"
     get_engine(pg_db).dispose()
 
 

@@ -89,7 +89,7 @@ def stack(tmp_path_factory):
     try:
         env = base_env(root / "home", DATABASE_URL=db.url, **redis.env(),
                        OPENAI_API_KEY="sk-test-sentinel-0000", OPENAI_BASE_URL=llm.base_url,
-                       AGENTFLOW_VISIBILITY_TIMEOUT="10", AGENTFLOW_ORPHAN_AFTER="12", AGENTFLOW_REAP_EVERY="2")
+                       AGENTFLOW_VISIBILITY_TIMEOUT="10")
         from agentflow.store.db import dispose_all, migrate
 
         migrate(db.url)
