@@ -26,6 +26,20 @@ def state_from_input(run_input: dict[str, Any]) -> dict[str, Any]:
     return initial_state(run_input.pop("user_input", ""), run_input.pop("metadata", None), **run_input)
 
 
+def graph_config(ctx: RunContext, thread_id: str | None = None) -> dict[str, Any]:
+    """The config every graph invocation gets: the run's context and, with a checkpointer, its thread."""
+    config: dict[str, Any] = {"configurable": {CONFIG_KEY: ctx}, "recursion_limit": RECURSION_LIMIT}
+    if thread_id is not None:
+        config["configurable"]["thread_id"] = thread_id
+    return config
+
+
+def invoke(spec, state: dict | None, ctx: RunContext, checkpointer=None, thread_id: str | None = None,
+           start: str | None = None) -> Any:
+    """Compile `spec` (cached) and run it in this thread; LangGraph's output, `__interrupt__` included."""
+    return compile_spec(spec, checkpointer, start=start).invoke(state, config=graph_config(ctx, thread_id))
+
+
 def run_ended(record: dict, listeners=()) -> None:
     """Count the run and tell the listeners; a failing listener never fails the run."""
     try:
@@ -48,10 +62,9 @@ def advance(store: RunStore, bus, spec, run_id: str, ctx: RunContext, *, run_inp
     """Run the graph from its checkpoint (or from `run_input` on its first advance) until it
     ends or pauses; returns the run's status. `reraise`: errors that are not the run's
     fault (infrastructure) and must reach the caller, which tries again later."""
-    graph = compile_spec(spec, checkpointer, start=start)
-    config: dict[str, Any] = {"configurable": {CONFIG_KEY: ctx, "thread_id": run_id}, "recursion_limit": RECURSION_LIMIT}
     try:
-        out = graph.invoke(state_from_input(run_input) if run_input is not None else None, config=config)
+        out = invoke(spec, state_from_input(run_input) if run_input is not None else None, ctx, checkpointer,
+                     thread_id=run_id, start=start)
     except RunCancelled:
         store.finish(run_id, "cancelled", error="cancelled by request")
     except StepFailed as exc:
@@ -70,7 +83,8 @@ def advance(store: RunStore, bus, spec, run_id: str, ctx: RunContext, *, run_inp
                 bus.publish(run_id, "waiting", {"run_id": run_id, "status": "waiting", "waiting_for": people})
             return "waiting" if people else "running"
         if not isinstance(out, dict) or (run_input is None and not out):
-            out = graph.get_state({"configurable": {"thread_id": run_id}}).values  # nothing was left to run
+            # nothing was left to run
+            out = compile_spec(spec, checkpointer, start=start).get_state({"configurable": {"thread_id": run_id}}).values
         store.finish(run_id, "succeeded", state={k: v for k, v in dict(out).items() if k != "__interrupt__"})
     record = store.get(run_id) or {}
     bus.publish(run_id, "end", record)

@@ -14,13 +14,11 @@ import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
 
-from ..graph.build import compile_spec
-from ..graph.runtime import CONFIG_KEY, RunContext
+from ..graph.runtime import RunContext
 from ..graph.validate import parse_valid
 from ..store.runs import RunStore
-from .advance import RECURSION_LIMIT, advance, run_ended, state_from_input  # noqa: F401 - re-exported
+from .advance import advance
 from .children import EmbeddedChildRuns
 from .events import EventBus, MemoryEventBus
 from . import telemetry
@@ -28,16 +26,6 @@ from .observer import RecordingObserver
 from .people import StorePeople
 
 log = logging.getLogger(__name__)
-
-
-def invoke(spec, state: dict, ctx: RunContext, checkpointer=None, thread_id: str | None = None,
-           start: str | None = None) -> dict:
-    """Run a spec to its end in this thread, without a run record (tests, fuzzing)."""
-    graph = compile_spec(spec, checkpointer, start=start)
-    config: dict[str, Any] = {"configurable": {CONFIG_KEY: ctx}, "recursion_limit": RECURSION_LIMIT}
-    if thread_id is not None:
-        config["configurable"]["thread_id"] = thread_id
-    return dict(graph.invoke(state, config=config))
 
 
 def waits_for_people(spec) -> bool:
