@@ -5,7 +5,8 @@
 - a local-only spec (input, rules routers, aggregators) that validates runs to an end
   with any input: a final state, or a readable failure (e.g. a loop that never meets its
   exit condition hits the recursion limit), never a crash of another kind;
-- a 10,000-node spec validates and builds within seconds and bounded memory.
+- a 10,000-node spec validates and builds within seconds and bounded memory. The seconds are
+  this process's CPU time (`time.process_time`), so other work on the machine cannot fail them.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from agentflow.graph import build
 from agentflow.graph.runtime import RunContext
 from agentflow.graph.step import StepFailed
 from agentflow.graph.validate import parse_valid, validate
-from agentflow.runs.embedded import invoke, state_from_input
+from agentflow.runs.advance import invoke, state_from_input
 from tests.fuzz.strategies import big_spec, specs
 
 def fuzz(n: int) -> settings:
@@ -79,9 +80,9 @@ def test_ten_thousand_node_spec_validates_in_bounded_time_and_memory():
     spec = big_spec(10_000)
     tracemalloc.start()
     try:
-        t0 = time.perf_counter()
+        t0 = time.process_time()
         problems = validate(spec)
-        elapsed = time.perf_counter() - t0
+        elapsed = time.process_time() - t0
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
@@ -92,9 +93,9 @@ def test_ten_thousand_node_spec_validates_in_bounded_time_and_memory():
 
 def _build_seconds(n: int) -> float:
     parsed = parse_valid(big_spec(n))
-    t0 = time.perf_counter()
+    t0 = time.process_time()
     build.build_graph(parsed)
-    return time.perf_counter() - t0
+    return time.process_time() - t0
 
 
 @pytest.mark.timeout(180)
@@ -110,18 +111,18 @@ def test_building_scales_linearly_with_the_node_count():
 
 def test_a_two_thousand_node_spec_builds_and_compiles():
     parsed = parse_valid(big_spec(2000))
-    t0 = time.perf_counter()
+    t0 = time.process_time()
     build.build_graph(parsed).compile()
-    assert time.perf_counter() - t0 < 60
+    assert time.process_time() - t0 < 60
 
 
 def test_ten_thousand_node_spec_with_problems_reports_them_fast():
     spec = big_spec(10_000)
     spec["edges"].append({"from": "n5", "to": "nowhere"})
     spec["nodes"][7]["config"] = {"fields": []}
-    t0 = time.perf_counter()
+    t0 = time.process_time()
     problems = validate(spec)
-    assert time.perf_counter() - t0 < 10
+    assert time.process_time() - t0 < 10
     paths = {p.path for p in problems}
     assert any(p.startswith("edges[") for p in paths) and any(p.startswith("nodes[7]") for p in paths), paths
 
@@ -153,7 +154,7 @@ def test_a_loop_that_grows_its_own_output_fails_readably_within_bounded_memory(c
     spec = _growing_loop(config_a)
     assert validate(spec) == []
     tracemalloc.start()
-    t0 = time.perf_counter()
+    t0 = time.process_time()
     try:
         with pytest.raises(StepFailed) as info:
             invoke(parse_valid(spec), state_from_input({"user_input": "go"}), RunContext())
@@ -161,7 +162,7 @@ def test_a_loop_that_grows_its_own_output_fails_readably_within_bounded_memory(c
     finally:
         tracemalloc.stop()
     assert str(info.value).startswith("node 'a' failed: its output is larger than 4 MB")
-    assert time.perf_counter() - t0 < 30
+    assert time.process_time() - t0 < 30
     assert peak < 300 * 2**20, f"peak {peak / 2**20:.0f} MiB"
 
 
@@ -177,7 +178,7 @@ def test_the_output_cap_is_configurable_and_ordinary_outputs_pass(monkeypatch):
     shared = ["x" * 100]
     for _ in range(40):  # 2**40 leaves if expanded: refused after walking about the limit
         shared = [shared, shared]
-    t0 = time.perf_counter()
+    t0 = time.process_time()
     with pytest.raises(StepError):
         check_output_size("n", {"v": shared}, limit=10_000)
-    assert time.perf_counter() - t0 < 1
+    assert time.process_time() - t0 < 1
