@@ -15,7 +15,8 @@ import socket
 
 from ..graph.runtime import RunContext
 from ..graph.step import describe
-from ..graph.validate import parse_valid, spec_hash
+from ..graph.spec import spec_hash
+from ..graph.validate import parse_valid
 from ..runs.advance import advance
 from ..runs.children import QueuedChildRuns, parent_to_wake
 from ..runs import telemetry
