@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import logging
+
 from ..graph.errors import StepError
 from ..graph.secrets import redact
 from ..store.runs import RunStore
 from .metrics import observe_step as observe
+
+log = logging.getLogger(__name__)
 
 
 def observe_step(step: dict) -> None:
@@ -36,7 +40,7 @@ class RecordingObserver:
         # (the store checks it in the transaction that records the step).
         started = self.store.start_step(run_id, node_id, node_type, attempt, queue=self.queue_of(node_id),
                                         worker=self.worker, step_key=step_key or self.step_key, input=input,
-                                        unless_cancelled=True)
+                                        unless_cancelled=True, unless_done=self.step_key is not None)
         if started is None:
             raise RunCancelled("run was cancelled")
         self._open[node_id], step = started
@@ -44,9 +48,15 @@ class RecordingObserver:
 
     def _end(self, run_id, node_id, **fields):
         step_id = self._open.pop(node_id, None)
-        if step_id is not None:
-            return self.store.end_step(step_id, **fields)
-        return self.store.step_ended(run_id, node_id, **fields)
+        if step_id is None:
+            return self.store.step_ended(run_id, node_id, **fields)
+        step = self.store.end_step(step_id, **fields)
+        if step is None:
+            # The fence: another worker started this step again (this one was cut off or
+            # too slow) and closed this attempt as lost; its result is not recorded.
+            log.warning("step %s: a late result is discarded (%s; this attempt was closed as lost when another "
+                        "worker took the step over)", self.step_key or f"{run_id}:{node_id}", fields.get("status"))
+        return step
 
     def step_finished(self, run_id, node_id, *, update, tokens, cost, duration_ms):
         step = self._end(run_id, node_id, status="succeeded", duration_ms=duration_ms,

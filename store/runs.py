@@ -193,6 +193,15 @@ def _descendants(s: Session, run_id: str) -> list[str]:
     return out
 
 
+class StepDone(Exception):
+    """A new attempt of a step whose earlier attempt has succeeded meanwhile (start_step's
+    `unless_done`). The step row is the fence between a worker that was cut off and the one
+    that took its step over: the late worker's result lands only while its attempt is still
+    `running` (end_step), and a new attempt closes it as `lost` first. Both are single
+    statements ordered by the row's lock, so whichever comes first wins and the other sees
+    it: the late result is discarded, or the new attempt stops before it calls anything."""
+
+
 class RunStore:
     """Thin repository over runs and steps, safe to share between threads."""
 
@@ -537,10 +546,13 @@ class RunStore:
     def start_step(self, run_id: str, node_id: str, node_type: str, attempt: int = 1,
                    queue: str | None = None, worker: str | None = None, tenant_id: str | None = None,
                    step_key: str | None = None, input: dict | None = None,
-                   unless_cancelled: bool = False) -> tuple[int, dict] | None:
+                   unless_cancelled: bool = False, unless_done: bool = False) -> tuple[int, dict] | None:
         """Record a step as running; returns (step id, step) or, with `unless_cancelled`,
         None when the run was cancelled (checked in the same transaction).
-        `input`: the state the node reads (kept, redacted, for the run's trace)."""
+        `input`: the state the node reads (kept, redacted, for the run's trace).
+        `unless_done`: raise StepDone when an earlier attempt of `step_key` succeeded, checked
+        after closing the unfinished ones as lost, in the same transaction: of a late worker
+        recording its result and a new attempt starting, exactly one wins (see StepDone)."""
         steps = Step.__table__
         if tenant_id is None:
             started = self._start_step_at_once(run_id, node_id, node_type, attempt, queue, worker, input, step_key)
@@ -560,6 +572,9 @@ class RunStore:
                 # A redelivered step: the earlier attempt that never finished is closed as lost.
                 conn.execute(steps.update().where(steps.c.step_key == step_key, steps.c.status == "running")
                              .values(status="lost", finished_at=utcnow(), error="worker lost; step retried"))
+                if unless_done and conn.execute(select(steps.c.id).where(
+                        steps.c.step_key == step_key, steps.c.status == "succeeded").limit(1)).first() is not None:
+                    raise StepDone(step_key)
                 attempt = 1 + row[2]
             values = {"run_id": run_id, "tenant_id": tenant_id, "node_id": node_id, "node_type": node_type,
                       "step_key": step_key, "status": "running", "attempt": attempt, "queue": queue,

@@ -73,6 +73,64 @@ def test_steps_start_and_end_by_id_with_tenant_attempts_and_cancellation(store):
     assert store.step_check("no-such-run", key) == (None, None)
 
 
+def test_a_late_result_and_a_new_attempt_of_the_step_exactly_one_wins(store):
+    """The fence between a worker that was cut off and the one that took its step over
+    (docs/scaling.md): whichever of the late result and the new attempt comes first wins."""
+    from agentflow.store.runs import StepDone
+
+    run_id = store.create(SPEC, {"user_input": "hi"})
+    # the new attempt first: the late worker's attempt is closed as lost, its result discarded
+    key = f"{run_id}:b:1"
+    late, _ = store.start_step(run_id, "b", "llm", worker="hostA", step_key=key, unless_done=True)
+    new, step = store.start_step(run_id, "b", "llm", worker="hostB", step_key=key, unless_done=True)
+    assert step["attempt"] == 2
+    assert store.end_step(late, status="succeeded", duration_ms=1.0, output={"draft": "late"}) is None
+    assert store.end_step(new, status="succeeded", duration_ms=1.0, output={"draft": "new"})["status"] == "succeeded"
+    assert store.step_outcome(run_id, key)[1:3] == ("succeeded", {"draft": "new"})
+    # the late result first: the new attempt stops before it starts (nothing is called twice)
+    key = f"{run_id}:c:2"
+    late, _ = store.start_step(run_id, "c", "llm", worker="hostA", step_key=key, unless_done=True)
+    assert store.end_step(late, status="succeeded", duration_ms=1.0, output={"c": 1})["status"] == "succeeded"
+    with pytest.raises(StepDone):
+        store.start_step(run_id, "c", "llm", worker="hostB", step_key=key, unless_done=True)
+    assert [(s["node_id"], s["status"]) for s in store.get(run_id)["steps"]] == [
+        ("b", "lost"), ("b", "succeeded"), ("c", "succeeded")]
+
+
+@pytest.mark.parametrize("store", ["postgres"], indirect=True)  # SQLite has one writer at a time: no race
+def test_the_fence_holds_when_the_late_result_commits_while_the_new_attempt_waits(store):
+    """The race itself, on Postgres: the late worker's UPDATE holds the row when the new
+    attempt tries to close it as lost; once the late result commits, the new attempt sees it."""
+    import threading
+
+    from sqlalchemy import text
+
+    from agentflow.store.runs import StepDone
+
+    run_id = store.create(SPEC, {"user_input": "hi"})
+    key = f"{run_id}:b:1"
+    late, _ = store.start_step(run_id, "b", "llm", worker="hostA", step_key=key, unless_done=True)
+    outcome: list = []
+    with store.engine.connect() as conn:
+        tx = conn.begin()
+        conn.execute(text("UPDATE steps SET status = 'succeeded' WHERE id = :id AND status = 'running'"), {"id": late})
+
+        def new_attempt() -> None:
+            try:
+                outcome.append(store.start_step(run_id, "b", "llm", worker="hostB", step_key=key, unless_done=True))
+            except StepDone as exc:
+                outcome.append(exc)
+
+        t = threading.Thread(target=new_attempt)
+        t.start()
+        t.join(1.0)
+        assert t.is_alive(), "the new attempt did not wait for the row the late result holds"
+        tx.commit()
+    t.join(10)
+    assert len(outcome) == 1 and isinstance(outcome[0], StepDone), outcome
+    assert [s["status"] for s in store.get(run_id)["steps"]] == ["succeeded"]
+
+
 def test_a_step_without_key_is_written_in_one_statement_with_the_runs_tenant_and_its_input(store):
     from agentflow.store.db import session_scope
     from agentflow.store.models import Step

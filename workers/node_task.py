@@ -26,6 +26,7 @@ from ..graph.validate import parse_valid
 from ..ratelimit.base import LimiterUnavailable, RateLimitExceeded
 from ..runs import telemetry
 from ..runs.observer import RecordingObserver, RunCancelled
+from ..store.runs import StepDone
 from . import keys, resources
 from .app import celery_app
 from .delayed import send_later
@@ -175,6 +176,9 @@ def _holding_lease(self, run_id, node_id, key, state, meta, client) -> dict:
         with limiter.holding(plan[0], decision) if decision is not None else nullcontext():
             update = run_step(spec, impl, state, ctx)
         return {"ok": True}
+    except StepDone:
+        # an earlier attempt (a worker cut off, then back) recorded its result just now
+        return {"ok": True, "reused": True}
     except RunCancelled:
         return {"ok": False, "cancelled": True, "error": "run was cancelled"}
     except StepFailed as exc:
