@@ -48,7 +48,11 @@ def make_celery(redis: "RedisConfig | str | None" = None) -> Celery:
     visibility = float(os.environ.get("AGENTFLOW_VISIBILITY_TIMEOUT", "20"))
     transport = {"visibility_timeout": visibility,
                  "unacked_restore_interval": max(1.0, min(30.0, visibility / 4)),
-                 "unacked_restore_throttle": 1}
+                 "unacked_restore_throttle": 1,
+                 # the lock around one restore scan (milliseconds of work): a worker cut off
+                 # while holding it would block every worker's restores for kombu's default
+                 # 300 s; two scans at once are safe (each restore is one WATCH transaction)
+                 "unacked_mutex_expire": max(1, int(visibility / 4))}
     if sentinel:
         # A Sentinel failover is an outage of a few seconds (down-after + election) with a
         # known end: a publish (the API's submit, a task's retry) waits it out instead of
