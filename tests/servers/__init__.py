@@ -33,6 +33,8 @@ class RecordedCall:
     json: Any                   # parsed body, or None
     body: bytes = b""
     index: int = 0              # 1-based arrival order
+    client: str = ""            # the caller's IP address
+    answered: float | None = None  # time.time() once the answer was written (None: not yet)
 
 
 @dataclass
@@ -191,7 +193,7 @@ class RecordingServer:
         with self._lock:
             call = RecordedCall(time.time(), h.command, split.path, dict(parse_qsl(split.query)),
                                 {k.lower(): v for k, v in h.headers.items()}, body, raw,
-                                index=len(self._calls) + 1)
+                                index=len(self._calls) + 1, client=h.client_address[0])
             self._calls.append(call)
         if self.delay:
             time.sleep(self.delay)
@@ -207,6 +209,7 @@ class RecordingServer:
                 reply = self.error_reply(500, f"test server error: {type(exc).__name__}: {exc}", call)
         try:
             self._write(h, reply)
+            call.answered = time.time()
         except (BrokenPipeError, ConnectionResetError):
             h.close_connection = True  # the client gave up (e.g. its timeout)
 
