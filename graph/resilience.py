@@ -14,6 +14,7 @@ import math
 import random
 import threading
 import time
+from contextvars import ContextVar
 from typing import Callable, TypeVar
 
 import httpx
@@ -28,6 +29,11 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 DEFAULT_RETRIES = 3
+
+# Run before each retry (never before the first attempt); raising stops the retries. The
+# distributed node task sets one that raises when another worker has taken its step over:
+# a worker cut off from the fleet must not pay for retries whose result would be discarded.
+before_retry: ContextVar[Callable[[], None] | None] = ContextVar("agentflow_before_retry", default=None)
 DEFAULT_FAIL_MAX = 5
 DEFAULT_RESET_TIMEOUT = 30.0
 
@@ -217,6 +223,10 @@ def call(source_id: str, fn: Callable[[], T], *, retries: int = DEFAULT_RETRIES,
 
     def attempt() -> T:
         nonlocal attempts
+        if attempts:
+            check = before_retry.get()
+            if check is not None:
+                check()
         attempts += 1
         return _through_breaker(source_id, fn)
 

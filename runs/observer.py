@@ -46,6 +46,10 @@ class RecordingObserver:
         self._open[node_id], step = started
         self.bus.publish(run_id, "step", step)
 
+    def attempt_id(self, node_id: str) -> int | None:
+        """The id of the node's running step row (its attempt), once started."""
+        return self._open.get(node_id)
+
     def _end(self, run_id, node_id, **fields):
         step_id = self._open.pop(node_id, None)
         if step_id is None:

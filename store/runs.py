@@ -648,6 +648,12 @@ class RunStore:
             return (step.output or {}) if step is not None else None
 
     @retry_on_disconnect
+    def attempt_running(self, step_id: int) -> bool:
+        """Is this attempt (a step row) still running: not closed as lost by a new attempt?"""
+        with session_scope(self.factory) as s:
+            return s.scalar(select(Step.status).where(Step.id == step_id)) == "running"
+
+    @retry_on_disconnect
     def step_running(self, step_key: str) -> bool:
         """Has an attempt of this step started and not ended (its worker may have died)?"""
         with session_scope(self.factory) as s:

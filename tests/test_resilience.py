@@ -43,6 +43,32 @@ def test_retries_until_success_with_growing_backoff():
         assert ceiling / 2 <= delay <= ceiling
 
 
+def test_a_before_retry_check_runs_before_each_retry_only_and_can_stop_them():
+    """The node task's fence (workers/node_task.py): a worker whose step was taken over
+    pays for no retry."""
+    checks: list[int] = []
+    fn = Flaky(err(503), err(503), err(503))
+    token = resilience.before_retry.set(lambda: checks.append(fn.calls))
+    try:
+        assert resilience.call("s", fn, retries=3, sleep=lambda s: None) == "ok"
+    finally:
+        resilience.before_retry.reset(token)
+    assert checks == [1, 2, 3]  # before the 2nd, 3rd and 4th calls, never before the first
+
+    def taken_over() -> None:
+        raise StepError("step k was taken over by another worker; not retried here")
+
+    fn = Flaky(err(503), err(503))
+    token = resilience.before_retry.set(taken_over)
+    try:
+        with pytest.raises(StepError, match="taken over"):
+            resilience.call("s", fn, retries=3, sleep=lambda s: None)
+    finally:
+        resilience.before_retry.reset(token)
+    assert fn.calls == 1
+    assert resilience.before_retry.get() is None
+
+
 def test_retry_after_is_a_floor_capped_at_max_delay():
     delays: list[float] = []
     fn = Flaky(err(429, retry_after=2.0), err(429, retry_after=99))

@@ -84,6 +84,7 @@ def test_a_late_result_and_a_new_attempt_of_the_step_exactly_one_wins(store):
     late, _ = store.start_step(run_id, "b", "llm", worker="hostA", step_key=key, unless_done=True)
     new, step = store.start_step(run_id, "b", "llm", worker="hostB", step_key=key, unless_done=True)
     assert step["attempt"] == 2
+    assert not store.attempt_running(late) and store.attempt_running(new)
     assert store.end_step(late, status="succeeded", duration_ms=1.0, output={"draft": "late"}) is None
     assert store.end_step(new, status="succeeded", duration_ms=1.0, output={"draft": "new"})["status"] == "succeeded"
     assert store.step_outcome(run_id, key)[1:3] == ("succeeded", {"draft": "new"})

@@ -19,6 +19,8 @@ from functools import lru_cache
 
 from celery.exceptions import Retry
 
+from ..graph import resilience
+from ..graph.errors import StepError
 from ..graph.nodes import make_node
 from ..graph.runtime import RunContext
 from ..graph.step import StepFailed, concurrency_key, describe, queue_plan, run_step
@@ -161,9 +163,9 @@ def _holding_lease(self, run_id, node_id, key, state, meta, client) -> dict:
             return {"ok": False, "delayed": max(decision.retry_after, 0.01)}
 
     queue = _queue_of(self.request)
-    observer = telemetry.observe(RecordingObserver(store, resources.bus(), queue_of=lambda _n: queue,
-                                                   worker=self.request.hostname or HOST, step_key=key),
-                                 meta.get("traceparent"))
+    recorder = RecordingObserver(store, resources.bus(), queue_of=lambda _n: queue,
+                                 worker=self.request.hostname or HOST, step_key=key)
+    observer = telemetry.observe(recorder, meta.get("traceparent"))
     # LLM tokens go out on the Redis bus
     stream = bool(meta["stream"] if "stream" in meta else _options_for(run_id).get("stream"))
     # the node's own grant was taken above; calls inside the step (an llm node's tool
@@ -171,6 +173,15 @@ def _holding_lease(self, run_id, node_id, key, state, meta, client) -> dict:
     ctx = RunContext(run_id=run_id, observer=observer, limiter=None, tenant_id=meta.get("tenant_id"),
                      extra={"stream": True, "queue_limiter": limiter} if stream else {"queue_limiter": limiter})
     update: dict = {}
+
+    def still_ours() -> None:
+        # before a retry of a call to the outside: a worker cut off from the fleet (its
+        # attempt closed as lost by the worker that took the step over) pays for no retry
+        attempt = recorder.attempt_id(node_id)
+        if attempt is not None and not store.attempt_running(attempt):
+            raise StepError(f"step {key} was taken over by another worker; not retried here", node_id=node_id)
+
+    fence = resilience.before_retry.set(still_ours)
     try:
         # a max_concurrency slot stays leased while the step runs
         with limiter.holding(plan[0], decision) if decision is not None else nullcontext():
@@ -184,6 +195,7 @@ def _holding_lease(self, run_id, node_id, key, state, meta, client) -> dict:
     except StepFailed as exc:
         return {"ok": False, "error": exc.reason, "retryable": exc.retryable}
     finally:
+        resilience.before_retry.reset(fence)
         if decision is not None and plan is not None:
             # settle the token reservation with what was really spent (0 on failure)
             limiter.settle(plan[0], decision, int(update.get("tokens_used") or 0))
