@@ -20,9 +20,10 @@ after the link is back (a slow provider), so the late results really arrive. The
   (hostA's call, whose answer the partition kept from hostA until after hostB had taken
   over, and hostB's); every other step exactly once; no call of a step reaches the server
   after its result was recorded;
-- when the link comes back hostA receives its late answers and its results are discarded:
-  its attempts stay `lost`, each step has exactly one `succeeded` row (hostB's) and the run
-  trace shows each step's result once;
+- when the link comes back hostA receives its late answers, one success and one failure (a
+  500, which it would retry): both results are discarded and the failure is not retried (the
+  retry fence: its attempt was closed as lost); its attempts stay `lost`, each step has
+  exactly one `succeeded` row (hostB's) and the run trace shows each step's result once;
 - hostA is back in the fleet: its worker answers a ping, and runs submitted after that all
   succeed (how many of their steps hostA takes is printed, not asserted: its broker
   connection may still be waiting out TCP's retransmission backoff).
@@ -71,17 +72,21 @@ def spec() -> dict:
 
 class SlowProvider(OpenAIServer):
     """Answers each call STEP_SECONDS after it arrives; while `hold` is set, answers to
-    `held_client` wait until `release` is set (so they reach that host after a partition)."""
+    `held_client` wait until `release` is set (so they reach that host after a partition),
+    and the calls in `fail_late` are then answered with a 500 (which a worker retries)."""
 
     def __init__(self, host: str, held_client: str):
         super().__init__(host)
         self.held_client = held_client
         self.hold, self.release = threading.Event(), threading.Event()
+        self.fail_late: set[int] = set()
 
     def handle(self, call):
         time.sleep(STEP_SECONDS)
         if call.client == self.held_client and self.hold.is_set():
             self.release.wait(240)
+            if call.index in self.fail_late:
+                return self.error_reply(500, "the provider failed (late)")
         return super().handle(call)
 
 
@@ -163,6 +168,11 @@ def stack(tmp_path):
                 print(f"cleanup: {exc!r}")
 
 
+def discarded(worker: Proc) -> dict[str, str]:
+    """step key -> outcome ("succeeded"/"failed") of each late result the worker discarded."""
+    return dict(re.findall(r"step (\S+): a late result is discarded \((\w+);", worker.tail(1_000_000)))
+
+
 def step_rows(db) -> list[dict]:
     import psycopg
     from psycopg.rows import dict_row
@@ -219,19 +229,23 @@ def test_a_worker_host_cut_off_mid_run_is_taken_over_and_its_late_results_are_di
     takeover = {s: min(c.time for c in calls if c.client == B and tag(c) == s) - t_cut for s in held}
     during = [c for c in calls if c.client == B and t_cut < c.time < t_taken]
 
-    # the link comes back; hostA's calls are answered now, late
+    # the link comes back; hostA's calls are answered now, late: one succeeds, one fails
+    # with a 500 that hostA would retry, had it not been fenced off
+    a_calls = sorted((c for c in llm.calls_to("/v1/chat/completions") if c.client == A and c.answered is None),
+                     key=lambda c: c.index)
+    llm.fail_late.add(a_calls[-1].index)
     net.restore("hostA")
     t_back = time.time()
     llm.release.set()
     lost_keys = {r["step_key"] for r in step_rows(db) if r["worker"] == "celery@hostA" and r["status"] == "lost"}
     assert len(lost_keys) == 2, f"hostA's attempts closed as lost: {lost_keys}"
     try:
-        wait_until(lambda: all(f"{k}: a late result is discarded" in workers["hostA"].tail(200_000)
-                               for k in lost_keys), 90, "hostA received its late answers and discarded them",
-                   interval=0.5)
+        wait_until(lambda: set(discarded(workers["hostA"])) == lost_keys, 90,
+                   "hostA received its late answers and discarded them", interval=0.5)
     except TimeoutError as exc:
         raise AssertionError(f"{exc}\nhostA: {workers['hostA'].tail(4000)}") from None
     t_late = time.time()
+    assert sorted(discarded(workers["hostA"]).values()) == ["failed", "succeeded"]
 
     def finished(run_id: str) -> dict | None:
         rec = client.get(f"/runs/{run_id}").json()
