@@ -9,17 +9,18 @@ LLM steps, each call answered after STEP_SECONDS) go through the API.
 
 Once hostA has two calls in flight at the server (both its slots busy) and every earlier
 result of its is recorded, hostA's bridge port goes down: its packets vanish and its TCP
-connections hang, as when a machine's network dies. The server answers hostA's calls only
-after the link is back (a slow provider), so the late results really arrive. Then:
+connections hang, as when a machine's network dies. From just before the cut, the
+server answers hostA's calls only after the link is back (a slow provider), so the late
+results really arrive. Then:
 
 - every run succeeds;
 - both steps hostA had in flight are called again by hostB within 30 s of the cut (the
   default visibility timeout, 20 s, plus one restore interval, 5 s, and a free slot);
-- "paid twice", counted at the server: no step is called again once a call of it was
-  answered to a worker. A step of hostA's in flight at the cut is called exactly twice
-  (hostA's call, whose answer the partition kept from hostA until after hostB had taken
-  over, and hostB's); every other step exactly once; no call of a step reaches the server
-  after its result was recorded;
+- "paid twice", counted at the server (docs/scaling.md says why a call in flight at the cut
+  is paid again): a step of hostA's in flight at the cut is called exactly twice (hostA's
+  call, whose answer the partition kept from hostA until after hostB had taken over, and
+  hostB's); every other step exactly once; no call of a step reaches the server after its
+  result was recorded;
 - when the link comes back hostA receives its late answers, one success and one failure (a
   500, which it would retry): both results are discarded and the failure is not retried (the
   retry fence: its attempt was closed as lost); its attempts stay `lost`, each step has
@@ -39,7 +40,7 @@ import time
 import httpx
 import pytest
 
-from tests.scale.harness import Api, FreshDatabase, Proc, base_env, binary, token, wait_until
+from tests.scale.harness import Api, FreshDatabase, Proc, base_env, binary, free_port, token, wait_until
 from tests.scale.netns import Forwarder, Hosts
 from tests.servers.openai_server import OpenAIServer, last_user_message
 
@@ -114,8 +115,6 @@ def stack(tmp_path):
         cleanup.append(pg.stop)
         llm = SlowProvider(gw, held_client=net.address["hostA"]).start()
         cleanup.append(lambda: (llm.release.set(), llm.stop()))
-
-        from tests.scale.harness import free_port
 
         rport = free_port()
         (tmp_path / "redis").mkdir()
@@ -196,8 +195,11 @@ def test_a_worker_host_cut_off_mid_run_is_taken_over_and_its_late_results_are_di
     runs = {n: submit(n) for n in range(RUNS)}
     number = {run_id: n for n, run_id in runs.items()}
 
-    # From here hostA's answers wait (a slow provider). Cut once both its slots are in a
-    # model call and everything it was answered before is recorded.
+    # hostA finishes some steps first (those must never be paid again); from then on its
+    # answers wait (a slow provider), and it is cut once both its slots are in a model call
+    # and everything it was answered before is recorded
+    wait_until(lambda: sum(1 for c in llm.calls_to("/v1/chat/completions") if c.client == A and c.answered) >= 2,
+               60, "hostA answered twice", interval=0.1)
     llm.hold.set()
 
     def in_flight_on_a() -> set:
@@ -214,6 +216,7 @@ def test_a_worker_host_cut_off_mid_run_is_taken_over_and_its_late_results_are_di
     held = in_flight_on_a()
     net.cut("hostA")
     t_cut = time.time()
+    done_on_a = {tag(c) for c in llm.calls_to("/v1/chat/completions") if c.client == A and c.answered}
 
     def b_recorded(step) -> bool:
         return any(r["status"] == "succeeded" and r["worker"] == "celery@hostB" and number[r["run_id"]] == step[0]
@@ -299,11 +302,12 @@ def test_a_worker_host_cut_off_mid_run_is_taken_over_and_its_late_results_are_di
         assert ended.count(("writer", "succeeded")) == 1 and ended.count(("reviewer", "succeeded")) == 1, ended
         assert rec["state"]["text_result"].startswith(f"Answer: run={n} step=reviewer"), rec["state"]
 
+    assert len(done_on_a) >= 2 and not done_on_a & held  # and each was called once (above)
     on_a_after = sum(1 for c in calls if c.client == A and c.time > t_back)
     assert all(t <= TAKEOVER_LIMIT for t in takeover.values()), \
         f"takeover took {max(takeover.values()):.1f} s after the cut (limit {TAKEOVER_LIMIT:g} s)"
     assert during, "hostB made no model call while hostA was cut off: the runs stood still"
-    print(f"vanished host: takeover {', '.join(f'{t:.1f}' for t in sorted(takeover.values()))} s after the cut; "
+    print(f"vanished host: hostA finished {len(done_on_a)} steps before the cut; takeover {', '.join(f'{t:.1f}' for t in sorted(takeover.values()))} s after the cut; "
           f"hostB made {len(during)} calls meanwhile; link back {t_back - t_cut:.1f} s after the cut, late "
           f"results discarded {t_late - t_back:.1f} s later; hostA answered a ping {t_ping - t_back:.1f} s after the "
           f"link came back and made {on_a_after} of the {2 * len(more)} calls of the runs submitted then")
