@@ -11,6 +11,7 @@ import anyio
 from fastapi import APIRouter, Body, Query, Request
 from fastapi.responses import JSONResponse
 from sse_starlette import EventSourceResponse
+from starlette.background import BackgroundTask
 
 from ...runs import telemetry
 from ...store.runs import TERMINAL
@@ -171,8 +172,10 @@ async def run_events(run_id: str, svc: ServicesDep, tenant: TenantDep, request: 
     if record is None:
         watch.close()
         raise not_found("run", run_id)
+    # background: the watch is dropped even when the client left before the stream began
     return EventSourceResponse(_stream(svc, watch, run_id, record), ping=PING_SECONDS, sep=SSE_SEP,
-                               headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+                               headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+                               background=BackgroundTask(watch.close))
 
 
 def _event(kind: str, data: Any) -> bytes:

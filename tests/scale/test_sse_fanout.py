@@ -19,7 +19,8 @@ import pytest
 
 from agentflow.workers.launch import WorkerProcesses
 from tests.helpers import run_coroutine
-from tests.scale.harness import Api, FreshDatabase, base_env, plain_redis, stop_everything, token, wait_until
+from tests.scale.harness import (Api, FreshDatabase, SentinelRedis, base_env, plain_redis, stop_everything, token,
+                                 wait_until)
 
 pytestmark = [pytest.mark.distributed, pytest.mark.timeout(400)]
 
@@ -134,7 +135,12 @@ async def watch_and_answer(api: Api, http: httpx.Client, run_ids: list[str], per
     observed = await asyncio.to_thread(during) if during is not None else None
     async with httpx.AsyncClient(base_url=api.url, headers={"Authorization": auth}, timeout=30) as client:
         for run_id in run_ids:
-            r = await client.post(f"/runs/{run_id}/resume", json={"node": "ask", "choice": "approve"})
+            deadline = time.monotonic() + 60
+            while True:  # a 503 while the broker fails over (the Sentinel test)
+                r = await client.post(f"/runs/{run_id}/resume", json={"node": "ask", "choice": "approve"})
+                if r.status_code != 503 or time.monotonic() > deadline:
+                    break
+                await asyncio.sleep(0.5)
             assert r.status_code == 202, r.text
     await asyncio.wait_for(asyncio.gather(*tasks), 120)
     return [watchers, observed]
@@ -199,3 +205,44 @@ def test_a_lost_subscriber_connection_loses_no_step_or_end(stack):
     wait_until(lambda: [c["id"] for c in r.client_list() if c.get("name") == HUB_NAME] not in ([], [old_id]), 15,
                "the hub connected again")
     assert "Redis unreachable" in api.tail(20_000)
+
+
+def test_streams_follow_runs_across_a_sentinel_failover(tmp_path):
+    root = tmp_path
+    cluster = SentinelRedis(root)
+    db = FreshDatabase()
+    procs, workers = [], None
+    try:
+        env = base_env(root / "home", DATABASE_URL=db.url, **cluster.env(), AGENTFLOW_RATE_IP_PER_MINUTE="0",
+                       AGENTFLOW_RATE_TENANT_PER_MINUTE="0")
+        from agentflow.store.db import dispose_all, migrate
+
+        migrate(db.url)
+        dispose_all()
+        workers = WorkerProcesses(env, root)
+        workers.start("driver", "runs,agentflow.control", concurrency=4, pool="threads")
+        api = Api("api", env, root)
+        procs.append(api)
+        workers.wait_ready(["driver"])
+        api.wait_healthy()
+        http = httpx.Client(base_url=api.url, headers={"Authorization": f"Bearer {token(env)}"}, timeout=30)
+        assert http.post("/workflows", json=SPEC).status_code == 201
+        run_ids = waiting_runs(http, 2)
+        import redis
+
+        promoted = redis.Redis(port=cluster.replica_port, socket_timeout=2)
+
+        def fail_over():
+            cluster.kill_master()
+            wait_until(lambda: cluster.master_address()[1] == cluster.replica_port, 30, "the replica promoted")
+            # the hub's one connection, now on the promoted replica, subscribed to both runs
+            wait_until(lambda: [int(c["sub"]) for c in promoted.client_list() if c.get("name") == HUB_NAME]
+                       == [len(run_ids) + 1], 30, "the hub subscribed on the new master")
+
+        watchers, _ = run_coroutine(lambda: watch_and_answer(api, http, run_ids, 10, fail_over), 300)
+        assert not [w.error for w in watchers if w.error]
+        for w in watchers:
+            assert steps_and_end(w.events) == EVERY_EVENT, w.events
+        http.close()
+    finally:
+        stop_everything(workers, procs, cluster, db)
