@@ -29,6 +29,7 @@ from . import security
 from .deps import Dispatcher, Services
 from .examples import examples_enabled, load_examples
 from .middleware import BodyLimitMiddleware, MetricsMiddleware
+from .run_events import RunEventHub
 from .routes import health, runs, schedules, schema, sources, workflows
 from .routes import hooks as hook_routes, metrics_summary, trace, versions, webhooks as webhook_routes
 from .static import mount_studio
@@ -90,10 +91,12 @@ def create_app(settings: Settings | None = None, dispatcher: Dispatcher | None =
         # What start-up built lives as long as the server: keep the cyclic GC from walking
         # it again on every full collection (about 2% of the API's CPU under load).
         gc.freeze()
+        app.state.run_events = RunEventHub(services)  # one event source for every SSE stream of runs
         try:
             async with app.state.collab, services.extra["mcp"].run():  # collaborative rooms, /mcp's task group
                 yield
         finally:
+            await app.state.run_events.aclose()
             services.close()
 
     app = FastAPI(title="AgentFlow", version=_version(), description=DESCRIPTION,

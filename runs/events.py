@@ -1,7 +1,10 @@
 """Live run events (step started/ended, token deltas, run end) for SSE subscribers.
 
 In-process queues in embedded mode; Redis pub/sub in distributed mode, where the
-publisher is a worker process and the subscriber an API process.
+publisher is a worker process and the subscriber an API process. The API does not
+subscribe once per SSE stream: one hub per process (api/run_events.py) listens to the
+in-process bus (`MemoryEventBus.listen`) or holds the process's one Redis subscription,
+and fans each event out to its streams.
 """
 
 from __future__ import annotations
@@ -9,7 +12,7 @@ from __future__ import annotations
 import json
 import queue
 import threading
-from typing import Any, Iterator, Protocol
+from typing import Any, Callable, Iterator, Protocol
 
 Event = tuple[str, dict[str, Any]]  # (kind, data): kind in step | token | end
 
@@ -41,9 +44,13 @@ class _QueueSubscription:
         self.bus._drop(self)
 
 
+Listener = Callable[[str, str, Any], None]
+
+
 class MemoryEventBus:
     def __init__(self) -> None:
         self._subs: dict[str, list[_QueueSubscription]] = {}
+        self._listeners: tuple[Listener, ...] = ()
         self._lock = threading.Lock()
 
     def publish(self, run_id: str, kind: str, data: dict[str, Any]) -> None:
@@ -54,6 +61,21 @@ class MemoryEventBus:
                 sub.queue.put_nowait((kind, data))
             except queue.Full:  # a stalled client must not block the run
                 pass
+        for listener in self._listeners:
+            try:
+                listener(run_id, kind, data)
+            except Exception:  # a live view must not fail the run that publishes
+                pass
+
+    def listen(self, listener: Listener) -> None:
+        """Call `listener(run_id, kind, data)` on every event, in the publisher's thread
+        (it must return at once: the API's hub hands the event to its event loop)."""
+        with self._lock:
+            self._listeners = (*self._listeners, listener)
+
+    def unlisten(self, listener: Listener) -> None:
+        with self._lock:
+            self._listeners = tuple(x for x in self._listeners if x is not listener)
 
     def subscribe(self, run_id: str) -> _QueueSubscription:
         sub = _QueueSubscription(self, run_id)
@@ -90,12 +112,16 @@ class _RedisSubscription:
 
 
 class RedisEventBus:
-    def __init__(self, url_or_client):
+    def __init__(self, url_or_client, config=None):
+        """`config` (a RedisConfig or URL; implied by a URL) is where the API's hub opens its
+        subscriber connection; None: the settings' Redis."""
         if isinstance(url_or_client, str):
             from ..redisconn import redis_client
 
+            config = url_or_client
             url_or_client = redis_client(url_or_client)
         self.client = url_or_client
+        self.config = config
 
     @staticmethod
     def channel(run_id: str) -> str:

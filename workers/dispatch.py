@@ -11,7 +11,7 @@ from .app import ALL_QUEUES, CONTROL_QUEUE, RUN_QUEUE, celery_app
 class CeleryDispatcher:
     def __init__(self, redis: RedisConfig | str | None = None):
         self.redis = redis_client(redis)
-        self.bus = RedisEventBus(self.redis)
+        self.bus = RedisEventBus(self.redis, config=redis)  # the API's hub subscribes there
 
     def submit(self, run_id: str) -> None:
         # task id = run id: Flower and the result backend show runs by their id

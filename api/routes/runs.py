@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import json
 import logging
-import time
 from datetime import datetime, timezone
 from functools import partial
 from typing import Annotated, Any, AsyncIterator
@@ -13,8 +11,8 @@ import anyio
 from fastapi import APIRouter, Body, Query, Request
 from fastapi.responses import JSONResponse
 from sse_starlette import EventSourceResponse
+from starlette.background import BackgroundTask
 
-from ...graph.secrets import redact
 from ...runs import telemetry
 from ...store.runs import TERMINAL
 from .. import metrics
@@ -23,6 +21,7 @@ from ..body import JSONRoute
 from ..deps import Services, ServicesDep, TenantDep
 from ..errors import ApiError, db_reason, not_found, scrub
 from ..pagination import Cursor, Limit, decode_str, encode
+from ..run_events import RESYNC, SSE_SEP, Watch, frame, hub_of
 from ...runs.resume import ResumeRefused, answer_run
 from ..schemas import (CancelResult, ErrorResponse, ResumeRequest, ResumeResult, RunCreate, RunPage, RunQueued,
                        RunRecord)
@@ -31,10 +30,7 @@ log = logging.getLogger("agentflow.api")
 router = APIRouter(tags=["runs"], route_class=JSONRoute)
 
 ERRORS = {404: {"model": ErrorResponse}, 409: {"model": ErrorResponse}, 422: {"model": ErrorResponse}}
-POLL_SECONDS = 0.25       # how long one read of the subscription waits
-STATUS_CHECK_SECONDS = 1.0  # how often the stored status is checked for a missed "end"
 PING_SECONDS = 15
-SSE_THREADS = 256  # threads that wait on event subscriptions, apart from the sync routes' pool
 
 
 def _page(items: list[dict], next_id: str | None) -> dict[str, Any]:
@@ -165,27 +161,25 @@ def resume_run(run_id: str, body: ResumeRequest, request: Request, svc: Services
         "({node_id, delta}), then one `end` (the run record with its final state).")},
     **ERRORS}, response_class=EventSourceResponse, summary="Follow a run live (SSE)")
 async def run_events(run_id: str, svc: ServicesDep, tenant: TenantDep, request: Request) -> EventSourceResponse:
-    threads = getattr(request.app.state, "sse_threads", None)
-    if threads is None:  # one limiter per app, made inside its event loop
-        threads = request.app.state.sse_threads = anyio.CapacityLimiter(SSE_THREADS)
-    bus = svc.dispatcher.bus
-    # Subscribe before reading what is stored, so nothing falls between the two.
-    sub = await anyio.to_thread.run_sync(bus.subscribe, run_id)
+    # Registered with the process's hub (api/run_events.py: one subscriber for every stream)
+    # before the stored run is read, so nothing falls between the two.
+    watch = await hub_of(request.app, svc).watch(run_id)
     try:
         record = await anyio.to_thread.run_sync(partial(svc.runs.get, run_id, tenant))
     except BaseException:
-        sub.close()
+        watch.close()
         raise
     if record is None:
-        sub.close()
+        watch.close()
         raise not_found("run", run_id)
-    return EventSourceResponse(_stream(svc, sub, run_id, record, threads), ping=PING_SECONDS,
-                               headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    # background: the watch is dropped even when the client left before the stream began
+    return EventSourceResponse(_stream(svc, watch, run_id, record), ping=PING_SECONDS, sep=SSE_SEP,
+                               headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+                               background=BackgroundTask(watch.close))
 
 
-def _event(kind: str, data: Any) -> dict[str, str]:
-    # redact: live token deltas are not stored (so not redacted on the way to the store)
-    return {"event": kind, "data": json.dumps(redact(data), default=str, ensure_ascii=False)}
+def _event(kind: str, data: Any) -> bytes:
+    return frame(kind, data)
 
 
 class _StepDedup:
@@ -216,18 +210,11 @@ def _same_instant(value: Any) -> Any:
     return (at if at.tzinfo else at.replace(tzinfo=timezone.utc)).timestamp()
 
 
-def _drain(sub) -> list:
-    events = []
-    while len(events) < 10_000:
-        event = sub.get(0)
-        if event is None:
-            break
-        events.append(event)
-    return events
+def _waiting(run_id: str, waiting_for: Any) -> bytes:
+    return _event("waiting", {"run_id": run_id, "status": "waiting", "waiting_for": waiting_for})
 
 
-async def _stream(svc: Services, sub, run_id: str, record: dict,
-                  threads: anyio.CapacityLimiter) -> AsyncIterator[dict[str, str]]:
+async def _stream(svc: Services, watch: Watch, run_id: str, record: dict) -> AsyncIterator[bytes]:
     dedup = _StepDedup()
     try:
         for step in record.get("steps") or []:
@@ -238,49 +225,41 @@ async def _stream(svc: Services, sub, run_id: str, record: dict,
             return
         told_waiting = record.get("status") == "waiting"  # it paused before this stream began
         if told_waiting:
-            yield _event("waiting", {"run_id": run_id, "status": "waiting", "waiting_for": record.get("waiting_for")})
-        last_check = time.monotonic()
+            yield _waiting(run_id, record.get("waiting_for"))
         while True:
-            event = await anyio.to_thread.run_sync(sub.get, POLL_SECONDS, limiter=threads,
-                                                   abandon_on_cancel=True)
-            if event is not None:
-                kind, data = event
-                if kind == "end":
-                    final = data if isinstance(data, dict) else {}
-                    for step in final.get("steps") or []:
-                        if dedup.admit(step):
-                            yield _event("step", step)
-                    yield _event("end", final)
+            live = await watch.get()
+            kind = live.kind
+            if kind == RESYNC:
+                # events were dropped (this client was slow, or Redis reconnected): the
+                # stored steps stand in for them, and a stored end ends the stream
+                current = await anyio.to_thread.run_sync(svc.runs.get, run_id) or record
+                for step in current.get("steps") or []:
+                    if dedup.admit(step):
+                        yield _event("step", step)
+                if current.get("status") in TERMINAL:
+                    yield _event("end", current)
                     return
-                told_waiting = kind == "waiting" or (told_waiting and kind != "step")
-                if kind != "step" or dedup.admit(data):
-                    yield _event(kind, data)
-            if time.monotonic() - last_check < STATUS_CHECK_SECONDS:
+                if current.get("status") == "waiting" and not told_waiting:
+                    told_waiting = True
+                    yield _waiting(run_id, current.get("waiting_for"))
                 continue
-            last_check = time.monotonic()
-            status = await anyio.to_thread.run_sync(svc.runs.status, run_id, limiter=threads)
-            if status == "waiting" and not told_waiting:  # its "waiting" was missed (another replica)
-                told_waiting = True
-                current = await anyio.to_thread.run_sync(partial(svc.runs.get, run_id, with_steps=False),
-                                                         limiter=threads) or {}
-                yield _event("waiting", {"run_id": run_id, "status": "waiting",
-                                         "waiting_for": current.get("waiting_for")})
-            if status is not None and status not in TERMINAL:
-                continue
-            # The run ended but its "end" was missed (or it never started: cancelled
-            # while queued). Flush what arrived, then send the stored record.
-            for kind, data in await anyio.to_thread.run_sync(_drain, sub, limiter=threads):
-                if kind == "step" and dedup.admit(data):
-                    yield _event(kind, data)
-            final = await anyio.to_thread.run_sync(svc.runs.get, run_id, limiter=threads) or record
-            for step in final.get("steps") or []:
-                if dedup.admit(step):
-                    yield _event("step", step)
-            yield _event("end", final)
-            return
+            if kind == "end":
+                if not isinstance(live.data, dict):  # the run is gone from the store
+                    yield _event("end", record)
+                    return
+                for step, step_frame in live.step_frames():
+                    if dedup.admit(step):
+                        yield step_frame
+                yield live.frame()
+                return
+            if live.synthetic and kind == "waiting" and told_waiting:
+                continue  # the status check's pause this stream has already sent
+            told_waiting = kind == "waiting" or (told_waiting and kind != "step")
+            if kind != "step" or dedup.admit(live.data):
+                yield live.frame()
     except Exception as exc:  # the stream has started: report in-band, then close
         reason = db_reason(exc) if "sqlalchemy" in type(exc).__module__ else type(exc).__name__
         log.warning("event stream of run %s stopped: %s", run_id, reason)
         yield _event("error", {"detail": f"event stream stopped: {reason}", "errors": []})
     finally:
-        sub.close()
+        watch.close()
