@@ -20,8 +20,9 @@ reference, `redis.py` the same steps in one Lua script):
   intervals (the rate measured from the first call is never above the limit), at one
   instant at most ``burst`` grants pass, and any window of length L holds fewer than
   ``L/T + burst + GCRA_SLACK`` (so a 1 s window holds at most ``rate + burst_size``).
-* tokens/minute is a sliding window of ``TOKEN_WINDOW`` (60) seconds, as a provider counts
-  its TPM: a grant is allowed when the tokens charged to the grants of the last 60 s plus
+* tokens/minute is a sliding window of 60 seconds, as a provider counts its TPM (a charge
+  stays ``TOKEN_MARGIN`` = 1 s longer, for the time the call takes to reach the provider):
+  a grant is allowed when the tokens charged to the grants of the last 60 s plus
   the caller's estimate fit in ``max_tokens_per_minute``. A grant is charged its estimate
   at once; `settle` replaces it with the real usage reported by the provider (kept at the
   grant's time), so what the window holds is what the provider counted, and a call that
@@ -73,8 +74,11 @@ __all__ = [
 # Extra GCRA tolerance, in emission intervals (must stay < 1; see the module docstring).
 GCRA_SLACK = 0.5
 
-# tokens/minute is counted over a sliding window of this many seconds (a provider's TPM).
-TOKEN_WINDOW = 60.0
+# tokens/minute is counted over a sliding window of 60 s (a provider's TPM). A charge stays
+# in it TOKEN_MARGIN s longer: the call reaches the provider a little after its grant, and a
+# jitter in that delay must not land two calls granted 60 s apart in one provider minute.
+TOKEN_MARGIN = 1.0
+TOKEN_WINDOW = 60.0 + TOKEN_MARGIN
 
 # Callers that name no sub-queue, or one the queue does not declare, share this one (weight 1).
 DEFAULT_SUB_QUEUE = "default"
