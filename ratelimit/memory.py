@@ -248,8 +248,11 @@ class MemoryLimiter(LimiterBase):
                     ahead += rank * wsum / weight[x]
                 if ahead > 0:
                     ax += ahead * max(tm_iv, tr_iv)
-                    if cap:  # the waiters ahead take their share of the minute first
-                        ax = max(ax, max(since(need), now) + ahead * need * TOKEN_WINDOW / cap)
+                    if cap:  # the waiters ahead first, each about the window's mean charge
+                        mean = min(need, st.spent / len(st.window)) if st.window else need
+                        q = need + ahead * mean
+                        whole = math.floor((q - 1e-9) / cap)
+                        ax = max(ax, max(since(q - whole * cap), now) + whole * TOKEN_WINDOW)
             if waiter is not None:
                 ws[waiter] = ax + self.waiter_ttl
                 if len(subs) > 1:

@@ -250,8 +250,14 @@ if reason ~= 'fair' and reason ~= 'concurrency' then
   end
   if ahead > 0 then
     ax = ax + ahead * math.max(Tm, Tr)
-    -- the waiters ahead take their share of the minute first
-    if cap > 0 then ax = math.max(ax, math.max(free_at(TW, TA, spent, cap, need), now) + ahead * need * WIN / cap) end
+    -- the waiters ahead first, each about the window's mean charge (the real usage, once settled)
+    if cap > 0 then
+      local cnt = redis.call('ZCARD', TW); local mean = need
+      if cnt > 0 then mean = math.min(need, spent / cnt) end
+      local q = need + ahead * mean
+      local whole = math.floor((q - 1e-9) / cap)
+      ax = math.max(ax, math.max(free_at(TW, TA, spent, cap, q - whole * cap), now) + whole * WIN)
+    end
   end
 end
 if waiter ~= '' then
