@@ -447,7 +447,8 @@ def check_queues_api(m: Measured) -> None:
     assert m.samples, "no GET /queues sample inside the window"
     for lane in m.lanes:
         waiting = [s[f"{lane.workflow_id}:q"]["waiting"][lane.sub_queue or "default"] for _, s in m.samples]
-        assert min(waiting) >= 1, (lane.name, waiting)
+        # the token lane's sliding minute lets its runs through until the budget is spent
+        assert (max(waiting) if lane.kind == "tpm" else min(waiting)) >= 1, (lane.name, waiting)
     _, last = m.samples[-1]
     for kind in ("mps", "rpm"):
         live = last[f"{m.workflow_of(kind)}:q"]
