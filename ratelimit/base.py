@@ -10,15 +10,26 @@ reference, `redis.py` the same steps in one Lua script):
 
 * messages/second and requests/minute are two GCRA limits (emission interval
   ``T = 1/rate`` and ``T = 60/rpm``) sharing ``burst_size`` (default 1): a limit keeps a
-  theoretical arrival time ``tat``; the next grant is allowed from ``tat - tau`` with
-  ``tau = (burst - 1 + GCRA_SLACK) * T``. At one instant at most ``burst`` grants pass, and
-  any window of length L holds fewer than ``L/T + burst + GCRA_SLACK`` (so a 1 s window holds
-  at most ``rate + burst_size``). The half interval of slack lets a worker that comes back a
-  little late keep its place instead of losing that time for good (with burst 1 a strict
-  GCRA loses every millisecond of wake-up and round-trip latency).
-* tokens/minute is a token bucket of capacity ``max_tokens_per_minute`` refilling at
-  ``capacity/60`` per second. A grant reserves the caller's estimate; `settle` gives back
-  (or charges) the difference with the real usage, so the bucket may go into debt.
+  theoretical arrival time ``tat``; the next grant is allowed from ``tat - (burst - 1) * T``.
+  A grant moves ``tat`` one interval on; a grant that came up to ``GCRA_SLACK`` intervals
+  after ``tat`` keeps the schedule (``tat + T``: a worker that comes back a little late keeps
+  its place instead of losing that time for good, which with burst 1 would lose every
+  millisecond of wake-up and round-trip latency), a later one (or the first after an idle
+  spell) restarts it from now (``now + T``). So the slack is only ever a late grant's
+  credit, never an early grant: n grants from idle with burst 1 span at least n - 1
+  intervals (the rate measured from the first call is never above the limit), at one
+  instant at most ``burst`` grants pass, and any window of length L holds fewer than
+  ``L/T + burst + GCRA_SLACK`` (so a 1 s window holds at most ``rate + burst_size``).
+* tokens/minute is a sliding window of 60 seconds, as a provider counts its TPM (a charge
+  stays ``TOKEN_MARGIN`` = 1 s longer, for the time the call takes to reach the provider):
+  a grant is allowed when the tokens charged to the grants of the last 60 s plus
+  the caller's estimate fit in ``max_tokens_per_minute``. A grant is charged its estimate
+  at once; `settle` replaces it with the real usage reported by the provider (kept at the
+  grant's time), so what the window holds is what the provider counted, and a call that
+  used more than its estimate puts the window in debt (later grants wait for it). Any 60 s
+  window then holds at most the budget plus what calls used beyond their estimates: unlike
+  a token bucket refilling continuously, which lets a full bucket plus a minute of refill
+  (2x the budget) through in one minute, a provider's TPM is never exceeded.
 * a grant needs every configured limit to pass; a denial changes none of them.
 * weighted sub-queues use start-time fair queueing over the sub-queues that have a
   registered waiter (a caller passing ``waiter=`` and denied is remembered until its
@@ -62,6 +73,12 @@ __all__ = [
 
 # Extra GCRA tolerance, in emission intervals (must stay < 1; see the module docstring).
 GCRA_SLACK = 0.5
+
+# tokens/minute is counted over a sliding window of 60 s (a provider's TPM). A charge stays
+# in it TOKEN_MARGIN s longer: the call reaches the provider a little after its grant, and a
+# jitter in that delay must not land two calls granted 60 s apart in one provider minute.
+TOKEN_MARGIN = 1.0
+TOKEN_WINDOW = 60.0 + TOKEN_MARGIN
 
 # Callers that name no sub-queue, or one the queue does not declare, share this one (weight 1).
 DEFAULT_SUB_QUEUE = "default"
@@ -153,8 +170,13 @@ class QueueLimits:
 
     @property
     def gcra_tolerance(self) -> float:
-        """GCRA tolerance tau in emission intervals: burst - 1 + GCRA_SLACK."""
+        """GCRA tolerance tau in emission intervals: burst - 1 + GCRA_SLACK (the window bound)."""
         return self.burst - 1 + GCRA_SLACK
+
+    @property
+    def burst_tolerance(self) -> float:
+        """How far ahead of ``tat`` a grant may come, in emission intervals: burst - 1."""
+        return float(self.burst - 1)
 
     @property
     def message_interval(self) -> float:
@@ -235,7 +257,7 @@ class QueueStats:
     waiting: dict[str, int] = field(default_factory=dict)   # per sub-queue
     granted: dict[str, int] = field(default_factory=dict)   # per sub-queue, lifetime
     requests_per_minute: float = 0.0  # grants over the last minute
-    tokens_available: float | None = None  # token bucket level now (None: no token limit)
+    tokens_available: float | None = None  # budget left in the sliding minute now (None: no token limit)
     at: float = 0.0                   # limiter clock when read
     in_flight: int = 0                # max_concurrency: slots held now (all keys)
     in_flight_by_key: dict[str, int] = field(default_factory=dict)  # per concurrency key ('' = none)

@@ -262,7 +262,7 @@ def _cost_main(redis_url, prefix, limits_list, blocks, block, barrier, out):
         prepared[lim.id] = []
         for i in range(8):
             plan, req, _sub = limiter._request(lim, subs[i % len(subs)], 100, f"w{i % 8}")
-            prepared[lim.id].append(([*plan.keys, req.slots], [*req.dyn, *plan.args, req.slot, req.key]))
+            prepared[lim.id].append(([*plan.keys, req.slots], [*req.dyn, *plan.args, *req.last()]))
     script = limiter._acquire
     barrier.wait()
     samples: dict[str, list[float]] = {"incr": []}

@@ -11,11 +11,12 @@ import math
 import threading
 import time
 import uuid
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable
 
-from .base import (BUCKET, BUCKETS, CONCURRENCY_POLL, DEFAULT_SLOT_TTL, Decision, LimiterBase, QueueLimits,
-                   QueueStats, slot_key, summarize)
+from .base import (BUCKET, BUCKETS, CONCURRENCY_POLL, DEFAULT_SLOT_TTL, GCRA_SLACK, TOKEN_WINDOW, Decision,
+                   LimiterBase, QueueLimits, QueueStats, slot_key, summarize)
 
 NEG = -math.inf
 EPS = 1e-6   # a grant due within a microsecond is due now (float noise)
@@ -25,8 +26,11 @@ EPS = 1e-6   # a grant due within a microsecond is due now (float noise)
 class _QueueState:
     tat_m: float | None = None        # GCRA theoretical arrival time, messages/s
     tat_r: float | None = None        # GCRA theoretical arrival time, requests/min
-    level: float | None = None        # token bucket level at level_at
-    level_at: float = 0.0
+    # tokens/minute: the charges of the last TOKEN_WINDOW s, oldest first, as [time, tokens,
+    # reservation]; `spent` is their sum, `charges` finds one by its reservation (settle)
+    window: deque = field(default_factory=deque)
+    charges: dict[str, list] = field(default_factory=dict)
+    spent: float = 0.0
     vtime: float = 0.0                # fair-queueing virtual time V
     finish: dict[str, float] = field(default_factory=dict)     # finish tag F per sub-queue
     need: dict[str, int] = field(default_factory=dict)         # last waiting token need
@@ -44,6 +48,39 @@ class _QueueState:
         for k in [k for k, e in slots.items() if e <= now]:
             del slots[k]
         return slots
+
+
+def _expire(st: _QueueState, now: float) -> None:
+    """Drop the token charges that left the sliding window."""
+    w = st.window
+    while w and w[0][0] <= now - TOKEN_WINDOW:
+        at, tokens, res = w.popleft()
+        st.spent -= tokens
+        st.charges.pop(res, None)
+    if not w:
+        st.spent = 0.0  # no float drift across idle periods
+
+
+def _tokens_free_at(st: _QueueState, cap: float, q: float) -> float:
+    """When `q` tokens fit in the window (NEG: now): the time the oldest charges leave it."""
+    if st.spent + q <= cap:
+        return NEG
+    over = st.spent + q - cap
+    for at, tokens, _ in st.window:
+        over -= tokens
+        if over <= 1e-9:
+            return at + TOKEN_WINDOW
+    return st.window[-1][0] + TOKEN_WINDOW if st.window else NEG
+
+
+def _next_tat(tat: float | None, now: float, interval: float) -> float:
+    """GCRA after a grant. A grant up to GCRA_SLACK intervals after its due time keeps the
+    schedule (a waiter coming back a little late loses nothing); later, or after an idle
+    spell, the schedule restarts from now: the slack is never spent as an early grant, so
+    n grants from idle span at least (n - 1) intervals."""
+    if tat is None or tat < now - GCRA_SLACK * interval:
+        return now + interval
+    return tat + interval
 
 
 def _count(buckets: dict[int, int], now: float, n: int) -> None:
@@ -96,7 +133,7 @@ class MemoryLimiter(LimiterBase):
         mc = limits.max_concurrency or 0
         ck = slot_key(concurrency_key)
         x = limits.resolve_sub_queue(sub_queue)
-        tol = limits.gcra_tolerance
+        tol = limits.burst_tolerance
         tm_iv, tr_iv = limits.message_interval, limits.request_interval
         cap = limits.max_tokens_per_minute or 0
         grace = self.fair_grace if self.fair_grace is not None else limits.default_fair_grace()
@@ -113,15 +150,12 @@ class MemoryLimiter(LimiterBase):
             if tr_iv and st.tat_r is not None and st.tat_r - tol * tr_iv > allow:
                 allow, why = st.tat_r - tol * tr_iv, "rpm"
 
-            # 2. token bucket
-            if cap and st.level is None:
-                st.level, st.level_at = float(cap), now
-            rt = cap / 60.0 if cap else 0.0
+            # 2. tokens: what the grants of the last minute were charged (sliding window)
+            if cap:
+                _expire(st, now)
 
-            def since(q: float) -> float:   # when the token level reached q
-                if not cap or st.level >= q:
-                    return NEG
-                return st.level_at + (q - st.level) / rt
+            def since(q: float) -> float:   # when q more tokens fit in the window
+                return _tokens_free_at(st, cap, q) if cap else NEG
 
             def avail(q: float) -> float:
                 return max(allow, since(q))
@@ -164,12 +198,16 @@ class MemoryLimiter(LimiterBase):
 
             if reason is None:  # grant: commit every limit
                 if tm_iv:
-                    st.tat_m = max(st.tat_m if st.tat_m is not None else now, now) + tm_iv
+                    st.tat_m = _next_tat(st.tat_m, now, tm_iv)
                 if tr_iv:
-                    st.tat_r = max(st.tat_r if st.tat_r is not None else now, now) + tr_iv
+                    st.tat_r = _next_tat(st.tat_r, now, tr_iv)
+                reservation = None
                 if cap:
-                    st.level = min(float(cap), st.level + (now - st.level_at) * rt) - need
-                    st.level_at = now
+                    reservation = uuid.uuid4().hex
+                    entry = [now, need, reservation]
+                    st.window.append(entry)
+                    st.charges[reservation] = entry
+                    st.spent += need
                 if len(subs) > 1:
                     fx = sx + 1.0 / weight[x]
                     st.finish[x] = fx
@@ -184,7 +222,7 @@ class MemoryLimiter(LimiterBase):
                 if mc:
                     slot = uuid.uuid4().hex
                     st.slots.setdefault(ck, {})[slot] = now + self.slot_ttl
-                return Decision(True, 0.0, uuid.uuid4().hex if cap else None, need, now, "ok", x, slot, ck)
+                return Decision(True, 0.0, reservation, need, now, "ok", x, slot, ck)
 
             # 5. not yet. The countdown counts the grants that go first: those the other
             # active sub-queues get before our start tag is the smallest, and those of the
@@ -210,8 +248,11 @@ class MemoryLimiter(LimiterBase):
                     ahead += rank * wsum / weight[x]
                 if ahead > 0:
                     ax += ahead * max(tm_iv, tr_iv)
-                    if cap:
-                        ax = max(ax, st.level_at + (need * (1 + ahead) - st.level) / rt)
+                    if cap:  # the waiters ahead first, each about the window's mean charge
+                        mean = min(need, st.spent / len(st.window)) if st.window else need
+                        q = need + ahead * mean
+                        whole = math.floor((q - 1e-9) / cap)
+                        ax = max(ax, max(since(q - whole * cap), now) + whole * TOKEN_WINDOW)
             if waiter is not None:
                 ws[waiter] = ax + self.waiter_ttl
                 if len(subs) > 1:
@@ -263,11 +304,12 @@ class MemoryLimiter(LimiterBase):
             st = self._queues.get(limits.id)
             if st is None:
                 return
-            if st.level is not None:
-                rt = cap / 60.0
-                lvl = min(float(cap), st.level + (now - st.level_at) * rt)
-                st.level = min(float(cap), lvl + decision.tokens_reserved - tokens_used)
-                st.level_at = now
+            # the real usage replaces the estimate in the window, at the grant's time (when the
+            # provider counted it); a charge that already left the window is not brought back
+            entry = st.charges.get(decision.reservation)
+            if entry is not None:
+                st.spent += tokens_used - entry[1]
+                entry[1] = tokens_used
             if tokens_used:
                 _count(st.token_buckets, now, int(tokens_used))
 
@@ -284,8 +326,8 @@ class MemoryLimiter(LimiterBase):
             level = None
             cap = limits.max_tokens_per_minute
             if cap:
-                level = float(cap) if st.level is None else \
-                    min(float(cap), st.level + (now - st.level_at) * cap / 60.0)
+                _expire(st, now)
+                level = float(cap) - st.spent
             by_key = {k: n for k in list(st.slots) if (n := len(st.held(k, now)))}
             return QueueStats(limits.id, rate, tok_min, waiting, granted, per_min, level, now,
                               sum(by_key.values()), by_key)

@@ -8,14 +8,17 @@ so the workers' own clocks never matter. The algorithm is the one `memory.py` im
     {prefix}:{<queue>}:c         hash: grants and settled tokens per 5 s bucket (live figures)
     {prefix}:{<queue>}:w:<sub>   sorted set: waiter id -> expiry time
     {prefix}:{<queue>}:x:<res>   marker: reservation already settled (settle is idempotent)
+    {prefix}:{<queue>}:tw        sorted set: tokens/minute window, reservation -> grant time
+    {prefix}:{<queue>}:ta        hash: tokens/minute window, reservation -> tokens charged
     {prefix}:{<queue>}:k:<key>   sorted set: concurrency slots of a key ('' = none) -> lease expiry
     {prefix}:{<queue>}:ka        sorted set: every slot of the queue, "<key>\n<slot>" -> expiry (stats)
 
 After a Redis restart the state is gone. A limiter that has already seen a queue then
 starts it cold, as if the queue had been saturated and had just made a grant: the next
-grant one emission interval later, no tokens in the bucket. So a restart adds no burst on
-top of the one the queue may already have used, and any 1 s window still holds at most
-rate + burst_size grants. A queue that was never seen starts with a full bucket of
+grant one emission interval later, and the last minute's token budget taken as spent
+evenly over that minute (a sixth of it leaves the window every 10 s). So a restart adds no
+burst on top of the one the queue may already have used, and any 1 s window still holds at
+most rate + burst_size grants. A queue that was never seen starts with a full bucket of
 `burst_size` (and of tokens), like the in-memory limiter. (A queue idle for STATE_TTL loses
 its state too; a process that knew it then also starts it cold: one interval's wait.)
 The hot state is stored as packed doubles (Lua `struct`): exact, and no number is formatted
@@ -33,8 +36,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from .base import (BUCKET, BUCKETS, CONCURRENCY_POLL, DEFAULT_SLOT_TTL, DEFAULT_SUB_QUEUE, Decision, LimiterBase,
-                   LimiterUnavailable, QueueLimits, QueueStats, slot_key, summarize)
+from .base import (BUCKET, BUCKETS, CONCURRENCY_POLL, DEFAULT_SLOT_TTL, DEFAULT_SUB_QUEUE, GCRA_SLACK, TOKEN_WINDOW,
+                   Decision, LimiterBase, LimiterUnavailable, QueueLimits, QueueStats, slot_key, summarize)
 from .resp import MultiplexedConnection, bulk
 
 STATE_TTL = 86400          # seconds an idle queue's state is kept
@@ -44,7 +47,7 @@ SETTLED_TTL = 600          # seconds a settled reservation is remembered (double
 # nows is "now" as a string (for sorted-set ranges; formatting numbers in Lua is slow).
 # The state is kept as packed doubles (struct), which Redis neither parses nor formats:
 #   'k'       V (fair-queueing virtual time), tat messages/s, tat requests/min,
-#             token level, time of that level (NaN = not set)
+#             tokens charged in the sliding minute (NaN = not set), unused
 #   'q:<sub>' finish tag F, lifetime grants      'n:<sub>' token need of its last waiter
 # tidy() runs when a new counter bucket starts: it drops the buckets that left the window.
 _PROLOGUE = """
@@ -53,6 +56,7 @@ if ARGV[1] ~= '' then now = tonumber(ARGV[1]); ts = ARGV[1]; tu = '0'; nows = AR
   local t = redis.call('TIME'); ts = t[1]; tu = t[2]; now = tonumber(ts) + tonumber(tu) / 1000000
   nows = ts .. '.' .. string.rep('0', 6 - #tu) .. tu end
 local NAN = 0 / 0
+local SLACK = """ + repr(GCRA_SLACK) + """
 local function tidy(C, bucket, ttl)
   local old = {}
   if bucket % 60 == 0 then
@@ -68,21 +72,56 @@ local function tidy(C, bucket, ttl)
   if #old > 0 then redis.call('HDEL', C, unpack(old)) end
   redis.call('EXPIRE', C, ttl)
 end
+-- tokens/minute: TW (reservation -> grant time), TA (reservation -> tokens charged);
+-- spent = their sum. expire() drops the charges that left the window, returns spent.
+local WIN = """ + repr(TOKEN_WINDOW) + """
+local function expire(TW, TA, spent)
+  local edge = string.format('%.6f', now - WIN)
+  while true do
+    local old = redis.call('ZRANGEBYSCORE', TW, '-inf', edge, 'LIMIT', 0, 500)
+    if #old == 0 then break end
+    local amts = redis.call('HMGET', TA, unpack(old))
+    for i = 1, #old do spent = spent - (tonumber(amts[i]) or 0) end
+    redis.call('ZREM', TW, unpack(old)); redis.call('HDEL', TA, unpack(old))
+  end
+  if redis.call('ZCARD', TW) == 0 then spent = 0 end
+  return spent
+end
+-- when q more tokens fit in the window (-1e300: now): the time the oldest charges leave it
+local function free_at(TW, TA, spent, cap, q)
+  if spent + q <= cap then return -1e300 end
+  local over = spent + q - cap; local start = 0; local last = now
+  while true do
+    local items = redis.call('ZRANGE', TW, start, start + 99, 'WITHSCORES')
+    if #items == 0 then return last + WIN end
+    local ids = {}
+    for i = 1, #items, 2 do ids[#ids + 1] = items[i] end
+    local amts = redis.call('HMGET', TA, unpack(ids))
+    for i = 1, #ids do
+      last = tonumber(items[2 * i])
+      over = over - (tonumber(amts[i]) or 0)
+      if over <= 1e-9 then return last + WIN end
+    end
+    start = start + 100
+  end
+end
 """
 
-# KEYS: 1 state hash, 2 counters hash, 2+i waiters of sub-queue i (sorted set: waiter -> expiry),
+# KEYS: 1 state hash, 2 counters hash, 3 token window (tw), 4 its charges (ta),
+#       4+i waiters of sub-queue i (sorted set: waiter -> expiry),
 #       then the queue's slots (ka) and the caller's concurrency key's slots (k:<key>)
 # ARGV: 1 now|'' 2 need 3 caller sub index (1-based) 4 waiter|'' 5 known(1/0)
-#       6 T_msg 7 T_rpm 8 GCRA tolerance (in intervals) 9 cap 10 waiter_ttl 11 grace 12 state_ttl
+#       6 T_msg 7 T_rpm 8 burst tolerance (burst - 1, in intervals) 9 cap 10 waiter_ttl 11 grace 12 state_ttl
 #       13..12+n per-sub field names ('q:<sub>'), 13+n..12+2n weights,
 #       13+2n max_concurrency (0 = none) 14+2n slot lease 15+2n poll, 16+2n slot id 17+2n key
+#       18+2n reservation id (the token window's entry)
 # Returns one string (cheaper to read than an array): 'allowed retry_after sec usec reason reserved'
 ACQUIRE_LUA = _PROLOGUE + """
 local need = tonumber(ARGV[2]); local x = tonumber(ARGV[3]); local waiter = ARGV[4]
 local Tm = tonumber(ARGV[6]); local Tr = tonumber(ARGV[7]); local b1 = tonumber(ARGV[8])
 local cap = tonumber(ARGV[9])
-local n = #KEYS - 4
-local S = KEYS[1]
+local n = #KEYS - 6
+local S = KEYS[1]; local TW = KEYS[3]; local TA = KEYS[4]
 local NEG = -1e300
 local h = redis.call('HMGET', S, 'k', unpack(ARGV, 13, 12 + n))
 local fresh = not h[1]
@@ -97,26 +136,31 @@ local F, G = {}, {}
 for i = 1, n do
   if h[1 + i] then F[i], G[i] = struct.unpack('<dd', h[1 + i]) else F[i], G[i] = 0, 0 end
 end
+local spent = 0
 -- 1. rate limits: when is the next grant allowed (unclamped: may be long ago)
 if fresh and ARGV[5] == '1' then  -- known queue, state gone: Redis restarted; start cold
   if Tm > 0 then tm = now + (b1 + 1) * Tm end
   if Tr > 0 then tr = now + (b1 + 1) * Tr end
-  if cap > 0 then L0 = 0; t0 = now end
+  if cap > 0 then  -- the last minute's budget taken as spent evenly over it
+    for i = 0, 5 do
+      local id = 'cold' .. i
+      redis.call('ZADD', TW, now - 50 + 10 * i, id); redis.call('HSET', TA, id, cap / 6)
+    end
+    redis.call('EXPIRE', TW, ARGV[12]); redis.call('EXPIRE', TA, ARGV[12])
+    L0 = cap
+  end
 end
 local allow = NEG; local why = 'ok'
 if Tm > 0 and tm and tm - b1 * Tm > allow then allow = tm - b1 * Tm; why = 'rate' end
 if Tr > 0 and tr and tr - b1 * Tr > allow then allow = tr - b1 * Tr; why = 'rpm' end
--- 2. token bucket: the level reaches q at t0 + (q - L0) / rt
-local rt = cap / 60
+-- 2. tokens: the charges of the grants of the last minute (sliding window)
 local ax = allow
 local reason = false
 if cap > 0 then
-  if not L0 then L0 = cap; t0 = now end
-  if L0 < need then
-    local a = t0 + (need - L0) / rt
-    if a > ax then ax = a end
-    if a > now + 1e-6 and a > allow then reason = 'tokens' end
-  end
+  spent = expire(TW, TA, L0 or 0)
+  local a = free_at(TW, TA, spent, cap, need)
+  if a > ax then ax = a end
+  if a > now + 1e-6 and a > allow then reason = 'tokens' end
 end
 if not reason and ax > now + 1e-6 then reason = why end
 -- 2b. concurrency: a free slot (expired leases dropped)
@@ -134,7 +178,7 @@ local active = {x}
 if n > 1 then
   local nowf = '(' .. nows
   for i = 1, n do
-    if i ~= x and redis.call('ZCOUNT', KEYS[2 + i], nowf, '+inf') > 0 then active[#active + 1] = i end
+    if i ~= x and redis.call('ZCOUNT', KEYS[4 + i], nowf, '+inf') > 0 then active[#active + 1] = i end
   end
 end
 -- 4. weighted fair share: the grant goes to the smallest start tag max(V, F)
@@ -149,15 +193,21 @@ if not reason and #active > 1 then
     local ay = allow
     if cap > 0 then
       local ny = tonumber(redis.call('HGET', S, 'n' .. string.sub(ARGV[12 + y], 2))) or 0
-      if L0 < ny then ay = math.max(ay, t0 + (ny - L0) / rt) end
+      ay = math.max(ay, free_at(TW, TA, spent, cap, ny))
     end
     if now < ay + tonumber(ARGV[11]) then reason = 'fair'; ax = ay + tonumber(ARGV[11]) end
   end
 end
 if not reason then  -- grant: commit every limit
-  if Tm > 0 then tm = math.max(tm or now, now) + Tm end
-  if Tr > 0 then tr = math.max(tr or now, now) + Tr end
-  if cap > 0 then L0 = math.min(cap, L0 + (now - t0) * rt) - need; t0 = now end
+  -- a grant up to SLACK intervals late keeps the schedule; later (or after idle) it restarts
+  if Tm > 0 then if tm and tm >= now - SLACK * Tm then tm = tm + Tm else tm = now + Tm end end
+  if Tr > 0 then if tr and tr >= now - SLACK * Tr then tr = tr + Tr else tr = now + Tr end end
+  if cap > 0 then
+    local res = ARGV[18 + 2 * n]
+    redis.call('ZADD', TW, nows, res); redis.call('HSET', TA, res, ARGV[2])
+    redis.call('EXPIRE', TW, ARGV[12]); redis.call('EXPIRE', TA, ARGV[12])
+    L0 = spent + need; t0 = 0
+  end
   local fx = F[x]
   if n > 1 then
     fx = sx + 1 / tonumber(ARGV[12 + n + x])
@@ -170,7 +220,7 @@ if not reason then  -- grant: commit every limit
   local bucket = math.floor(now / """ + str(BUCKET) + """)
   if redis.call('HINCRBY', KEYS[2], 'g' .. bucket, '1') == 1 then tidy(KEYS[2], bucket, ARGV[12]); redis.call('EXPIRE', S, ARGV[12])
   elseif fresh then redis.call('EXPIRE', S, ARGV[12]) end
-  if waiter ~= '' then redis.call('ZREM', KEYS[2 + x], waiter) end
+  if waiter ~= '' then redis.call('ZREM', KEYS[4 + x], waiter) end
   if mc > 0 then  -- take the slot: a lease the running step renews
     local exp = now + tonumber(ARGV[14 + 2 * n]); local slot = ARGV[16 + 2 * n]
     redis.call('ZADD', CK, exp, slot); redis.call('EXPIRE', CK, ARGV[12])
@@ -183,7 +233,7 @@ end
 -- sub-queues get before our start tag is the smallest, and those of the waiters of our
 -- sub-queue due before us (f grants per one of ours), so waiters do not all come back
 -- for the same grant.
-local W = KEYS[2 + x]
+local W = KEYS[4 + x]
 if waiter ~= '' then redis.call('ZREMRANGEBYSCORE', W, '-inf', nows) end
 if reason ~= 'fair' and reason ~= 'concurrency' then
   local ahead = 0
@@ -200,33 +250,47 @@ if reason ~= 'fair' and reason ~= 'concurrency' then
   end
   if ahead > 0 then
     ax = ax + ahead * math.max(Tm, Tr)
-    if cap > 0 then ax = math.max(ax, t0 + (need * (1 + ahead) - L0) / rt) end
+    -- the waiters ahead first, each about the window's mean charge (the real usage, once settled)
+    if cap > 0 then
+      local cnt = redis.call('ZCARD', TW); local mean = need
+      if cnt > 0 then mean = math.min(need, spent / cnt) end
+      local q = need + ahead * mean
+      local whole = math.floor((q - 1e-9) / cap)
+      ax = math.max(ax, math.max(free_at(TW, TA, spent, cap, q - whole * cap), now) + whole * WIN)
+    end
   end
 end
 if waiter ~= '' then
   if redis.call('ZADD', W, ax + tonumber(ARGV[10]), waiter) == 1 then redis.call('EXPIRE', W, ARGV[12]) end
   if n > 1 and cap > 0 then redis.call('HSET', S, 'n' .. string.sub(ARGV[12 + x], 2), ARGV[2]) end
 end
-if fresh then
+if fresh or (cap > 0 and spent ~= (L0 or 0)) then  -- the window moved on (or a fresh state)
+  if cap > 0 then L0 = spent end
   redis.call('HSET', S, 'k', struct.pack('<ddddd', V, tm or NAN, tr or NAN, L0 or NAN, t0 or 0))
   redis.call('EXPIRE', S, ARGV[12])
 end
 return '0 ' .. tostring(ax - now) .. ' ' .. ts .. ' ' .. tu .. ' ' .. reason .. ' 0'
 """
 
-# KEYS: 1 state hash, 2 counters hash, 3 settled marker.
-# ARGV: 1 now|'' 2 cap 3 reserved 4 used 5 marker ttl 6 state ttl
+# KEYS: 1 state hash, 2 counters hash, 3 settled marker, 4 token window, 5 its charges.
+# ARGV: 1 now|'' 2 cap 3 reserved 4 used 5 marker ttl 6 state ttl 7 reservation
+# The real usage replaces the estimate in the window, at the grant's time (when the provider
+# counted it); a charge that already left the window is not brought back.
 SETTLE_LUA = _PROLOGUE + """
 if not redis.call('SET', KEYS[3], '1', 'NX', 'EX', ARGV[5]) then return 0 end
 local S = KEYS[1]
-local cap = tonumber(ARGV[2]); local used = tonumber(ARGV[4])
+local used = tonumber(ARGV[4])
 local k = redis.call('HGET', S, 'k')
 if k then
   local V, tm, tr, L0, t0 = struct.unpack('<ddddd', k)
   if L0 == L0 then
-    L0 = math.min(cap, L0 + (now - t0) * cap / 60)
-    L0 = math.min(cap, L0 + tonumber(ARGV[3]) - used)
-    redis.call('HSET', S, 'k', struct.pack('<ddddd', V, tm, tr, L0, now))
+    local spent = expire(KEYS[4], KEYS[5], L0)
+    local was = redis.call('HGET', KEYS[5], ARGV[7])
+    if was then
+      spent = spent + used - tonumber(was)
+      redis.call('HSET', KEYS[5], ARGV[7], ARGV[4])
+    end
+    redis.call('HSET', S, 'k', struct.pack('<ddddd', V, tm, tr, spent, t0))
   end
 end
 local bucket = math.floor(now / """ + str(BUCKET) + """)
@@ -241,13 +305,17 @@ return 1
 # sub-queue, the counters hash, live waiters per sub-queue, live slots ("<key>\n<slot>").
 STATS_LUA = _PROLOGUE + """
 local S = KEYS[1]
-local n = #KEYS - 3
+local n = #KEYS - 5
 local cap = tonumber(ARGV[2])
 local h = redis.call('HMGET', S, 'k', unpack(ARGV, 3, 2 + n))
 local level = ''
 if h[1] and cap > 0 then
   local V, tm, tr, L0, t0 = struct.unpack('<ddddd', h[1])
-  if L0 == L0 then level = tostring(math.min(cap, L0 + (now - t0) * cap / 60)) end
+  if L0 == L0 then
+    local spent = expire(KEYS[3], KEYS[4], L0)
+    if spent ~= L0 then redis.call('HSET', S, 'k', struct.pack('<ddddd', V, tm, tr, spent, t0)) end
+    level = tostring(cap - spent)
+  end
 end
 local g = {}
 for i = 1, n do
@@ -255,7 +323,7 @@ for i = 1, n do
 end
 local w = {}
 local nowf = '(' .. nows
-for i = 1, n do w[i] = redis.call('ZCOUNT', KEYS[2 + i], nowf, '+inf') end
+for i = 1, n do w[i] = redis.call('ZCOUNT', KEYS[4 + i], nowf, '+inf') end
 return {ts, tu, level, g, redis.call('HGETALL', KEYS[2]), w,
         redis.call('ZRANGEBYSCORE', KEYS[#KEYS], '(' .. nows, '+inf')}
 """
@@ -289,24 +357,29 @@ class _Plan:
         self.keys, self.index, self.args, self.slots = keys, index, args, slots
         self.default = index[DEFAULT_SUB_QUEUE]
         enc = [k.encode() for k in keys]
-        # EVALSHA sha numkeys keys... concurrency-key now need sub waiter known static... slot key
-        self.head = (b"*%d\r\n" % (3 + len(enc) + 1 + 5 + len(args) + 2)
+        # EVALSHA sha numkeys keys... concurrency-key now need sub waiter known static... slot key res
+        self.head = (b"*%d\r\n" % (3 + len(enc) + 1 + 5 + len(args) + 3)
                      + bulk([b"EVALSHA", sha.encode(), str(len(enc) + 1).encode(), *enc]))
         self.tail = bulk([a.encode() for a in args])
 
 
 class _Request:
     """The per-call part of one acquire: its arguments, the caller's concurrency key's slot
-    set, and the slot it takes if granted (empty when the queue has no max_concurrency)."""
+    set, the slot it takes if granted (empty when the queue has no max_concurrency) and its
+    reservation (the token window's entry; empty without a token limit)."""
 
-    __slots__ = ("dyn", "slots", "slot", "key")
+    __slots__ = ("dyn", "slots", "slot", "key", "res")
 
-    def __init__(self, dyn: list[bytes], slots: str, slot: str, key: str):
-        self.dyn, self.slots, self.slot, self.key = dyn, slots, slot, key
+    def __init__(self, dyn: list[bytes], slots: str, slot: str, key: str, res: str = ""):
+        self.dyn, self.slots, self.slot, self.key, self.res = dyn, slots, slot, key, res
+
+    def last(self) -> list[str]:
+        """The arguments after the queue's static ones."""
+        return [self.slot, self.key, self.res]
 
     def packed(self, plan: _Plan) -> bytes:
         return (plan.head + bulk([self.slots.encode()]) + bulk(self.dyn) + plan.tail
-                + bulk([self.slot.encode(), self.key.encode()]))
+                + bulk([self.slot.encode(), self.key.encode(), self.res.encode()]))
 
 
 class RedisLimiter(LimiterBase):
@@ -372,6 +445,11 @@ class RedisLimiter(LimiterBase):
         base = f"{self.key_prefix}:{{{queue_id}}}"
         return f"{base}:s", f"{base}:c", f"{base}:w:"
 
+    def token_keys(self, queue_id: str) -> tuple[str, str]:
+        """(window: reservation -> grant time, charges: reservation -> tokens) of a queue."""
+        base = f"{self.key_prefix}:{{{queue_id}}}"
+        return f"{base}:tw", f"{base}:ta"
+
     def slot_keys(self, queue_id: str, key: str) -> tuple[str, str]:
         """(slots of one concurrency key, every slot of the queue) of a queue."""
         base = f"{self.key_prefix}:{{{queue_id}}}"
@@ -383,11 +461,11 @@ class RedisLimiter(LimiterBase):
             state, counters, wprefix = self.keys_for(limits.id)
             subs = limits.sub_queue_weights
             slots = self.slot_keys(limits.id, "")[1]
-            keys = [state, counters] + [wprefix + s for s, _ in subs] + [slots]
+            keys = [state, counters, *self.token_keys(limits.id)] + [wprefix + s for s, _ in subs] + [slots]
             index = {s: str(i + 1).encode() for i, (s, _) in enumerate(subs)}
             grace = self.fair_grace if self.fair_grace is not None else limits.default_fair_grace()
             args = [repr(limits.message_interval), repr(limits.request_interval),
-                    repr(limits.gcra_tolerance),
+                    repr(limits.burst_tolerance),
                     str(limits.max_tokens_per_minute or 0), repr(float(self.waiter_ttl)),
                     repr(float(grace)), str(STATE_TTL)]
             args += [f"q:{s}" for s, _ in subs] + [repr(float(w)) for _, w in subs]
@@ -410,7 +488,7 @@ class RedisLimiter(LimiterBase):
 
     def _call_acquire(self, plan: _Plan, req: "_Request"):
         if not self._fast:
-            return self._call(self._acquire, [*plan.keys, req.slots], [*req.dyn, *plan.args, req.slot, req.key])
+            return self._call(self._acquire, [*plan.keys, req.slots], [*req.dyn, *plan.args, *req.last()])
         packed = req.packed(plan)
         pool = self.redis.connection_pool
         try:
@@ -451,15 +529,15 @@ class RedisLimiter(LimiterBase):
         key = slot_key(concurrency_key) if limits.max_concurrency else ""
         slot = os.urandom(12).hex() if limits.max_concurrency else ""
         slots = self.slot_keys(limits.id, key)[0] if limits.max_concurrency else plan.slots
-        return plan, _Request(dyn, slots, slot, key), sub_queue
+        res = os.urandom(12).hex() if limits.max_tokens_per_minute else ""
+        return plan, _Request(dyn, slots, slot, key, res), sub_queue
 
     def _decision(self, limits: QueueLimits, sub_queue: str, r: Any, req: "_Request") -> Decision:
         self._known.add(limits.id)
         ok, retry, sec, usec, reason, reserved = (r.decode() if isinstance(r, bytes) else r).split()
         at = float(sec) + int(usec) / 1e6
         if ok == "1":
-            res = os.urandom(12).hex() if limits.max_tokens_per_minute else None
-            return Decision(True, 0.0, res, int(reserved), at, "ok", sub_queue, req.slot or None, req.key)
+            return Decision(True, 0.0, req.res or None, int(reserved), at, "ok", sub_queue, req.slot or None, req.key)
         return Decision(False, float(retry), None, 0, at, reason, sub_queue)
 
     def try_acquire(self, limits: QueueLimits, sub_queue: str | None = None, tokens: int = 0,
@@ -510,7 +588,7 @@ class RedisLimiter(LimiterBase):
             pipe = client.pipeline(transaction=False)
             for plan, req, _ in requests:  # keys and arguments as _call_acquire sends them
                 keys = [*plan.keys, req.slots]
-                pipe.evalsha(self._acquire.sha, len(keys), *keys, *req.dyn, *plan.args, req.slot, req.key)
+                pipe.evalsha(self._acquire.sha, len(keys), *keys, *req.dyn, *plan.args, *req.last())
             try:
                 replies = await pipe.execute(raise_on_error=False)
             except RedisConnectionError as e:  # e.g. the master failing over: again, then give up
@@ -588,9 +666,9 @@ class RedisLimiter(LimiterBase):
             return
         state, counters, _ = self.keys_for(limits.id)
         marker = f"{self.key_prefix}:{{{limits.id}}}:x:{decision.reservation}"
-        self._call(self._settle, [state, counters, marker],
+        self._call(self._settle, [state, counters, marker, *self.token_keys(limits.id)],
                    [self._now_arg(), cap, int(decision.tokens_reserved), int(tokens_used),
-                    SETTLED_TTL, STATE_TTL])
+                    SETTLED_TTL, STATE_TTL, decision.reservation])
 
     def stats(self, limits: QueueLimits) -> QueueStats:
         limits = QueueLimits.of(limits)

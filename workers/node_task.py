@@ -39,6 +39,12 @@ from .wake import wake
 log = logging.getLogger(__name__)
 HOST = socket.gethostname()
 STEP_LEASE = 15  # seconds; renewed every STEP_LEASE/3 while the step runs
+# A denied step is sent back to come again GRANT_LEAD s before its turn, and waits the
+# rest (at most GRANT_WAIT s) in its slot: a delayed message arrives tens of ms late on a
+# busy fleet, and a grant that late restarts the queue's schedule (that time is lost for
+# good). A short wait in the slot costs GRANT_LEAD slot-seconds a grant at most.
+GRANT_LEAD = 0.1
+GRANT_WAIT = 0.2
 
 
 _impls: "OrderedDict[tuple[str, str], tuple]" = OrderedDict()
@@ -146,32 +152,38 @@ def _holding_lease(self, run_id, node_id, key, state, meta, client) -> dict:
 
     limiter = resources.limiter()
     plan = queue_plan(spec, impl.node, state, meta.get("tenant_id"))
-    decision = None
-    if plan is not None:
-        limits, sub = plan
-        tokens = impl.estimate_tokens(state) if limits.max_tokens_per_minute else 0
-        try:
-            decision = limiter.try_acquire(limits, sub, tokens, waiter=key,
-                                           concurrency_key=concurrency_key(spec, impl.node, state))
-        except LimiterUnavailable as exc:  # Redis blinked: nothing was granted, try again soon
-            raise self.retry(countdown=1.0, max_retries=None, exc=exc)
-        except RateLimitExceeded as exc:  # larger than the whole budget: waiting cannot help
-            _record_failure(store, run_id, impl.node, key, str(exc), self.request)
-            return {"ok": False, "error": str(exc)}
-        if not decision.allowed:
-            # the limiter says when this step's turn comes; it waits in Redis, not in a worker
-            return {"ok": False, "delayed": max(decision.retry_after, 0.01)}
-
+    # everything the step needs is made before the grant, so the grant is taken as late as
+    # possible: the call follows it at once, or it is given back (settle below)
     queue = _queue_of(self.request)
     recorder = RecordingObserver(store, resources.bus(), queue_of=lambda _n: queue,
                                  worker=self.request.hostname or HOST, step_key=key)
     observer = telemetry.observe(recorder, meta.get("traceparent"))
     # LLM tokens go out on the Redis bus
     stream = bool(meta["stream"] if "stream" in meta else _options_for(run_id).get("stream"))
-    # the node's own grant was taken above; calls inside the step (an llm node's tool
+    # the node's own grant is taken below; calls inside the step (an llm node's tool
     # calls) are charged through queue_limiter (graph/nodes/tool.py)
     ctx = RunContext(run_id=run_id, observer=observer, limiter=None, tenant_id=meta.get("tenant_id"),
                      extra={"stream": True, "queue_limiter": limiter} if stream else {"queue_limiter": limiter})
+    decision = None
+    if plan is not None:
+        limits, sub = plan
+        tokens = impl.estimate_tokens(state) if limits.max_tokens_per_minute else 0
+        ckey = concurrency_key(spec, impl.node, state)
+        try:
+            decision = limiter.try_acquire(limits, sub, tokens, waiter=key, concurrency_key=ckey)
+            if not decision.allowed and decision.reason != "concurrency" and decision.retry_after <= GRANT_WAIT:
+                time.sleep(max(decision.retry_after, 0.0))  # its turn is this close: be there on time
+                decision = limiter.try_acquire(limits, sub, tokens, waiter=key, concurrency_key=ckey)
+        except LimiterUnavailable as exc:  # Redis blinked: nothing was granted, try again soon
+            raise self.retry(countdown=1.0, max_retries=None, exc=exc)
+        except RateLimitExceeded as exc:  # larger than the whole budget: waiting cannot help
+            _record_failure(store, run_id, impl.node, key, str(exc), self.request)
+            return {"ok": False, "error": str(exc)}
+        if not decision.allowed:
+            # the limiter says when this step's turn comes; it waits in Redis, not in a
+            # worker, and comes back a little early (GRANT_LEAD) to be on time
+            wait = decision.retry_after
+            return {"ok": False, "delayed": max(wait - GRANT_LEAD if wait > GRANT_WAIT else wait, 0.01)}
     update: dict = {}
 
     def still_ours() -> None:

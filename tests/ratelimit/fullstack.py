@@ -19,13 +19,15 @@ WARMUP s after the first call:
 
 - rate of mps and rpm (all their calls): within 5% of the limit;
 - no 1 s window, over the whole run, holds more than rate + burst_size calls;
-- tokens/min of tpm (the server's reported usage): within 5% of the budget;
+- tokens/min of tpm (the server's reported usage) is a sliding minute: the whole run lies
+  within the first minute of tpm calls, which gets 0.85-1.0 of the budget (plus what the
+  calls in flight used beyond their estimates: 4 x ~15 tokens);
 - shares of paid:free: within 5% (relative, `loadtest.share_error`) of 3:1, on the calls
   of both 3:1 queues in the window (160 at 4/s each; each queue's own figure is reported).
 
-The token bucket starts full, a whole minute of budget (60 calls here) that it would let
-through at once; `drain_tokens` spends it through the limiter before the run (the burst
-itself is covered by the limiter tests), so the window measures the refill rate.
+The token budget is a sliding 60 s window, as a provider's TPM: its minute's budget (60
+calls here) goes as fast as the runs come, then nothing until the first charges leave the
+window (tests/ratelimit/test_default_layout_limits.py measures two minutes of it).
 """
 
 from __future__ import annotations
@@ -321,11 +323,11 @@ def figures(server: TaggedServer, lanes: list[Lane], start: float, end: float) -
         q = QUEUES[kind]
         inside = [a for a, _ in items if start <= a.time <= end]
         if q.get("max_tokens_per_minute"):
-            # loadtest.tokens_per_minute on the server's reported usage: the usage of the
-            # calls after the first one of the window, over the span from first to last
-            if len(inside) >= 2:
-                span = inside[-1].time - inside[0].time
-                fig.tokens_per_minute = sum(a.tokens for a in inside[1:]) / span * 60.0
+            # a sliding minute: the reported usage of the calls in the minute from the first
+            everything = [a for a, _ in items]
+            if everything:
+                fig.tokens_per_minute = float(sum(a.tokens for a in everything
+                                                  if a.time < everything[0].time + 60))
             fig.tokens_ratio = fig.tokens_per_minute / q["max_tokens_per_minute"]
         limit = binding_rate(q)
         if limit:
@@ -353,8 +355,8 @@ def check(fig: Figures) -> list[str]:
     for kind, worst in fig.worst_1s.items():
         if worst > fig.allowed_1s[kind]:
             bad.append(f"{kind}: {worst} calls in one 1 s window, more than rate + burst = {fig.allowed_1s[kind]:g}")
-    if not _under(abs(fig.tokens_ratio - 1.0)):
-        bad.append(f"tpm: {fig.tokens_per_minute:.0f} tokens/min is {fig.tokens_ratio:.3f} x the budget")
+    if not 0.85 <= fig.tokens_ratio <= 1.0 + 4 * 20 / 6000:
+        bad.append(f"tpm: {fig.tokens_per_minute:.0f} tokens in its first minute is {fig.tokens_ratio:.3f} x the budget")
     if not _under(fig.share_error):
         bad.append(f"paid:free {fig.shares} is {fig.share_error:.3f} off 3:1 (relative)")
     return bad
@@ -403,7 +405,6 @@ def measure(mode: str, api, server: TaggedServer, store, limiter,
         time.sleep(0.1)
     assert all(store.status(r) == "succeeded" for r in warm_ids), [store.get(r)["error"] for r in warm_ids][:2]
     server.forget_arrivals()
-    drain_tokens(limiter, lanes)
 
     run_ids: list[str] = []
     by_n: dict[int, str] = {}
@@ -446,7 +447,8 @@ def check_queues_api(m: Measured) -> None:
     assert m.samples, "no GET /queues sample inside the window"
     for lane in m.lanes:
         waiting = [s[f"{lane.workflow_id}:q"]["waiting"][lane.sub_queue or "default"] for _, s in m.samples]
-        assert min(waiting) >= 1, (lane.name, waiting)
+        # the token lane's sliding minute lets its runs through until the budget is spent
+        assert (max(waiting) if lane.kind == "tpm" else min(waiting)) >= 1, (lane.name, waiting)
     _, last = m.samples[-1]
     for kind in ("mps", "rpm"):
         live = last[f"{m.workflow_of(kind)}:q"]
