@@ -1,5 +1,5 @@
 """Skips cannot hide: a pytest run that skipped anything fails, a missing service fails the
-test that needs it, and scripts/services.sh and scripts/ensure_chromium.sh exit non-zero
+test that needs it, and scripts/services.sh and scripts/ensure_tools.sh exit non-zero
 naming what is missing. Each case runs the real thing in a subprocess."""
 
 from __future__ import annotations
@@ -101,10 +101,18 @@ def test_services_script_passes_when_both_answer():
     assert "PostgreSQL on 127.0.0.1:5432" in run.stdout and "Redis on 127.0.0.1:6379" in run.stdout
 
 
-def test_chromium_script_fails_when_it_cannot_install(tmp_path):
+def test_tools_script_fails_when_it_cannot_install(tmp_path):
     missing_binary = tmp_path / "no-chromium"
     env = {**os.environ, "PATH": _bare_path(tmp_path), "AGENTFLOW_CHROMIUM": str(missing_binary)}
-    run = subprocess.run(["/bin/bash", str(ROOT / "scripts" / "ensure_chromium.sh")], env=env,
+    run = subprocess.run(["/bin/bash", str(ROOT / "scripts" / "ensure_tools.sh")], env=env,
                          capture_output=True, text=True, timeout=60)
     assert run.returncode != 0
     assert f"chromium: MISSING - {missing_binary} is not there and apt-get is not available" in run.stderr, run.stderr
+
+
+def test_tools_script_passes_when_everything_is_there():
+    run = subprocess.run(["/bin/bash", str(ROOT / "scripts" / "ensure_tools.sh")], capture_output=True, text=True,
+                         timeout=600)
+    assert run.returncode == 0, run.stdout + run.stderr
+    for tool in ("chromium", "nginx", "pgbouncer", "iproute2"):
+        assert f"{tool}: /" in run.stdout or f"{tool}: installed /" in run.stdout, run.stdout

@@ -2,7 +2,7 @@
 `agentflow serve` (embedded mode) with the test OpenAI-compatible server behind it.
 
 They fail, with the reason, when /usr/bin/chromium is missing (`make test` installs it:
-scripts/ensure_chromium.sh), when Studio is not built (`make studio`), or when the Python
+scripts/ensure_tools.sh), when Studio is not built (`make studio`), or when the Python
 playwright package is absent; only `make test-fast` skips them (tests/needs.py).
 `AGENTFLOW_TEST_STUDIO_URL=http://127.0.0.1:PORT` runs them against a server you started.
 """
