@@ -230,16 +230,18 @@ def share_error(grants, weights: dict[str, float], **window) -> float:
     return max(abs(got.get(s, 0.0) / (w / total_w) - 1.0) for s, w in weights.items())
 
 
-def tokens_per_minute(grants: Sequence[tuple[float, str, int]], warmup: float) -> float:
-    """Real usage per minute of the grants after `warmup`, between the first and last of them."""
+def worst_usage_window(grants: Sequence[tuple[float, str, int]], width: float = 60.0) -> int:
+    """The most reported usage in any `width`-second window of grant times (a provider's
+    sliding TPM minute)."""
     gs = sorted(grants)
-    if not gs:
-        return 0.0
-    gs = [g for g in gs if g[0] >= gs[0][0] + warmup]
-    if len(gs) < 2:
-        return 0.0
-    span = gs[-1][0] - gs[0][0]
-    return sum(g[2] for g in gs[1:]) / span * 60.0 if span > 0 else 0.0
+    worst = total = lo = 0
+    for t, _, used in gs:
+        total += used
+        while gs[lo][0] <= t - width:
+            total -= gs[lo][2]
+            lo += 1
+        worst = max(worst, total)
+    return worst
 
 
 # ---------------------------------------------------------------------- cost per acquire
