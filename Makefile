@@ -56,7 +56,7 @@ test: $(STAMP) $(STUDIO_OUT)
 	@bash scripts/services.sh; s=$$?; bash scripts/ensure_tools.sh; c=$$?; \
 	  if [ $$s -ne 0 ] || [ $$c -ne 0 ]; then echo "make test: stopped - what is MISSING is named above" >&2; exit 1; fi
 	@if [ -f studio/package.json ]; then cd studio && npm test; fi
-	AGENTFLOW_TEST_ALLOW_SKIP=0 $(PY) -m pytest -q -p no:cacheprovider
+	AGENTFLOW_TEST_ALLOW_SKIP=0 $(PY) -m pytest -q -p no:cacheprovider --durations=15
 
 # For a developer without the services: no browser, distributed or chaos tests, and skips allowed.
 test-fast: $(STAMP)

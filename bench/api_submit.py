@@ -7,6 +7,10 @@ key (401 on both sides).
 
 The two alternate for ROUNDS rounds (this machine's speed drifts over a minute), and the
 round with the median ratio is reported, next to every round's ratio.
+
+Where the time goes: each side's round records, per request, the CPU of its server process,
+of the Postgres backends, of Redis, and of this load client (/proc, INFO cpu), and the Redis
+commands sent: the client and both servers share this machine's cores.
 """
 
 from __future__ import annotations
@@ -40,7 +44,8 @@ def serve(env: dict, app: str, port: int, factory: bool = False) -> subprocess.P
     cmd = [sys.executable, "-m", "uvicorn", app, "--port", str(port), "--log-level", "warning", "--no-access-log"]
     if factory:
         cmd.append("--factory")
-    proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)  # its own process group: the CPU meter reads it
     deadline = time.time() + 30
     while time.time() < deadline:
         try:
@@ -77,6 +82,19 @@ async def drive(url: str, body: dict, seconds: float, token: str = "", expect: i
     return {"per_s": (len(lat) - errors) / elapsed, "p50": pct(lat, 50), "p99": pct(lat, 99), "errors": errors, "n": len(lat)}
 
 
+def metered(meter, url: str, body: dict, seconds: float, token: str) -> dict:
+    """drive() with the CPU of every part per request (ms) and the Redis commands per request."""
+    before, client0 = meter.snap(), time.process_time()
+    out = asyncio.run(drive(url, body, seconds, token))
+    used, n = meter.delta(before, meter.snap()), max(1, out["n"])
+    out["costs"] = {"server_cpu_ms": used["worker_cpu_s"] * 1000 / n, "pg_cpu_ms": used["pg_cpu_s"] * 1000 / n,
+                    "redis_cpu_ms": used["redis_cpu_s"] * 1000 / n,
+                    "client_cpu_ms": (time.process_time() - client0) * 1000 / n,
+                    "redis_ops": sum(used["cmds"].values()) / n,
+                    "redis_top": {k: v / n for k, v in sorted(used["cmds"].items(), key=lambda kv: -kv[1])[:5]}}
+    return out
+
+
 def main(seconds: float = SECONDS) -> dict:
     spec = json.loads((ROOT / "examples" / "triage.json").read_text())
     with fresh_env(redis_db=13) as env:
@@ -105,14 +123,17 @@ def main(seconds: float = SECONDS) -> dict:
             bare_url, ours_url = f"http://127.0.0.1:{p1}/enqueue", f"http://127.0.0.1:{p2}/workflows/{spec['id']}/runs"
             asyncio.run(drive(bare_url, {}, 2, token))  # warm up both
             asyncio.run(drive(ours_url, body, 2, token))
+            from bench.throughput import Meter
+
+            ours_meter, bare_meter = Meter(env, {ours.pid}), Meter(env, {bare.pid})
             rounds = []
             for i in range(ROUNDS):
                 if i % 2 == 0:  # alternate who goes first
-                    anchor = asyncio.run(drive(bare_url, {}, seconds, token))
-                    submit = asyncio.run(drive(ours_url, body, seconds, token))
+                    anchor = metered(bare_meter, bare_url, {}, seconds, token)
+                    submit = metered(ours_meter, ours_url, body, seconds, token)
                 else:
-                    submit = asyncio.run(drive(ours_url, body, seconds, token))
-                    anchor = asyncio.run(drive(bare_url, {}, seconds, token))
+                    submit = metered(ours_meter, ours_url, body, seconds, token)
+                    anchor = metered(bare_meter, bare_url, {}, seconds, token)
                 rounds.append({"anchor": anchor, "submit": submit, "ratio": submit["per_s"] / anchor["per_s"]})
             deny_anchor = asyncio.run(drive(bare_url, {}, seconds / 2, forged, expect=401))
             deny_ours = asyncio.run(drive(ours_url, body, seconds / 2, forged, expect=401))
@@ -128,6 +149,9 @@ def main(seconds: float = SECONDS) -> dict:
     print(f"  bare FastAPI + Celery enqueue : {anchor['per_s']:.0f} req/s  p50 {anchor['p50']*1000:.1f} ms  p99 {anchor['p99']*1000:.1f} ms  errors {anchor['errors']}")
     print(f"  POST /workflows/{{id}}/runs    : {submit['per_s']:.0f} req/s  p50 {submit['p50']*1000:.1f} ms  p99 {submit['p99']*1000:.1f} ms  errors {submit['errors']}")
     print(f"  ratio                         : {ratio:.2f}x   (target >= 0.8x)")
+    print("  per request (ours / bare)     : " + ", ".join(
+        f"{k.removesuffix('_ms').replace('_', ' ')} {submit['costs'][k]:.2f} / {anchor['costs'][k]:.2f} ms"
+        for k in ("server_cpu_ms", "pg_cpu_ms", "redis_cpu_ms", "client_cpu_ms")))
     print(f"  deny path (forged token, 401) : ours {deny_ours['per_s']:.0f} req/s, bare {deny_anchor['per_s']:.0f} req/s "
           f"({deny_ours['per_s'] / deny_anchor['per_s']:.2f}x); p50 {deny_ours['p50']*1000:.1f} vs "
           f"{deny_anchor['p50']*1000:.1f} ms; unexpected codes {deny_ours['errors']} / {deny_anchor['errors']}")

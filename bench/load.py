@@ -145,6 +145,18 @@ def _children(pid: int) -> list[int]:
     return out
 
 
+def cpu_seconds(pid: int) -> float:
+    """CPU seconds (user + system) of a process and its children, from /proc."""
+    total = 0.0
+    for p in [pid] + _children(pid):
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        except OSError:
+            pass
+    return total
+
+
 # ---------------------------------------------------------------- the clients
 
 
@@ -245,7 +257,9 @@ def run_load(base: str, pid: int, clients: int, seconds: float, warmup: float) -
 
     thread = threading.Thread(target=sampler, daemon=True)
     thread.start()
+    server0, client0 = cpu_seconds(pid), time.process_time()
     stats, elapsed = asyncio.run(drive(base, clients, seconds))
+    server_cpu, client_cpu = cpu_seconds(pid) - server0, time.process_time() - client0
     done = True
     thread.join(timeout=5)
     mem = [m for _, m in samples]
@@ -266,6 +280,11 @@ def run_load(base: str, pid: int, clients: int, seconds: float, warmup: float) -
         "rss_max_mb": max(mem) if mem else None, "rss_first_mean_mb": first, "rss_last_mean_mb": last,
         "rss_growth": (last - first) / first if first else None,
         "rss_series_mb": [round(m, 1) for t, m in samples if int(t) % 10 == 0][:60],
+        # where the time goes: CPU per finished run of the server (one process: the GIL caps it
+        # at one core) and of the load client, which shares the machine's cores
+        "server_cpu_ms_per_run": server_cpu * 1000 / max(1, stats.runs_ok),
+        "server_cpu_share": server_cpu / elapsed,
+        "client_cpu_ms_per_run": client_cpu * 1000 / max(1, stats.runs_ok),
     }
 
 

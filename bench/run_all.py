@@ -173,7 +173,7 @@ def section_engine(r: dict) -> list[str]:
         "second row the hand-written node functions make the same observer and limiter calls ours makes around "
         "a step (the same in-memory observer class, the same in-process limiter); for the deny row the limiter "
         "never grants the first queued node (max wait 0) on both sides; the cache rows start from the stored "
-        "JSON text: a hit is `json.loads` + content hash + two cache lookups, a miss parses, validates and "
+        "JSON text: a hit is `json.loads` + the spec's canonical bytes (orjson, sorted keys) + two cache lookups, a miss parses, validates and "
         "builds. Ours and the anchor run in alternating batches (9 rounds); each ratio is the median of the "
         "rounds' ratios.", "",
         HEAD,
@@ -308,6 +308,18 @@ def section_submit(r: dict) -> list[str]:
     if d:
         out.append(row("deny path (forged token -> 401), requests/s", fmt(d["ours"]["per_s"], "/s"),
                        fmt(d["anchor"]["per_s"], "/s"), f"{d['ratio']:.2f}x", "-", None))
+    sc, ac = s.get("costs"), a.get("costs")
+    if sc and ac:
+        def top(c: dict) -> str:
+            return ", ".join(f"{k} {v:.1f}" for k, v in c["redis_top"].items())
+        out += ["", "Where the time goes (per request, same round; the client and both servers share the machine's "
+                "cores, so a side's throughput is bounded by the CPU its requests cost all parts together):", "",
+                "| per request | ours | anchor |", "| --- | --- | --- |",
+                f"| API server process CPU (/proc) | {sc['server_cpu_ms']:.2f} ms | {ac['server_cpu_ms']:.2f} ms |",
+                f"| Postgres backend CPU (/proc) | {sc['pg_cpu_ms']:.2f} ms | {ac['pg_cpu_ms']:.2f} ms |",
+                f"| Redis CPU (INFO cpu) | {sc['redis_cpu_ms']:.2f} ms | {ac['redis_cpu_ms']:.2f} ms |",
+                f"| load client CPU (this process) | {sc['client_cpu_ms']:.2f} ms | {ac['client_cpu_ms']:.2f} ms |",
+                f"| Redis commands | {sc['redis_ops']:.1f} ({top(sc)}) | {ac['redis_ops']:.1f} ({top(ac)}) |"]
     return out
 
 
@@ -372,7 +384,17 @@ def section_load(r: dict) -> list[str]:
             f"< +{r['memory_growth_target']:.0%}", growth < r["memory_growth_target"]),
         "",
         f"API RSS every 10 s (MB): {', '.join(f'{m:.0f}' for m in o['rss_series_mb'])}",
-    ]
+    ] + ([
+        "",
+        "Where the time goes: in a closed loop the end-to-end latency is the clients (32) over the runs/s, so it "
+        "is set by the server's CPU per run. Ours runs every workflow inside the API process (embedded mode: the "
+        "run, its steps and events in SQLite); the anchor runs nothing.", "",
+        "| per finished run | ours | anchor |", "| --- | --- | --- |",
+        f"| server process CPU (/proc) | {o['server_cpu_ms_per_run']:.1f} ms | {a['server_cpu_ms_per_run']:.1f} ms |",
+        f"| server busy (CPU s per s; one process, so the GIL caps it near 1.0) | {o['server_cpu_share']:.2f} | "
+        f"{a['server_cpu_share']:.2f} |",
+        f"| load client CPU (this process) | {o['client_cpu_ms_per_run']:.1f} ms | {a['client_cpu_ms_per_run']:.1f} ms |",
+    ] if "server_cpu_ms_per_run" in o and "server_cpu_ms_per_run" in a else [])
 
 
 def section_scale(r: dict) -> list[str]:
