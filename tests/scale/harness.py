@@ -40,6 +40,28 @@ def binary(name: str, *candidates: str) -> str:
     missing(f"{name} is not installed (apt-get install -y {name}); the scale-out tests start their own")
 
 
+def writer_reviewer_spec(workflow_id: str, name: str, queue: dict | None = None) -> dict:
+    """input -> writer (llm) -> reviewer (llm), each prompt tagged `run=<metadata.n> step=<node>`
+    so the test server can count calls per run and step; both LLM nodes on `queue` if given."""
+    llm = {"source": "gpt", **({"queue": queue["id"]} if queue else {})}
+    return {
+        "id": workflow_id, "name": name, "start_node": "input",
+        "nodes": [
+            {"id": "input", "type": "input"},
+            {"id": "writer", "type": "llm", **llm,
+             "config": {"prompt": "run={metadata.n} step=writer {user_input}", "output_key": "draft",
+                        "max_tokens": 20}},
+            {"id": "reviewer", "type": "llm", **llm,
+             "config": {"prompt": "run={metadata.n} step=reviewer {draft}", "output_key": "text_result",
+                        "max_tokens": 20}},
+        ],
+        "edges": [{"from": "input", "to": "writer"}, {"from": "writer", "to": "reviewer"}],
+        **({"queues": [queue]} if queue else {}),
+        "sources": [{"id": "gpt", "kind": "llm", "provider": "openai", "model": "gpt-4o-mini",
+                     "api_key_env": "OPENAI_API_KEY", "base_url_env": "OPENAI_BASE_URL"}],
+    }
+
+
 def wait_until(check: Callable[[], bool], timeout: float, what: str, interval: float = 0.1) -> None:
     deadline = time.monotonic() + timeout
     last: Exception | None = None

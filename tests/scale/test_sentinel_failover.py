@@ -29,7 +29,8 @@ import pytest
 
 from agentflow.ratelimit.loadtest import worst_window
 from agentflow.workers.launch import WorkerProcesses
-from tests.scale.harness import Api, FreshDatabase, SentinelRedis, base_env, beat, stop_everything, token, wait_until
+from tests.scale.harness import (Api, FreshDatabase, SentinelRedis, base_env, beat, stop_everything, token, wait_until,
+                                 writer_reviewer_spec)
 from tests.servers.openai_server import OpenAIServer, last_user_message
 from tests.helpers import run_coroutine
 
@@ -43,23 +44,8 @@ TAG = re.compile(r"^run=(\d+) step=(\w+)")
 
 
 def spec() -> dict:
-    llm = {"source": "gpt", "queue": "q"}
-    return {
-        "id": "failover", "name": "Sentinel failover", "start_node": "input",
-        "nodes": [
-            {"id": "input", "type": "input"},
-            {"id": "writer", "type": "llm", **llm,
-             "config": {"prompt": "run={metadata.n} step=writer {user_input}", "output_key": "draft",
-                        "max_tokens": 20}},
-            {"id": "reviewer", "type": "llm", **llm,
-             "config": {"prompt": "run={metadata.n} step=reviewer {draft}", "output_key": "text_result",
-                        "max_tokens": 20}},
-        ],
-        "edges": [{"from": "input", "to": "writer"}, {"from": "writer", "to": "reviewer"}],
-        "queues": [{"id": "q", "max_messages_per_second": RATE, "burst_size": BURST}],
-        "sources": [{"id": "gpt", "kind": "llm", "provider": "openai", "model": "gpt-4o-mini",
-                     "api_key_env": "OPENAI_API_KEY", "base_url_env": "OPENAI_BASE_URL"}],
-    }
+    return writer_reviewer_spec("failover", "Sentinel failover",
+                                {"id": "q", "max_messages_per_second": RATE, "burst_size": BURST})
 
 
 def warm_up(client: httpx.Client, llm) -> None:

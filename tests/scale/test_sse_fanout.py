@@ -36,6 +36,30 @@ EVERY_EVENT = [("step", "input", "succeeded"), ("step", "ask", "waiting"), ("ste
                ("step", "final", "running"), ("step", "final", "succeeded"), ("end", None, "succeeded")]
 
 
+def start_api_and_driver(root, db, procs: list, **redis_env: str):
+    """A migrated database, one threaded driver worker and one `agentflow serve` on `redis_env`
+    (the API in `procs`), SPEC saved; returns (workers, api, an authorised client)."""
+    env = base_env(root / "home", DATABASE_URL=db.url, AGENTFLOW_RATE_IP_PER_MINUTE="0",
+                   AGENTFLOW_RATE_TENANT_PER_MINUTE="0", **redis_env)
+    from agentflow.store.db import dispose_all, migrate
+
+    migrate(db.url)
+    dispose_all()
+    workers = WorkerProcesses(env, root)
+    try:
+        workers.start("driver", "runs,agentflow.control", concurrency=4, pool="threads")
+        api = Api("api", env, root)
+        procs.append(api)
+        workers.wait_ready(["driver"])
+        api.wait_healthy()
+        http = httpx.Client(base_url=api.url, headers={"Authorization": f"Bearer {token(env)}"}, timeout=30)
+        assert http.post("/workflows", json=SPEC).status_code == 201
+    except BaseException:
+        workers.stop_all()  # the caller's teardown never got them
+        raise
+    return workers, api, http
+
+
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
     root = tmp_path_factory.mktemp("ssefan")
@@ -44,20 +68,7 @@ def stack(tmp_path_factory):
     try:
         redis_proc, redis_url = plain_redis(root)
         procs.append(redis_proc)
-        env = base_env(root / "home", DATABASE_URL=db.url, REDIS_URL=redis_url, AGENTFLOW_RATE_IP_PER_MINUTE="0",
-                       AGENTFLOW_RATE_TENANT_PER_MINUTE="0")
-        from agentflow.store.db import dispose_all, migrate
-
-        migrate(db.url)
-        dispose_all()
-        workers = WorkerProcesses(env, root)
-        workers.start("driver", "runs,agentflow.control", concurrency=4, pool="threads")
-        api = Api("api", env, root)
-        procs.append(api)
-        workers.wait_ready(["driver"])
-        api.wait_healthy()
-        http = httpx.Client(base_url=api.url, headers={"Authorization": f"Bearer {token(env)}"}, timeout=30)
-        assert http.post("/workflows", json=SPEC).status_code == 201
+        workers, api, http = start_api_and_driver(root, db, procs, REDIS_URL=redis_url)
         import redis
 
         yield api, http, redis.Redis.from_url(redis_url), workers
@@ -213,20 +224,7 @@ def test_streams_follow_runs_across_a_sentinel_failover(tmp_path):
     db = FreshDatabase()
     procs, workers = [], None
     try:
-        env = base_env(root / "home", DATABASE_URL=db.url, **cluster.env(), AGENTFLOW_RATE_IP_PER_MINUTE="0",
-                       AGENTFLOW_RATE_TENANT_PER_MINUTE="0")
-        from agentflow.store.db import dispose_all, migrate
-
-        migrate(db.url)
-        dispose_all()
-        workers = WorkerProcesses(env, root)
-        workers.start("driver", "runs,agentflow.control", concurrency=4, pool="threads")
-        api = Api("api", env, root)
-        procs.append(api)
-        workers.wait_ready(["driver"])
-        api.wait_healthy()
-        http = httpx.Client(base_url=api.url, headers={"Authorization": f"Bearer {token(env)}"}, timeout=30)
-        assert http.post("/workflows", json=SPEC).status_code == 201
+        workers, api, http = start_api_and_driver(root, db, procs, **cluster.env())
         run_ids = waiting_runs(http, 2)
         import redis
 

@@ -40,7 +40,8 @@ import time
 import httpx
 import pytest
 
-from tests.scale.harness import Api, FreshDatabase, Proc, base_env, binary, free_port, token, wait_until
+from tests.scale.harness import (Api, FreshDatabase, Proc, base_env, binary, free_port, token, wait_until,
+                                 writer_reviewer_spec)
 from tests.scale.netns import Forwarder, Hosts
 from tests.servers.openai_server import OpenAIServer, last_user_message
 
@@ -53,22 +54,7 @@ TAG = re.compile(r"^run=(\d+) step=(\w+)")
 
 
 def spec() -> dict:
-    llm = {"source": "gpt"}
-    return {
-        "id": "vanish", "name": "Vanished host", "start_node": "input",
-        "nodes": [
-            {"id": "input", "type": "input"},
-            {"id": "writer", "type": "llm", **llm,
-             "config": {"prompt": "run={metadata.n} step=writer {user_input}", "output_key": "draft",
-                        "max_tokens": 20}},
-            {"id": "reviewer", "type": "llm", **llm,
-             "config": {"prompt": "run={metadata.n} step=reviewer {draft}", "output_key": "text_result",
-                        "max_tokens": 20}},
-        ],
-        "edges": [{"from": "input", "to": "writer"}, {"from": "writer", "to": "reviewer"}],
-        "sources": [{"id": "gpt", "kind": "llm", "provider": "openai", "model": "gpt-4o-mini",
-                     "api_key_env": "OPENAI_API_KEY", "base_url_env": "OPENAI_BASE_URL"}],
-    }
+    return writer_reviewer_spec("vanish", "Vanished host")
 
 
 class SlowProvider(OpenAIServer):
