@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import sys
 import uuid
 
 from agentflow.ratelimit import QueueLimits
@@ -80,7 +79,8 @@ def main(argv=None) -> int:
                      "calls_per_grant": res.calls / len(res.grants), "incr_us": incr, "acquire_us": acq,
                      "acquire_x_incr": acq / incr, "deny_us": deny, "deny_x_incr": deny / incr,
                      "py_acquire_us": py_acq, "acquire_x_py": acq / py_acq, "py_deny_us": py_deny,
-                     "deny_x_py": deny / py_deny, "rate": args.rate, "burst": args.burst})
+                     "deny_x_py": deny / py_deny, "rate": args.rate, "burst": args.burst,
+                     "seconds": args.seconds})
     from agentflow.ratelimit.redis import RedisLimiter
     RedisLimiter(args.redis_url, key_prefix=prefix).clear()
     return {"rows": rows}
