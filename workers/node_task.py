@@ -83,7 +83,9 @@ def _options_for(run_id: str) -> dict:
     return resources.store().run_options(run_id)[0]
 
 
-@celery_app.task(name="agentflow.node", bind=True, acks_late=True, reject_on_worker_lost=True, max_retries=None)
+# ignore_result: the step's outcome is its row in the store (the driver reads it by key)
+@celery_app.task(name="agentflow.node", bind=True, acks_late=True, reject_on_worker_lost=True, max_retries=None,
+                 ignore_result=True)
 def run_node(self, run_id: str, node_id: str, key: str, state: dict, meta: dict | None = None) -> dict:
     """`meta`: {"spec_hash", "stream", "tenant_id"} from the driver."""
     try:

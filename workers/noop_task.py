@@ -10,10 +10,12 @@ def noop(*_args, **_kwargs) -> None:
     return None
 
 
-@celery_app.task(name="agentflow.bench_step", acks_late=True)
+@celery_app.task(name="agentflow.bench_step", acks_late=True, ignore_result=True)
 def bench_step(key: str, payload: str) -> None:
     """One Redis SET and one Postgres INSERT of a step-row-sized payload: the work the
-    throughput bench's anchor chain does per message (bench/throughput.py creates the table)."""
+    throughput bench's anchor chain does per message (bench/throughput.py creates the table).
+    Like the driver and node tasks it stores no Celery result, except the chain's last task
+    (the bench reads that one to know the chain ended, as it reads a run's row)."""
     from sqlalchemy import text
 
     from . import resources

@@ -36,7 +36,10 @@ LOCK_TTL = 15  # seconds; the lease is renewed every LOCK_TTL/3 while the driver
 MAX_ROUNDS = 1000  # advances of one run in one delivery before it yields to other runs
 
 
-@celery_app.task(name="agentflow.run", bind=True, acks_late=True, reject_on_worker_lost=True, max_retries=None)
+# ignore_result: the run's outcome is its row in the store; a Celery result nobody reads
+# would cost two Redis writes a delivery and a key kept for a day per message
+@celery_app.task(name="agentflow.run", bind=True, acks_late=True, reject_on_worker_lost=True, max_retries=None,
+                 ignore_result=True)
 def run_workflow(self, run_id: str) -> str:
     client = resources.redis_client()
     # News first: if the lease is held, its holder advances again when it sees this; if the
