@@ -27,19 +27,26 @@ class HoldingPostgresSaver(PostgresSaver):
         self._lock = threading.Lock()
         self._tracked: dict[str, _Held] = {}  # thread id -> what a tracked run holds
 
-    def track(self, thread_id: str, fresh: bool) -> None:
+    def track(self, thread_id: str, fresh: bool, loaded=None) -> None:
         """Hold this run's checkpoints until `flush`; `fresh`: nothing is stored for it yet
-        (its first advance), so reads skip the database."""
+        (its first advance), so reads skip the database; `loaded`: the latest checkpoint
+        tuple the caller has just read, which LangGraph's first read then reuses."""
         with self._lock:
-            self._tracked[thread_id] = _Held(fresh)
+            self._tracked[thread_id] = _Held(fresh, loaded)
 
     def get_tuple(self, config):
         thread_id = config["configurable"]["thread_id"]
         with self._lock:
             held = self._tracked.get(thread_id)
             fresh = held is not None and held.fresh and held.checkpoint is None
+            loaded = held.loaded if held is not None else None
+            if held is not None:
+                held.loaded = None  # reused once: LangGraph's own load (it changes what it loaded)
         if fresh:
             return None
+        if loaded is not None and config["configurable"].get("checkpoint_id") in (None, loaded.config[
+                "configurable"]["checkpoint_id"]):
+            return loaded  # nothing was put since it was read: it is what the database holds
         if held is not None:
             self.flush(thread_id, keep=True)  # what is read must include what is held
         return super().get_tuple(config)
@@ -50,6 +57,7 @@ class HoldingPostgresSaver(PostgresSaver):
             held = self._tracked.get(thread_id)
             if held is not None:
                 held.writes.append((config, list(writes), task_id, task_path))
+                held.loaded = None
                 return
         super().put_writes(config, writes, task_id, task_path)
 
@@ -58,6 +66,7 @@ class HoldingPostgresSaver(PostgresSaver):
         with self._lock:
             held = self._tracked.get(thread_id)
             if held is not None:
+                held.loaded = None
                 held.versions.update(new_versions)  # the channels changed since the last write
                 if held.written is _UNSET:  # the first save: its parent is what was loaded, if anything
                     held.written = None if held.fresh else config["configurable"].get("checkpoint_id")
@@ -105,10 +114,11 @@ class _Held:
     """A tracked run: its newest unwritten checkpoint, the channels changed since the last one
     written (their blobs go out with the next write), and the task writes since."""
 
-    __slots__ = ("fresh", "checkpoint", "versions", "writes", "written")
+    __slots__ = ("fresh", "checkpoint", "versions", "writes", "written", "loaded")
 
-    def __init__(self, fresh: bool):
+    def __init__(self, fresh: bool, loaded=None):
         self.fresh = fresh
+        self.loaded = loaded  # the stored latest tuple, until anything is put
         self.checkpoint: tuple | None = None  # (config with the written parent, checkpoint, metadata)
         self.versions: dict = {}
         self.writes: list[tuple] = []

@@ -83,8 +83,9 @@ def _advance(run_id: str, worker: str) -> str:
     saver = resources.checkpointer()
     # a first advance has no checkpoint; a later one without any (its driver died before the
     # first pause) starts over from the input, reading finished steps back by key
-    resumed = begun["attempts"] > 1 and saver.get_tuple({"configurable": {"thread_id": run_id}}) is not None
-    saver.track(run_id, fresh=not resumed)
+    loaded = saver.get_tuple({"configurable": {"thread_id": run_id}}) if begun["attempts"] > 1 else None
+    resumed = loaded is not None
+    saver.track(run_id, fresh=not resumed, loaded=loaded)  # LangGraph's own first read reuses it
     trace = telemetry.run_scope(run_id, options, spec.id, begun["tenant_id"])
     observer = trace.observe(RecordingObserver(store, bus, queue_of=lambda _n: RUN_QUEUE, worker=worker))
     dispatch = NodeDispatcher(run_id, spec, spec_hash(begun["spec"]), bool(options.get("stream")),

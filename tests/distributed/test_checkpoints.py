@@ -156,3 +156,53 @@ def test_a_tracked_run_reads_back_what_it_holds(pool):
     assert got.checkpoint["id"] == second["id"] and got.checkpoint["channel_values"] == {"n": 2, "m": "x"}
     assert got.parent_config is None  # the held first one was never written: no parent
     saver.discard(thread)
+
+
+def test_a_resumed_driver_reads_its_checkpoint_once(pool, monkeypatch):
+    """The driver reads the latest checkpoint to know the run resumes; LangGraph's own first
+    read reuses that tuple instead of a second query, and any later read goes to the
+    database again (what LangGraph loaded it changes)."""
+    from langgraph.checkpoint.postgres import PostgresSaver
+    from langgraph.graph import END, START, StateGraph
+    from langgraph.types import interrupt
+
+    from agentflow.workers.checkpoints import HoldingPostgresSaver
+
+    thread = str(uuid.uuid4())
+    config = {"configurable": {"thread_id": thread}}
+    done = {"b": False}
+
+    def remote(state):
+        if not done["b"]:
+            interrupt({"kind": "step", "node": "b"})
+        return {"trail": ["b"]}
+
+    def build(checkpointer):
+        g = StateGraph(State)
+        g.add_node("a", lambda state: {"trail": ["a"]})
+        g.add_node("b", remote)
+        g.add_edge(START, "a")
+        g.add_edge("a", "b")
+        g.add_edge("b", END)
+        return g.compile(checkpointer=checkpointer)
+
+    first = HoldingPostgresSaver(pool)
+    first.track(thread, fresh=True)
+    build(first).invoke({"trail": ["start"]}, config)
+    first.flush(thread, keep=False)
+
+    reads = []
+    stock_get = PostgresSaver.get_tuple
+    monkeypatch.setattr(PostgresSaver, "get_tuple", lambda self, cfg: reads.append(cfg) or stock_get(self, cfg))
+    saver = HoldingPostgresSaver(pool)
+    loaded = saver.get_tuple(config)  # the driver's own read: is there a checkpoint?
+    assert loaded is not None and len(reads) == 1
+    saver.track(thread, fresh=False, loaded=loaded)
+    done["b"] = True
+    assert build(saver).invoke(None, config)["trail"] == ["start", "a", "b"]
+    assert len(reads) == 1, "LangGraph's load reused the driver's read"
+    saver.flush(thread, keep=True)
+    latest = saver.get_tuple(config)  # after the advance: from the database, not the loaded tuple
+    assert len(reads) == 2 and latest.checkpoint["id"] != loaded.checkpoint["id"]
+    assert latest.checkpoint["channel_values"]["trail"] == ["start", "a", "b"]
+    saver.discard(thread)
