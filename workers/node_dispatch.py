@@ -40,6 +40,12 @@ class NodeDispatcher:
 
     def __call__(self, node_id: str, state: dict, superstep: int) -> dict:
         key = step_key(self.run_id, node_id, superstep)
+        client = resources.redis_client()
+        if client.set(keys.step_sent(key), "1", nx=True, ex=SENT_TTL):
+            # Never sent, so never finished: no store read. (Redis lost its markers? Then a
+            # finished step is sent again; its node task finds it ended and only wakes the run.)
+            self._send(key, node_id, state, first=True)
+            wait_for({"kind": "step", "node": node_id, "key": key})
         if not self.first_attempt:
             run_status, outcome, output, error = resources.store().step_outcome(self.run_id, key)
             if run_status == "cancelled":
@@ -64,10 +70,8 @@ class NodeDispatcher:
         return key, done
 
     def _ensure_sent(self, key: str, node_id: str, state: dict) -> None:
+        """The step was sent before (its marker is set) and has not ended."""
         client = resources.redis_client()
-        if client.set(keys.step_sent(key), "1", nx=True, ex=SENT_TTL):
-            self._send(key, node_id, state)
-            return
         if self.first_attempt or client.exists(keys.step_lock(key)):
             return  # in flight: queued, waiting for its grant, or running
         if resources.store().step_running(key):
@@ -79,6 +83,9 @@ class NodeDispatcher:
                 client.delete(orphan)
                 self._send(key, node_id, state)
 
-    def _send(self, key: str, node_id: str, state: dict) -> None:
-        celery_app.send_task("agentflow.node", args=[self.run_id, node_id, key, state], kwargs={"meta": self.meta},
+    def _send(self, key: str, node_id: str, state: dict, first: bool = False) -> None:
+        # `first`: the step's first message, so its node task skips the look-up for an earlier
+        # outcome (there is none); a message sent again (an orphaned step) looks it up
+        meta = {**self.meta, "first": True} if first else self.meta
+        celery_app.send_task("agentflow.node", args=[self.run_id, node_id, key, state], kwargs={"meta": meta},
                              task_id=key, queue=NODE_QUEUES.get(self.types[node_id], "agentflow.api"))

@@ -125,7 +125,7 @@ def _run_node(self, run_id: str, node_id: str, key: str, state: dict, meta: dict
         # it died (a redelivered message of a killed worker), this copy runs the step then.
         left = client.pttl(keys.step_lock(key))
         send_later(client, "agentflow.node", [run_id, node_id, key, state], _queue_of(self.request),
-                   time.time() + max(left, 0) / 1000 + 0.5, task_id=key, kwargs={"meta": meta})
+                   time.time() + max(left, 0) / 1000 + 0.5, task_id=key, kwargs={"meta": _again(meta)})
         return {"ok": False, "duplicate": True}
     try:
         reply = _holding_lease(self, run_id, node_id, key, state, meta, client)
@@ -135,7 +135,7 @@ def _run_node(self, run_id: str, node_id: str, key: str, state: dict, meta: dict
         # Put back only once the lease is let go: the pump may send it again at once, and a
         # delivery that found the lease still held would be dropped as a duplicate.
         send_later(client, "agentflow.node", [run_id, node_id, key, state], _queue_of(self.request),
-                   time.time() + reply["delayed"], task_id=key, kwargs={"meta": meta})
+                   time.time() + reply["delayed"], task_id=key, kwargs={"meta": _again(meta)})
     else:
         wake(client, celery_app, run_id)
     return reply
@@ -145,11 +145,14 @@ def _holding_lease(self, run_id, node_id, key, state, meta, client) -> dict:
     # Checked under the lease: a duplicate delivery may have finished the step already,
     # and nobody else can start it now (else it would be paid twice).
     store = resources.store()
-    run_status, outcome, _output, error = store.step_outcome(run_id, key)
-    if outcome is not None:
-        return {"ok": outcome == "succeeded", "reused": True, "error": error}
-    if run_status in (None, "cancelled"):
-        return {"ok": False, "cancelled": True, "error": "run was cancelled"}
+    if not _first_delivery(self.request, meta):
+        run_status, outcome, _output, error = store.step_outcome(run_id, key)
+        if outcome is not None:
+            return {"ok": outcome == "succeeded", "reused": True, "error": error}
+        if run_status in (None, "cancelled"):
+            return {"ok": False, "cancelled": True, "error": "run was cancelled"}
+    # else nothing can have ended this step yet; a run cancelled meanwhile is caught when
+    # the step starts (RunCancelled), and a success recorded meanwhile by StepDone
     spec, impl = _impl(run_id, node_id, meta.get("spec_hash"))
 
     limiter = resources.limiter()
@@ -213,6 +216,17 @@ def _holding_lease(self, run_id, node_id, key, state, meta, client) -> dict:
         if decision is not None and plan is not None:
             # settle the token reservation with what was really spent (0 on failure)
             limiter.settle(plan[0], decision, int(update.get("tokens_used") or 0))
+
+
+def _first_delivery(request, meta: dict) -> bool:
+    """The step's first message (the driver found it never sent), delivered for the first
+    time and not retried: no earlier attempt can have recorded an outcome."""
+    return bool(meta.get("first")) and not request.retries and not (request.delivery_info or {}).get("redelivered")
+
+
+def _again(meta: dict) -> dict:
+    """The meta of a message sent again: another copy may have ended the step by then."""
+    return {k: v for k, v in meta.items() if k != "first"}
 
 
 class _Named:

@@ -85,7 +85,10 @@ class FakeStore:
         self.outcome: tuple = ("running", None, None, None)
         self.running = False
 
+        self.reads = 0
+
     def step_outcome(self, run_id, key):
+        self.reads += 1
         return self.outcome
 
     def step_running(self, key):
@@ -111,13 +114,20 @@ def dispatcher(monkeypatch):
     monkeypatch.setattr(node_dispatch.resources, "redis_client", lambda: fake_redis)
     monkeypatch.setattr(node_dispatch.resources, "store", lambda: store)
     monkeypatch.setattr(node_dispatch, "wait_for", pause)
-    monkeypatch.setattr(node_dispatch.celery_app, "send_task", lambda *a, **k: sent.append(k["task_id"]))
+    def send(*_a, **k):
+        sent.append(k["task_id"])
+        metas.append(k["kwargs"]["meta"])
+
+    metas: list[dict] = []
+    monkeypatch.setattr(node_dispatch.celery_app, "send_task", send)
     d = node_dispatch.NodeDispatcher("run1", parse_valid(chaos_spec()))
+    d.metas = metas
     return d, fake_redis, store, sent, waits, keys
 
 
 def test_a_finished_step_is_read_back_and_a_failed_one_fails_readably(dispatcher):
     d, fake_redis, store, sent, waits, keys = dispatcher
+    fake_redis.keys[keys.step_sent("run1:b:2")] = "1"  # it was sent on an earlier advance
     store.outcome = ("running", "succeeded", {"draft_b": "from the store"}, None)
     assert d("b", {}, 2) == {"draft_b": "from the store"}
     store.outcome = ("running", "failed", None, "provider said no")
@@ -135,6 +145,23 @@ def test_a_step_is_sent_once_and_the_run_pauses_on_it(dispatcher):
         with pytest.raises(Paused):
             d("b", {}, 2)
     assert sent == ["run1:b:2"] and waits == [{"kind": "step", "node": "b", "key": "run1:b:2"}] * 2
+    # a step never sent has no outcome to read: only the second look asks the store
+    assert store.reads == 1
+    assert d.metas[0].get("first") is True  # so its node task skips the look-up too
+
+
+def test_a_node_task_looks_up_an_earlier_outcome_unless_it_is_the_first_message():
+    from types import SimpleNamespace
+
+    from agentflow.workers.node_task import _again, _first_delivery
+
+    fresh = SimpleNamespace(retries=0, delivery_info={"routing_key": "agentflow.db"})
+    assert _first_delivery(fresh, {"first": True})
+    assert not _first_delivery(fresh, {})  # sent again by a driver (an orphaned step)
+    assert not _first_delivery(fresh, _again({"first": True}))  # put back (rate limit, a held lease)
+    assert not _first_delivery(SimpleNamespace(retries=1, delivery_info={}), {"first": True})
+    redelivered = SimpleNamespace(retries=0, delivery_info={"redelivered": True})
+    assert not _first_delivery(redelivered, {"first": True})  # its worker died: it may have ended
 
 
 def test_a_lost_message_is_sent_again_under_the_same_id(dispatcher):
