@@ -104,7 +104,8 @@ class EmbeddedExecutor:
             return record
         spec = parse_valid(begun["spec"])
         queue_of = {n.id: n.queue for n in spec.nodes}.get
-        trace = telemetry.run_scope(run_id, begun["options"], spec.id, begun["tenant_id"])
+        trace = telemetry.run_scope(run_id, begun["options"], spec.id, begun["tenant_id"],
+                                    begun.get("started_at"))
         obs = trace.observe(observer or RecordingObserver(self.store, self.bus, queue_of=queue_of))
         extra = dict(self.extra)
         if begun["options"].get("stream"):

@@ -24,6 +24,7 @@ import logging
 import os
 import secrets
 import threading
+from datetime import datetime, timezone
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -193,7 +194,8 @@ class RunScope:
     a scope left without `end` (the driver was interrupted and the run resumes elsewhere)
     exports nothing, so the run keeps one run span."""
 
-    def __init__(self, run_id: str, options: dict | None, workflow_id: str | None, tenant_id: str | None):
+    def __init__(self, run_id: str, options: dict | None, workflow_id: str | None, tenant_id: str | None,
+                 started_at: datetime | None = None):
         trace = (options or {}).get(TRACE_KEY) or {}
         parsed = parse_traceparent(trace.get("traceparent"))
         if parsed is None:  # a run created without a trace (tracing was off, a schedule ...)
@@ -215,8 +217,13 @@ class RunScope:
             attributes["agentflow.tenant.id"] = tenant_id
         token = _preset.set(parsed)
         try:
+            # a run that waited is driven by several advances, maybe in several processes: its
+            # span starts when the run first did, not when this last advance began
+            if started_at is not None and started_at.tzinfo is None:
+                started_at = started_at.replace(tzinfo=timezone.utc)  # SQLite's datetimes are naive UTC
+            start = int(started_at.timestamp() * 1e9) if started_at is not None else None
             self.span = tracer.start_span("agentflow.run", context=parent, kind=SpanKind.INTERNAL,
-                                          attributes=attributes)
+                                          attributes=attributes, start_time=start)
         finally:
             _preset.reset(token)
 
@@ -244,11 +251,11 @@ class RunScope:
 
 
 def run_scope(run_id: str, options: dict | None = None, workflow_id: str | None = None,
-              tenant_id: str | None = None):
+              tenant_id: str | None = None, started_at: datetime | None = None):
     """The run span of a run this process drives (OFF when tracing is off)."""
     if not enabled():
         return OFF
-    return RunScope(run_id, options, workflow_id, tenant_id)
+    return RunScope(run_id, options, workflow_id, tenant_id, started_at)
 
 
 def submitted(options: dict | None, run_id: str, workflow_id: str | None = None) -> None:

@@ -168,8 +168,11 @@ def _hot_statements() -> dict[str, Any]:
             steps, and_(steps.c.step_key == p("step_key"), steps.c.status.in_(("succeeded", "failed"))))
         .where(runs.c.id == p("run_id")).order_by(steps.c.status.desc()).limit(1),
         "begin": runs.update().where(runs.c.id == p("run_id"), runs.c.status.in_(RESUMABLE))
-        .values(status="running", started_at=p("now"), heartbeat_at=p("now"), attempts=runs.c.attempts + 1)
-        .returning(runs.c.spec, runs.c.input, runs.c.options, runs.c.rerun_from, runs.c.tenant_id, runs.c.attempts),
+        # started_at is the first advance's: a run that waited (a step, a person) keeps its start
+        .values(status="running", started_at=func.coalesce(runs.c.started_at, p("now")), heartbeat_at=p("now"),
+                attempts=runs.c.attempts + 1)
+        .returning(runs.c.spec, runs.c.input, runs.c.options, runs.c.rerun_from, runs.c.tenant_id, runs.c.attempts,
+                   runs.c.started_at),
         "finish": runs.update().where(runs.c.id == p("run_id"), runs.c.status.notin_(TERMINAL)).values(
             **finished, waiting_for=None),
         "finish_state": runs.update().where(runs.c.id == p("run_id"), runs.c.status.notin_(TERMINAL)).values(
@@ -298,7 +301,7 @@ class RunStore:
     @retry_on_disconnect
     def begin(self, run_id: str) -> dict | None:
         """Mark a queued (or resumed) run running and return what its executor needs
-        (spec, input, options, rerun_from, tenant_id, attempts) in one statement; None when the run
+        (spec, input, options, rerun_from, tenant_id, attempts, started_at) in one statement; None when the run
         is missing, ended or cancelled, or failed here because its encryption key is not configured."""
         try:
             with one_statement(self.engine) as conn, crypto.about(f"run {run_id}"):

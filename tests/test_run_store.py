@@ -35,10 +35,13 @@ def test_begin_returns_what_the_executor_needs_once_per_live_run(store):
     run_id = store.create(SPEC, {"user_input": "hi"}, workflow_id="wf", tenant_id="t1", options={"stream": True},
                           rerun_from="a")
     begun = store.begin(run_id)
+    started = begun.pop("started_at")
     assert begun == {"spec": SPEC, "input": {"user_input": "hi"}, "options": {"stream": True}, "rerun_from": "a",
                      "tenant_id": "t1", "attempts": 1}
-    assert store.status(run_id) == "running"
-    assert store.begin(run_id)["attempts"] == 2  # a redelivered driver resumes a running run
+    assert store.status(run_id) == "running" and started is not None
+    again = store.begin(run_id)
+    assert again["attempts"] == 2  # a redelivered driver resumes a running run
+    assert again["started_at"] == started  # a run's start is its first advance's, however many follow
     store.finish(run_id, "succeeded", state={"tokens_used": 0})
     assert store.begin(run_id) is None and store.status(run_id) == "succeeded"
     assert store.begin("no-such-run") is None

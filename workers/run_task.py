@@ -86,7 +86,7 @@ def _advance(run_id: str, worker: str) -> str:
     loaded = saver.get_tuple({"configurable": {"thread_id": run_id}}) if begun["attempts"] > 1 else None
     resumed = loaded is not None
     saver.track(run_id, fresh=not resumed, loaded=loaded)  # LangGraph's own first read reuses it
-    trace = telemetry.run_scope(run_id, options, spec.id, begun["tenant_id"])
+    trace = telemetry.run_scope(run_id, options, spec.id, begun["tenant_id"], begun.get("started_at"))
     observer = trace.observe(RecordingObserver(store, bus, queue_of=lambda _n: RUN_QUEUE, worker=worker))
     dispatch = NodeDispatcher(run_id, spec, spec_hash(begun["spec"]), bool(options.get("stream")),
                               first_attempt=begun["attempts"] == 1, tenant_id=begun["tenant_id"],

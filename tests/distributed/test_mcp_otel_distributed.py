@@ -99,6 +99,10 @@ def test_tools_on_workers_in_one_trace_across_processes(api, services, workers):
     root = got["agentflow.run"]
     assert root.parent_span_id == "" and root.attributes["agentflow.run.id"] == run_id
     assert got["agentflow.submit"].parent_span_id == root.span_id
+    # the run waited for its remote steps over several advances: its span covers them all,
+    # from its first advance, not only the last one (which ended it)
+    steps_ = [s for s in spans if s.name.startswith("agentflow.step")]
+    assert root.start_ns <= min(s.start_ns for s in steps_) and root.end_ns >= max(s.end_ns for s in steps_)
     for node in ("input", "adder", "agent", "final"):
         assert got[f"agentflow.step {node}"].parent_span_id == root.span_id, node
     for tool in ("env_value", "echo"):

@@ -28,6 +28,8 @@ class Span:
     resource: dict[str, Any] = field(default_factory=dict)
     status_code: int = 0
     status_message: str = ""
+    start_ns: int = 0
+    end_ns: int = 0
 
 
 def _value(v) -> Any:
@@ -51,7 +53,7 @@ def decode(body: bytes) -> list[Span]:
             for s in ss.spans:
                 out.append(Span(s.name, s.trace_id.hex(), s.span_id.hex(), s.parent_span_id.hex(),
                                 {kv.key: _value(kv.value) for kv in s.attributes}, resource,
-                                s.status.code, s.status.message))
+                                s.status.code, s.status.message, s.start_time_unix_nano, s.end_time_unix_nano))
     return out
 
 
