@@ -146,6 +146,7 @@ def _hot_statements() -> dict[str, Any]:
     ended = {"status": p("status"), "finished_at": p("finished_at"), "duration_ms": p("duration_ms"),
              "tokens": p("tokens"), "cost": p("cost"), "error": p("error"), "output": p("output", type_=steps.c.output.type)}
     finished = {"status": p("status"), "finished_at": p("finished_at"), "error": p("error")}
+    closing = ("finished_at", "duration_ms", "error", "output")  # what an ended step adds to a started one
     return {
         # a step of a run that is not cancelled, its tenant copied from the run
         "start": steps.insert().from_select([*step_cols, "tenant_id"], source.where(
@@ -154,6 +155,13 @@ def _hot_statements() -> dict[str, Any]:
         "start_keyed": steps.insert().from_select([*step_cols, "step_key", "tenant_id"], select(
             *(p(k, type_=steps.c[k].type) for k in step_cols), p("step_key", type_=steps.c.step_key.type),
             runs.c.tenant_id).where(runs.c.id == p("run_id"), not_cancelled, ~select(steps.c.id).where(
+                steps.c.step_key == p("step_key")).exists())).returning(steps.c.id),
+        # an instant step (input, aggregator) recorded once it ended: one row, no running phase;
+        # nothing is written when the run is cancelled or the key has a row already
+        "record": steps.insert().from_select([*step_cols, *closing, "step_key", "tenant_id"], select(
+            *(p(k, type_=steps.c[k].type) for k in (*step_cols, *closing)),
+            p("step_key", type_=steps.c.step_key.type), runs.c.tenant_id).where(
+            runs.c.id == p("run_id"), not_cancelled, ~select(steps.c.id).where(
                 steps.c.step_key == p("step_key")).exists())).returning(steps.c.id),
         "end": steps.update().where(steps.c.id == p("step_id"), steps.c.status == "running").values(**ended)
         .returning(*(steps.c[k] for k in _STEP_FIELDS)),
@@ -619,6 +627,24 @@ class RunStore:
         started = self.start_step(run_id, node_id, node_type, attempt, **kwargs)
         assert started is not None
         return started[1]
+
+    @retry_on_disconnect
+    def record_step(self, run_id: str, node_id: str, node_type: str, *, attempt: int, queue: str | None,
+                    worker: str | None, started_at: datetime, input: dict | None, step_key: str | None,
+                    status: str, duration_ms: float, tokens: int = 0, cost: float = 0.0, error: str | None = None,
+                    output: dict | None = None) -> dict | None:
+        """A step that already ended, in one INSERT (the running phase was not written); None
+        when nothing was: the run is cancelled or missing, or `step_key` has a row already."""
+        values = {"run_id": run_id, "node_id": node_id, "node_type": node_type, "status": status,
+                  "attempt": attempt, "queue": queue, "worker": worker, "started_at": started_at,
+                  "tokens": tokens, "cost": cost, "input": redact(input) if input is not None else None,
+                  "finished_at": utcnow(), "duration_ms": duration_ms, "error": redact(error),
+                  "output": redact(output) if output is not None else None, "step_key": step_key}
+        with one_statement(self.engine) as conn:
+            step_id = conn.execute(_HOT["record"], values).scalar()
+        if step_id is None:
+            return None
+        return step_dict({k: values.get(k) for k in _STEP_FIELDS})
 
     @retry_on_disconnect
     def end_step(self, step_id: int, *, status: str, duration_ms: float, tokens: int = 0, cost: float = 0.0,

@@ -200,3 +200,47 @@ def test_a_run_start_and_its_audit_entry_are_written_together(store):
     (entry,), _ = audit.list("t1", target_id=run_id)
     assert entry["detail"]["status"] == 503 and entry["detail"]["path"] == "/workflows/wf/runs"
     assert entry["detail"]["error"] == "could not be queued: broker down"
+
+
+class _Bus:
+    def __init__(self):
+        self.events = []
+
+    def publish(self, run_id, kind, payload):
+        self.events.append((kind, dict(payload)))
+
+
+def test_an_instant_step_is_one_row_written_when_it_ends(store):
+    """input and aggregator steps: the running phase is published, the row is written once,
+    complete; a cancelled run gets none and the step raises RunCancelled; a key that has a row
+    already (an earlier attempt) takes the two-step path and counts its attempt."""
+    from agentflow.runs.observer import RecordingObserver, RunCancelled
+    from agentflow.store.models import Step
+
+    bus = _Bus()
+    run_id = store.create(SPEC, {"user_input": "hi"}, tenant_id="t3")
+    obs = RecordingObserver(store, bus, queue_of=lambda _n: "runs", worker="w1")
+    obs.step_started(run_id, "a", "input", 1, input={"user_input": "hi"}, step_key=f"{run_id}:a:1")
+    with store.factory() as s:
+        assert s.query(Step).filter_by(run_id=run_id).count() == 0  # nothing written while it runs
+    obs.step_finished(run_id, "a", update={"x": 1}, tokens=0, cost=0.0, duration_ms=0.2)
+    (step,) = store.get(run_id)["steps"]
+    assert step["status"] == "succeeded" and step["node_type"] == "input" and step["queue"] == "runs"
+    assert step["started_at"] and step["finished_at"] and step["worker"] == "w1"
+    with store.factory() as s:
+        row = s.query(Step).filter_by(run_id=run_id).one()
+        assert row.tenant_id == "t3" and row.output == {"x": 1} and row.input == {"user_input": "hi"}
+        assert row.step_key == f"{run_id}:a:1"
+    assert [(k, e["status"]) for k, e in bus.events] == [("step", "running"), ("step", "succeeded")]
+
+    # an earlier attempt of the same key left a row: this one is attempt 2, through start/end
+    obs.step_started(run_id, "a", "input", 1, step_key=f"{run_id}:a:1")
+    obs.step_failed(run_id, "a", error="boom", duration_ms=0.1)
+    attempts = sorted((s["attempt"], s["status"]) for s in store.get(run_id)["steps"])
+    assert attempts == [(1, "succeeded"), (2, "failed")]
+
+    store.cancel(run_id)
+    obs.step_started(run_id, "d", "aggregator", 1)
+    with pytest.raises(RunCancelled):
+        obs.step_finished(run_id, "d", update={}, tokens=0, cost=0.0, duration_ms=0.1)
+    assert [s["node_id"] for s in store.get(run_id)["steps"]] == ["a", "a"]
