@@ -66,14 +66,14 @@ def advance(store: RunStore, bus, spec, run_id: str, ctx: RunContext, *, run_inp
         out = invoke(spec, state_from_input(run_input) if run_input is not None else None, ctx, checkpointer,
                      thread_id=run_id, start=start)
     except RunCancelled:
-        store.finish(run_id, "cancelled", error="cancelled by request")
+        record = store.finish_and_get(run_id, "cancelled", error="cancelled by request")
     except StepFailed as exc:
-        store.finish(run_id, "failed", error=str(exc))
+        record = store.finish_and_get(run_id, "failed", error=str(exc))
     except Exception as exc:
         if reraise(exc):
             raise
         log.exception("run %s crashed", run_id)
-        store.finish(run_id, "failed", error=describe(exc))
+        record = store.finish_and_get(run_id, "failed", error=describe(exc))
     else:
         waits = [i.value for i in (out or {}).get("__interrupt__", ())] if isinstance(out, dict) else []
         if waits:
@@ -85,8 +85,9 @@ def advance(store: RunStore, bus, spec, run_id: str, ctx: RunContext, *, run_inp
         if not isinstance(out, dict) or (run_input is None and not out):
             # nothing was left to run
             out = compile_spec(spec, checkpointer, start=start).get_state({"configurable": {"thread_id": run_id}}).values
-        store.finish(run_id, "succeeded", state={k: v for k, v in dict(out).items() if k != "__interrupt__"})
-    record = store.get(run_id) or {}
+        record = store.finish_and_get(run_id, "succeeded",
+                                      state={k: v for k, v in dict(out).items() if k != "__interrupt__"})
+    record = record or {}
     bus.publish(run_id, "end", record)
     # the listeners (webhooks) find the run's tenant without reading it again
     run_ended({**record, "tenant_id": tenant_id} if record and tenant_id else record, listeners)

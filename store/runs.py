@@ -186,6 +186,11 @@ def _hot_statements() -> dict[str, Any]:
         "finish_state": runs.update().where(runs.c.id == p("run_id"), runs.c.status.notin_(TERMINAL)).values(
             **finished, waiting_for=None, state=p("state", type_=runs.c.state.type), tokens_used=p("tokens_used"),
             cost=p("cost")),
+        "finish_get": runs.update().where(runs.c.id == p("run_id"), runs.c.status.notin_(TERMINAL)).values(
+            **finished, waiting_for=None).returning(runs.c.tenant_id, *(runs.c[k] for k in _RUN_FIELDS)),
+        "finish_state_get": runs.update().where(runs.c.id == p("run_id"), runs.c.status.notin_(TERMINAL)).values(
+            **finished, waiting_for=None, state=p("state", type_=runs.c.state.type), tokens_used=p("tokens_used"),
+            cost=p("cost")).returning(runs.c.tenant_id, *(runs.c[k] for k in _RUN_FIELDS)),
         "wait": runs.update().where(runs.c.id == p("run_id"), runs.c.status == "running").values(
             status=p("status"), waiting_for=p("waiting_for", type_=runs.c.waiting_for.type), heartbeat_at=p("now")),
     }
@@ -419,13 +424,33 @@ class RunStore:
             return res.rowcount == 1
 
     @retry_on_disconnect
-    def finish(self, run_id: str, status: str, state: dict | None = None, error: str | None = None) -> bool:
+    @retry_on_disconnect
+    def finish_and_get(self, run_id: str, status: str, state: dict | None = None,
+                       error: str | None = None) -> dict | None:
+        """`finish`, then the run as `get` shows it, on one connection: the UPDATE returns the
+        run's row, so only its steps are read. A run that had ended already is read as is."""
+        values = self._finish_values(run_id, status, state, error)
+        with one_statement(self.engine) as conn, crypto.about(f"run {run_id}"):
+            row = conn.execute(_HOT["finish_get" if state is None else "finish_state_get"], values).first()
+            if row is None:
+                row = conn.execute(_HOT["get"], {"run_id": run_id}).first()
+                if row is None:
+                    return None
+            steps = [dict(r._mapping) for r in conn.execute(_HOT["get_steps"], {"run_id": run_id})]
+            return run_dict(dict(row._mapping), steps)
+
+    @staticmethod
+    def _finish_values(run_id: str, status: str, state: dict | None, error: str | None) -> dict:
         state = redact(state) if state is not None else None
         values: dict[str, Any] = {"run_id": run_id, "status": status, "finished_at": utcnow(), "error": redact(error)}
         if state is not None:
             values["state"] = state
             values["tokens_used"] = int(state.get("tokens_used") or 0)
             values["cost"] = float(state.get("cost") or 0.0)
+        return values
+
+    def finish(self, run_id: str, status: str, state: dict | None = None, error: str | None = None) -> bool:
+        values = self._finish_values(run_id, status, state, error)
         with one_statement(self.engine) as conn:
             res = conn.execute(_HOT["finish" if state is None else "finish_state"], values)
             return res.rowcount == 1

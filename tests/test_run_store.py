@@ -244,3 +244,18 @@ def test_an_instant_step_is_one_row_written_when_it_ends(store):
     with pytest.raises(RunCancelled):
         obs.step_finished(run_id, "d", update={}, tokens=0, cost=0.0, duration_ms=0.1)
     assert [s["node_id"] for s in store.get(run_id)["steps"]] == ["a", "a"]
+
+
+def test_finish_and_get_returns_what_get_shows_and_never_reopens_an_ended_run(store):
+    run_id = store.create(SPEC, {"user_input": "hi"}, tenant_id="t4")
+    store.begin(run_id)
+    obs_step = store.start_step(run_id, "b", "llm")
+    store.end_step(obs_step[0], status="succeeded", duration_ms=1.0, output={"x": 1})
+    record = store.finish_and_get(run_id, "succeeded", state={"answer": 42, "tokens_used": 3})
+    assert record == store.get(run_id)
+    assert record["status"] == "succeeded" and record["state"]["answer"] == 42 and record["tokens_used"] == 3
+    assert [s["node_id"] for s in record["steps"]] == ["b"]
+    # ended already (a cancel raced the driver): the stored run is read back unchanged
+    again = store.finish_and_get(run_id, "failed", error="late")
+    assert again == record and again["error"] is None
+    assert store.finish_and_get("no-such-run", "failed", error="x") is None
