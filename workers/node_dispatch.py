@@ -24,6 +24,8 @@ from .app import NODE_QUEUES, celery_app
 
 log = logging.getLogger(__name__)
 SENT_TTL = 7 * 24 * 3600
+# the step marker's values: set before the message goes out, and after
+SENDING, SENT = "sending", "1"
 
 
 class NodeDispatcher:
@@ -41,10 +43,11 @@ class NodeDispatcher:
     def __call__(self, node_id: str, state: dict, superstep: int) -> dict:
         key = step_key(self.run_id, node_id, superstep)
         client = resources.redis_client()
-        if client.set(keys.step_sent(key), "1", nx=True, ex=SENT_TTL):
+        if client.set(keys.step_sent(key), SENDING, nx=True, ex=SENT_TTL):
             # Never sent, so never finished: no store read. (Redis lost its markers? Then a
             # finished step is sent again; its node task finds it ended and only wakes the run.)
             self._send(key, node_id, state, first=True)
+            client.set(keys.step_sent(key), SENT, ex=SENT_TTL)
             wait_for({"kind": "step", "node": node_id, "key": key})
         if not self.first_attempt:
             run_status, outcome, output, error = resources.store().step_outcome(self.run_id, key)
@@ -72,6 +75,14 @@ class NodeDispatcher:
     def _ensure_sent(self, key: str, node_id: str, state: dict) -> None:
         """The step was sent before (its marker is set) and has not ended."""
         client = resources.redis_client()
+        if client.get(keys.step_sent(key)) in (SENDING, SENDING.encode()):
+            # a driver died between marking the step and sending it (the run lease makes this
+            # driver the only one): the message may never have gone out
+            log.warning("run %s: step %s may not have been sent (its driver died); sending it again",
+                        self.run_id, key)
+            self._send(key, node_id, state)
+            client.set(keys.step_sent(key), SENT, ex=SENT_TTL)
+            return
         if self.first_attempt or client.exists(keys.step_lock(key)):
             return  # in flight: queued, waiting for its grant, or running
         if resources.store().step_running(key):

@@ -70,6 +70,9 @@ class FakeRedis:
     def exists(self, key):
         return int(key in self.keys)
 
+    def get(self, key):
+        return self.keys.get(key)
+
     def set(self, key, value, nx=False, ex=None):
         if nx and key in self.keys:
             return None
@@ -172,6 +175,24 @@ def test_a_lost_message_is_sent_again_under_the_same_id(dispatcher):
     with pytest.raises(Paused):
         d("b", {}, 2)
     assert sent == ["run1:b:2", "run1:b:2"] and fake_redis.exists(keys.step_sent("run1:b:2"))
+
+
+def test_a_step_its_driver_died_sending_is_sent_again(dispatcher):
+    """The marker says "sending" until the message is out: a driver killed in between left a
+    step nobody will run; the next driver (it holds the run's lease) sends it again, as a copy
+    that looks its outcome up, and marks it sent."""
+    d, fake_redis, store, sent, waits, keys = dispatcher
+    with pytest.raises(Paused):
+        d("b", {}, 2)
+    assert fake_redis.keys[keys.step_sent("run1:b:2")] == "1"  # sent, then marked sent
+    fake_redis.keys[keys.step_sent("run1:c:2")] = "sending"  # marked; the driver died before sending
+    with pytest.raises(Paused):
+        d("c", {}, 2)
+    assert sent == ["run1:b:2", "run1:c:2"] and "first" not in d.metas[1]
+    assert fake_redis.keys[keys.step_sent("run1:c:2")] == "1"
+    with pytest.raises(Paused):
+        d("c", {}, 2)
+    assert sent == ["run1:b:2", "run1:c:2"]  # once sent, not again
 
 
 def test_a_running_step_without_its_lease_is_resent_only_when_seen_twice(dispatcher):
