@@ -10,14 +10,15 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Page, expect
 
-from tests.plugins.venv import Server, embedded_env
+from tests.plugins.venv import embedded_env
+from tests.servers.agentflow_serve import AgentflowServe
 
 
 @pytest.fixture(scope="module")
 def studio_url(plugin_venv, tmp_path_factory):
     """Overrides conftest's server: this module's Studio is served from the plugin venv."""
     home = tmp_path_factory.mktemp("plugin-studio")
-    srv = Server(plugin_venv, embedded_env(home), home / "serve.log")
+    srv = AgentflowServe(embedded_env(home), home / "serve.log", timeout=90, python=plugin_venv.python).start()
     yield srv.url
     srv.stop()
 

@@ -11,7 +11,8 @@ import sys
 import httpx
 import pytest
 
-from tests.plugins.venv import TEXT_TOOLS, Server, embedded_env
+from tests.plugins.venv import TEXT_TOOLS, embedded_env
+from tests.servers.agentflow_serve import AgentflowServe
 
 EXAMPLE = TEXT_TOOLS / "examples" / "text_report.json"
 MESSAGE = "Where are orders #12 and #345? I paid twice."
@@ -71,7 +72,7 @@ def test_the_project_environment_without_the_plugin_does_not_know_the_types(tmp_
 @pytest.fixture(scope="module")
 def server(plugin_venv, tmp_path_factory):
     home = tmp_path_factory.mktemp("plugin-serve")
-    srv = Server(plugin_venv, embedded_env(home), home / "serve.log")
+    srv = AgentflowServe(embedded_env(home), home / "serve.log", timeout=90, python=plugin_venv.python).start()
     yield srv
     srv.stop()
 
@@ -97,7 +98,7 @@ def test_the_api_serves_node_types_and_runs_the_plugin_despite_the_broken_one(se
     assert done["status"] == "succeeded" and done["state"]["text_stats"] == STATS
     trace = client.get(f"/runs/{done['run_id']}").json()
     assert {s["node_id"]: s["node_type"] for s in trace["steps"]}["stats"] == "text_stats"
-    assert "broken on purpose" in server.output()  # reported in the log, and the server kept serving
+    assert "broken on purpose" in server.log()  # reported in the log, and the server kept serving
 
 
 def test_plugins_install_and_uninstall_wrap_pip_in_agentflows_environment(tmp_path):

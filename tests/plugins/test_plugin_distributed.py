@@ -12,7 +12,7 @@ import pytest
 
 from agentflow.workers.launch import WorkerProcesses
 from tests.plugins.test_installed_plugin import EXAMPLE, MESSAGE, STATS
-from tests.plugins.venv import Server
+from tests.servers.agentflow_serve import AgentflowServe
 
 pytestmark = [pytest.mark.distributed, pytest.mark.timeout(300)]
 
@@ -26,7 +26,8 @@ def stack(dist_env, plugin_venv, tmp_path_factory):
         workers.start("pdriver", "runs,agentflow.control", concurrency=2)
         workers.start("pall", None, concurrency=2)  # no --queues: every queue, the plugin's included
         workers.wait_ready(["pdriver", "pall"])
-        server = Server(plugin_venv, env, tmp_path_factory.mktemp("plugin-api") / "api.log")
+        server = AgentflowServe(env, tmp_path_factory.mktemp("plugin-api") / "api.log", timeout=90,
+                                python=plugin_venv.python).start()
         token = plugin_venv.agentflow("token", "create", "--role", "admin", env=env).stdout.strip()
         with httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {token}"}, timeout=30) as client:
             yield client, workers

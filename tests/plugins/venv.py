@@ -61,54 +61,6 @@ def make_plugin_venv(where: Path) -> PluginVenv:
     return venv
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Server:
-    """`agentflow serve` from the venv; `url` once /health answers. Stop with `stop()`."""
-
-    def __init__(self, venv: PluginVenv, env: dict, log: Path):
-        import time
-
-        import httpx
-
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log = log
-        self._out = open(log, "wb")
-        self.proc = subprocess.Popen([venv.python, "-m", "agentflow.cli", "serve", "--port", str(self.port),
-                                      "--host", "127.0.0.1"], env=env, stdout=self._out, stderr=subprocess.STDOUT,
-                                     start_new_session=True)
-        deadline = time.monotonic() + 90
-        while True:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"agentflow serve exited with {self.proc.returncode}: {self.output()[-3000:]}")
-            try:
-                if httpx.get(f"{self.url}/health", timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError(f"agentflow serve did not answer /health in 90 s: {self.output()[-3000:]}")
-            time.sleep(0.3)
-
-    def output(self) -> str:
-        self._out.flush()
-        return self.log.read_text(errors="replace")
-
-    def stop(self) -> None:
-        from agentflow.workers.launch import stop_process_groups
-
-        stop_process_groups([self.proc], grace=15)
-        self._out.close()
-
-
 def embedded_env(home: Path, **extra: str) -> dict:
     """Embedded mode (SQLite in `home`, no Redis), whatever the caller's environment says."""
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import httpx
 
+from agentflow.workers.launch import stop_process_groups
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -43,12 +45,16 @@ def server_env(home: Path, drop_prefixes: tuple[str, ...] = (), **extra: str) ->
 
 class AgentflowServe:
     """`with AgentflowServe(env, log_path) as srv:` or `start()`/`stop()`, which may be
-    called again to restart in place (same port, same database)."""
+    called again to restart in place (same port, same database). `python` runs
+    `-m agentflow.cli` with another interpreter (a venv a plugin was installed into);
+    `script` runs this environment's installed `agentflow` script instead."""
 
     def __init__(self, env: dict[str, str], log_path: Path, *args: str, port: int | None = None,
-                 timeout: float = 60, script: bool = False):
+                 timeout: float = 60, script: bool = False, python: str | None = None):
+        if script and python:
+            raise ValueError("script runs this environment's `agentflow`; python names another interpreter")
         self.env, self.log_path, self.args, self.timeout = env, log_path, args, timeout
-        self.command = agentflow_command() if script else [sys.executable, "-m", "agentflow.cli"]
+        self.command = agentflow_command() if script else [python or sys.executable, "-m", "agentflow.cli"]
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen | None = None
@@ -76,13 +82,9 @@ class AgentflowServe:
             time.sleep(0.2)
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        # the whole process group: serve's children (stdio MCP servers) go with it
+        if self.proc is not None:
+            stop_process_groups([self.proc], grace=15)
 
     def __enter__(self) -> "AgentflowServe":
         return self.start()
