@@ -15,8 +15,9 @@ from agentflow.graph.step import QueueCharge
 from agentflow.ratelimit import QueueLimits
 
 from tests.distributed.conftest import dist_env, workers  # noqa: F401  (fixtures)
-from tests.distributed.test_workers import store_for
-from tests.distributed.test_workers import wait_end as wait_stored_end
+from tests.distributed.conftest import module_server, start_workers, store_for
+from tests.distributed.conftest import submit_run as submit
+from tests.distributed.conftest import wait_end as wait_stored_end
 
 from .probe import ConcurrencyServer, capped_workflow
 from .specs import api_child
@@ -25,30 +26,14 @@ pytestmark = [pytest.mark.distributed, pytest.mark.timeout(300)]
 LEASE_S = 3.0
 
 
-@pytest.fixture(scope="module")
-def api_server():
-    with ConcurrencyServer() as srv:
-        yield srv
+api_server = module_server(ConcurrencyServer)
 
 
 @pytest.fixture(scope="module")
 def cluster(dist_env, workers):
-    env = {"AGENTFLOW_CONCURRENCY_LEASE_S": str(LEASE_S)}
-    dist_env.update(env)
-    workers.env.update(env)
-    workers.start("driver", "runs,agentflow.control", concurrency=4)
-    workers.start("api1", "agentflow.api", concurrency=4)
-    workers.start("api2", "agentflow.api", concurrency=4)
-    workers.wait_ready(["driver", "api1", "api2"])
-    return workers
-
-
-def submit(env, spec: dict, run_input: dict) -> str:
-    from agentflow.workers.app import make_celery
-
-    run_id = store_for(env).create(spec, run_input, workflow_id=spec["id"])
-    make_celery(env["REDIS_URL"]).send_task("agentflow.run", args=[run_id], task_id=run_id, queue="runs")
-    return run_id
+    return start_workers(dist_env, workers, {"driver": "runs,agentflow.control", "api1": "agentflow.api",
+                                             "api2": "agentflow.api"}, concurrency=4,
+                         env={"AGENTFLOW_CONCURRENCY_LEASE_S": str(LEASE_S)})
 
 
 def wait_end(env, run_id: str, timeout: float = 120) -> dict:

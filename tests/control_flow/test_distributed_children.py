@@ -9,28 +9,22 @@ import time
 import pytest
 
 from tests.distributed.conftest import dist_env, workers  # noqa: F401  (fixtures)
-from tests.distributed.test_workers import store_for
-from tests.distributed.test_workers import wait_end as wait_stored_end
+from tests.distributed.conftest import module_server, start_default_workers, store_for
+from tests.distributed.conftest import submit_run as submit
+from tests.distributed.conftest import wait_end as wait_stored_end
+from tests.servers.http_api import HTTPAPIServer
 
 from .specs import api_child, caught, child, mapper, parent
 
 pytestmark = [pytest.mark.distributed, pytest.mark.timeout(400)]
 
 
-@pytest.fixture(scope="module")
-def http_api():
-    from tests.servers.http_api import HTTPAPIServer
-
-    with HTTPAPIServer() as srv:
-        yield srv
+http_api = module_server(HTTPAPIServer)
 
 
 @pytest.fixture(scope="module")
-def cluster(dist_env, workers):
-    workers.start("c1", queues=None, concurrency=None, pool=None)
-    workers.start("c2", queues=None, concurrency=None, pool=None)
-    workers.wait_ready(["c1", "c2"])
-    return workers
+def cluster(workers):
+    return start_default_workers(workers, "c1", "c2")
 
 
 def save(env, spec: dict) -> None:
@@ -55,14 +49,6 @@ def slow_child(workflow_id: str, base_url: str) -> dict:
     spec = api_child(workflow_id, base_url, path="/slow")
     spec["nodes"][1]["config"]["query"] = {"s": "{user_input}"}
     return spec
-
-
-def submit(env, spec: dict, run_input: dict) -> str:
-    from agentflow.workers.app import make_celery
-
-    run_id = store_for(env).create(spec, run_input, workflow_id=spec["id"])
-    make_celery(env["REDIS_URL"]).send_task("agentflow.run", args=[run_id], task_id=run_id, queue="runs")
-    return run_id
 
 
 def test_a_parent_waits_for_its_child_and_a_map_keeps_its_order(cluster, dist_env):

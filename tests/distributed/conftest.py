@@ -7,7 +7,9 @@ Workers are real `agentflow worker` processes (prefork pools), one group per que
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import time
 import uuid
 
 import pytest
@@ -53,6 +55,62 @@ def workers(dist_env, tmp_path_factory):
     w = Workers(dist_env, tmp_path_factory.mktemp("workerlogs"))
     yield w
     w.stop_all()
+
+
+def module_server(factory, **kwargs):
+    """A module-scoped fixture yielding a running `factory(**kwargs)` stand-in server: the
+    module's workers are started once with its URL in their environment."""
+
+    @pytest.fixture(scope="module")
+    def server():
+        with factory(**kwargs) as srv:
+            yield srv
+
+    return server
+
+
+def start_workers(dist_env: dict, workers: Workers, groups: dict[str, str | None], concurrency: int | None = 2,
+                  pool: str | None = "prefork", env: dict[str, str] | None = None) -> Workers:
+    """A module's cluster: `env` added to the API's environment and the workers', then one
+    worker per group (name -> its queues, None for every queue), returned once all are ready."""
+    dist_env.update(env or {})
+    workers.env.update(env or {})
+    for name, queues in groups.items():
+        workers.start(name, queues, concurrency=concurrency, pool=pool)
+    workers.wait_ready(list(groups))
+    return workers
+
+
+def start_default_workers(workers: Workers, *names: str) -> Workers:
+    """`agentflow worker` with no queues, concurrency or pool, as a user starts it."""
+    return start_workers(workers.env, workers, dict.fromkeys(names), concurrency=None, pool=None)
+
+
+def store_for(env: dict):
+    """The run store on the module's database, as the API and the workers see it."""
+    from agentflow.store.db import session_factory
+    from agentflow.store.runs import RunStore
+
+    return RunStore(session_factory(env["DATABASE_URL"]))
+
+
+def submit_run(env: dict, spec: dict, run_input: dict) -> str:
+    """A run stored and sent to the `runs` queue as the API does, without an API."""
+    from agentflow.workers.app import make_celery
+
+    run_id = store_for(env).create(spec, run_input, workflow_id=spec["id"])
+    make_celery(env["REDIS_URL"]).send_task("agentflow.run", args=[run_id], task_id=run_id, queue="runs")
+    return run_id
+
+
+def wait_end(store, run_id: str, timeout: float = 90) -> dict:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        rec = store.get(run_id)
+        if rec["status"] in ("succeeded", "failed", "cancelled"):
+            return rec
+        time.sleep(0.2)
+    raise AssertionError(f"run {run_id} did not end: {json.dumps(store.get(run_id), default=str)[:2000]}")
 
 
 @contextlib.contextmanager

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.api.support import wait_run
-from tests.distributed.conftest import api_client, dist_env, workers  # noqa: F401  (fixtures)
+from tests.distributed.conftest import api_client, dist_env, module_server, start_workers, workers  # noqa: F401
 from tests.servers.openai_server import OpenAIServer
 from tests.servers.otlp_receiver import OTLPReceiver
 
@@ -44,20 +44,19 @@ SPEC = {
 }
 
 
+llm_server = module_server(OpenAIServer)
+otlp_receiver = module_server(OTLPReceiver)
+
+
 @pytest.fixture(scope="module")
-def services(dist_env, workers):  # noqa: F811
-    with OpenAIServer() as llm, OTLPReceiver() as otlp:
-        llm.set_usage(9, 4)
-        extra = {"OPENAI_API_KEY": API_KEY, "OPENAI_BASE_URL": llm.base_url,
-                 "AGENTFLOW_MCP_STDIO_COMMANDS": sys.executable, "AF_DIST_MCP_TOKEN": TOKEN,
-                 "OTEL_EXPORTER_OTLP_ENDPOINT": otlp.url, "OTEL_BSP_SCHEDULE_DELAY": "100"}
-        dist_env.update(extra)
-        workers.env.update(extra)
-        workers.start("driver", "runs", concurrency=1)
-        workers.start("llm", "agentflow.llm", concurrency=1)
-        workers.start("misc", "agentflow.api", concurrency=1)
-        workers.wait_ready(["driver", "llm", "misc"])
-        yield llm, otlp
+def services(dist_env, workers, llm_server, otlp_receiver):  # noqa: F811
+    llm_server.set_usage(9, 4)
+    start_workers(dist_env, workers, {"driver": "runs", "llm": "agentflow.llm", "misc": "agentflow.api"},
+                  concurrency=1, env={"OPENAI_API_KEY": API_KEY, "OPENAI_BASE_URL": llm_server.base_url,
+                                      "AGENTFLOW_MCP_STDIO_COMMANDS": sys.executable, "AF_DIST_MCP_TOKEN": TOKEN,
+                                      "OTEL_EXPORTER_OTLP_ENDPOINT": otlp_receiver.url,
+                                      "OTEL_BSP_SCHEDULE_DELAY": "100"})
+    return llm_server, otlp_receiver
 
 
 @pytest.fixture

@@ -7,6 +7,7 @@ import time
 
 import pytest
 
+from tests.distributed.conftest import store_for, submit_run, wait_end
 from tests.helpers import triage
 
 pytestmark = [pytest.mark.distributed, pytest.mark.timeout(240)]
@@ -44,31 +45,10 @@ def cluster(dist_env, workers, shop, llm_server):
     return workers
 
 
-def store_for(env):
-    from agentflow.store.db import session_factory
-    from agentflow.store.runs import RunStore
-
-    return RunStore(session_factory(env["DATABASE_URL"]))
-
-
 def submit(env, text, spec=None, customer="alice"):
-    from agentflow.workers.app import make_celery
-
     spec = spec or triage()
-    store = store_for(env)
-    run_id = store.create(spec, {"user_input": text, "metadata": {"customer": customer}}, workflow_id=spec["id"])
-    make_celery(env["REDIS_URL"]).send_task("agentflow.run", args=[run_id], task_id=run_id, queue="runs")
-    return store, run_id
-
-
-def wait_end(store, run_id, timeout=90):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        rec = store.get(run_id)
-        if rec["status"] in ("succeeded", "failed", "cancelled"):
-            return rec
-        time.sleep(0.2)
-    raise AssertionError(f"run {run_id} did not end: {json.dumps(store.get(run_id), default=str)[:2000]}")
+    run_id = submit_run(env, spec, {"user_input": text, "metadata": {"customer": customer}})
+    return store_for(env), run_id
 
 
 def test_both_intents_run_on_their_own_queues(cluster, dist_env):

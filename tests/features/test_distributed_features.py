@@ -14,7 +14,7 @@ import pytest
 
 from agentflow.runs.webhooks import sign
 from tests.api.support import sse_events, wait_run
-from tests.distributed.conftest import api_client, dist_env, workers  # noqa: F401  (fixtures)
+from tests.distributed.conftest import api_client, dist_env, module_server, start_workers, workers  # noqa: F401
 from tests.helpers import triage
 from tests.servers.http_api import HTTPAPIServer
 from tests.servers.openai_server import OpenAIServer
@@ -23,25 +23,24 @@ pytestmark = [pytest.mark.distributed, pytest.mark.timeout(240)]
 OUT_KEY = "dist-outbound-key-0123456789"
 
 
+llm_server = module_server(OpenAIServer, stream_delay=0.03)
+webhook_target = module_server(HTTPAPIServer)
+
+
 @pytest.fixture(scope="module")
-def services(dist_env, workers):
+def services(dist_env, workers, llm_server, webhook_target):
     import psycopg
 
     with psycopg.connect(dist_env["DATABASE_URL"], autocommit=True) as conn:
         conn.execute("CREATE TABLE orders (id serial PRIMARY KEY, customer text, item text, status text)")
         conn.execute("INSERT INTO orders (customer, item, status) VALUES ('alice','keyboard','shipped'),"
                      "('alice','mouse','processing')")
-    with OpenAIServer(stream_delay=0.03) as llm, HTTPAPIServer() as target:
-        extra = {"OPENAI_API_KEY": "sk-dist-features-0000", "OPENAI_BASE_URL": llm.base_url,
-                 "SHOP_DSN": dist_env["DATABASE_URL"], "AGENTFLOW_WEBHOOKS_ALLOW_PRIVATE": "1",
-                 "AGENTFLOW_WEBHOOK_BACKOFF": "0.2", "AF_DIST_OUT_KEY": OUT_KEY}
-        dist_env.update(extra)
-        workers.env.update(extra)
-        workers.start("driver", "runs,agentflow.control", concurrency=2)
-        workers.start("llm", "agentflow.llm", concurrency=2)
-        workers.start("misc", "agentflow.db,agentflow.api,agentflow.image", concurrency=2)
-        workers.wait_ready(["driver", "llm", "misc"])
-        yield llm, target
+    start_workers(dist_env, workers, {"driver": "runs,agentflow.control", "llm": "agentflow.llm",
+                                      "misc": "agentflow.db,agentflow.api,agentflow.image"},
+                  env={"OPENAI_API_KEY": "sk-dist-features-0000", "OPENAI_BASE_URL": llm_server.base_url,
+                       "SHOP_DSN": dist_env["DATABASE_URL"], "AGENTFLOW_WEBHOOKS_ALLOW_PRIVATE": "1",
+                       "AGENTFLOW_WEBHOOK_BACKOFF": "0.2", "AF_DIST_OUT_KEY": OUT_KEY})
+    return llm_server, webhook_target
 
 
 @pytest.fixture
