@@ -12,6 +12,7 @@ things: `agentflow serve` and `agentflow worker` with no arguments, no beat.
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -20,52 +21,28 @@ import time
 import httpx
 import pytest
 
+from tests.distributed.conftest import module_server, start_default_workers, store_for
 from tests.helpers import triage
+from tests.servers.agentflow_serve import AgentflowServe
+from tests.servers.openai_server import OpenAIServer
 
 pytestmark = [pytest.mark.distributed, pytest.mark.timeout(600)]
 
 TERMINAL = ("succeeded", "failed", "cancelled")
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Api:
-    """One `agentflow serve` process in distributed mode, with an admin token."""
+class Api(AgentflowServe):
+    """One `agentflow serve` process in distributed mode, with an admin token; `kill()` and
+    `start()` again restart it in place."""
 
     def __init__(self, env: dict, logdir):
-        self.env, self.logdir = env, logdir
-        self.port = free_port()
-        self.proc: subprocess.Popen | None = None
+        super().__init__(env, logdir / "api.log")
         token = subprocess.run([sys.executable, "-m", "agentflow.cli", "token", "create", "--tenant", "default",
                                 "--role", "admin", "--ttl", "3600"], env=env, capture_output=True, text=True,
                                check=True).stdout.strip()
-        self.client = httpx.Client(base_url=f"http://127.0.0.1:{self.port}",
-                                   headers={"Authorization": f"Bearer {token}"}, timeout=30)
-
-    def start(self) -> "Api":
-        log = open(self.logdir / "api.log", "ab")
-        self.proc = subprocess.Popen([sys.executable, "-m", "agentflow.cli", "serve", "--port", str(self.port)],
-                                     env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        deadline = time.time() + 60
-        while time.time() < deadline:
-            try:
-                if self.client.get("/health").status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                pass
-            assert self.proc.poll() is None, (self.logdir / "api.log").read_text()[-3000:]
-            time.sleep(0.2)
-        raise RuntimeError("API did not start")
+        self.client = httpx.Client(base_url=self.url, headers={"Authorization": f"Bearer {token}"}, timeout=30)
 
     def kill(self) -> None:
-        import os
-
         if self.proc is not None and self.proc.poll() is None:
             os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait(timeout=20)
@@ -83,12 +60,7 @@ class Api:
         raise AssertionError(f"run {run_id} is still {rec.get('status')}: {json.dumps(rec, default=str)[:1500]}")
 
 
-@pytest.fixture(scope="module")
-def llm():
-    from tests.servers.openai_server import OpenAIServer
-
-    with OpenAIServer() as srv:
-        yield srv
+llm = module_server(OpenAIServer)
 
 
 @pytest.fixture(scope="module")
@@ -133,9 +105,7 @@ def start_runs(api: Api, workflow: str, texts: list[str], metadata: dict | None 
 
 def test_two_default_workers_finish_48_runs_at_once(api, workers):
     assert api.client.post("/workflows", json=ONE_LLM).status_code == 201
-    workers.start("d1", queues=None, concurrency=None, pool=None)
-    workers.start("d2", queues=None, concurrency=None, pool=None)
-    workers.wait_ready(["d1", "d2"])
+    start_default_workers(workers, "d1", "d2")
     ids = start_runs(api, "one-llm", [f"person {i}" for i in range(48)])
     deadline = time.time() + 90
     for run_id in ids:
@@ -171,8 +141,7 @@ APPROVAL = {"id": "approval", "name": "Approval", "start_node": "input",
 
 def test_a_human_run_waits_across_a_restart_of_every_process(api, workers, llm):
     assert api.client.post("/workflows", json=APPROVAL).status_code == 201
-    workers.start("h1", queues=None, concurrency=None, pool=None)
-    workers.wait_ready(["h1"])
+    start_default_workers(workers, "h1")
     (run_id,) = start_runs(api, "approval", ["customer 77"])
     rec = api.wait(run_id, timeout=60, until=("waiting",))
     assert rec["waiting_for"] == [{"node": "ask", "prompt": "Send a reply to customer 77?",
@@ -188,8 +157,7 @@ def test_a_human_run_waits_across_a_restart_of_every_process(api, workers, llm):
     workers.kill("h1")
     time.sleep(1)
     api.start()
-    workers.start("h2", queues=None, concurrency=None, pool=None)
-    workers.wait_ready(["h2"])
+    start_default_workers(workers, "h2")
     assert api.client.get(f"/runs/{run_id}").json()["status"] == "waiting"
     calls_before = llm.call_count
 
@@ -213,8 +181,7 @@ def test_a_human_timeout_takes_its_choice_without_anyone_polling(api, workers, l
     spec["id"] = "approval-timeout"
     spec["nodes"][1]["config"].update({"timeout_s": 3, "on_timeout": "reject"})
     assert api.client.post("/workflows", json=spec).status_code == 201
-    workers.start("t1", queues=None, concurrency=None, pool=None)
-    workers.wait_ready(["t1"])
+    start_default_workers(workers, "t1")
     calls_before = llm.call_count
     (run_id,) = start_runs(api, "approval-timeout", ["customer 5"])
     assert api.wait(run_id, timeout=30, until=("waiting",))["status"] == "waiting"
@@ -238,12 +205,8 @@ def _step_of(call) -> tuple[str, str]:
 
 
 def test_a_killed_fleet_resumes_within_30_s_without_beat_and_pays_nothing_twice(api, workers, llm):
-    from tests.distributed.test_workers import store_for
-
     assert api.client.post("/workflows", json=triage()).status_code == 201
-    workers.start("k1", queues=None, concurrency=None, pool=None)
-    workers.start("k2", queues=None, concurrency=None, pool=None)
-    workers.wait_ready(["k1", "k2"])
+    start_default_workers(workers, "k1", "k2")
     llm.reset()
     llm.delay = 1.0  # steps are in flight when the fleet dies
     texts = [f"explain and draw thing {i}, both" for i in range(6)]
@@ -264,8 +227,7 @@ def test_a_killed_fleet_resumes_within_30_s_without_beat_and_pays_nothing_twice(
     time.sleep(2)
     llm.delay = 0.0
     started = time.time()
-    workers.start("k3", queues=None, concurrency=None, pool=None)
-    workers.wait_ready(["k3"])
+    start_default_workers(workers, "k3")
     for run_id in ids:
         rec = api.wait(run_id, timeout=max(1.0, started + 30 - time.time()))
         assert rec["status"] == "succeeded", (rec["error"], workers.log("k3")[-3000:])
