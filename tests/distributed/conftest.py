@@ -1,7 +1,7 @@
 """Distributed-mode fixtures: a fresh Postgres database, a Redis db, real Celery workers.
 
 Workers are real `agentflow worker` processes (prefork pools), one group per queue, as
-`make up` starts them. Each test module gets its own database and Redis db number.
+`make up` starts them. Each test module gets its own database and Redis db number (`fresh_env` makes more).
 """
 
 from __future__ import annotations
@@ -20,34 +20,78 @@ from tests.needs import need_postgres, need_redis
 REDIS_HOST = "127.0.0.1"
 
 
-@pytest.fixture(scope="module")
-def dist_env(tmp_path_factory):
-    """Environment for API and workers: fresh database + Redis db, short visibility timeout."""
+CLAIM = "agentflow:test:redis-db:{}"   # in db 0: which Redis db an environment of some test process uses
+
+
+def claim_redis_db() -> int:
+    """A Redis db (1-14) no other environment uses, claimed in db 0 until `release_redis_db`:
+    other test processes on this Redis (engineers sharing a machine) claim theirs the same
+    way. An empty db is preferred: a process that does not claim leaves keys in the db it
+    uses, and two fleets on one db take each other's messages."""
+    import random
+
+    import redis
+
+    r0 = redis.Redis.from_url(f"redis://{REDIS_HOST}:6379/0")
+    claimed = []
+    try:
+        for db in random.sample(range(1, 15), 14):
+            if r0.set(CLAIM.format(db), str(os.getpid()), nx=True, ex=3 * 3600):
+                if redis.Redis.from_url(f"redis://{REDIS_HOST}:6379/{db}").dbsize() == 0:
+                    return db
+                claimed.append(db)
+        assert claimed, "every Redis db 1-14 is claimed by a test environment"
+        return claimed.pop(0)  # none empty: one a killed test run left keys in
+    finally:
+        for db in claimed:
+            r0.delete(CLAIM.format(db))
+
+
+def release_redis_db(db: int) -> None:
+    import redis
+
+    redis.Redis.from_url(f"redis://{REDIS_HOST}:6379/0").delete(CLAIM.format(db))
+
+
+@contextlib.contextmanager
+def fresh_env(home):
+    """Environment for API and workers: a fresh database + a Redis db of its own
+    (`claim_redis_db`), short visibility timeout; `home` is AGENTFLOW_HOME. Workers of two
+    such environments share nothing: not a message, a lock or a run."""
     base = need_postgres("distributed tests need it")
     need_redis(f"redis://{REDIS_HOST}:6379/0")
     import psycopg
     import redis
 
-    dbname = "af_" + uuid.uuid4().hex[:10]
-    with psycopg.connect(base, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{dbname}"')
-    db_url = base.rsplit("/", 1)[0] + "/" + dbname
-    redis_db = 1 + (uuid.uuid4().int % 14)
-    redis_url = f"redis://{REDIS_HOST}:6379/{redis_db}"
-    redis.Redis.from_url(redis_url).flushdb()
-    home = tmp_path_factory.mktemp("afdist")
-    env = dict(os.environ, DATABASE_URL=db_url, REDIS_URL=redis_url, AGENTFLOW_HOME=str(home),
-               AGENTFLOW_VISIBILITY_TIMEOUT="8", AGENTFLOW_SCHEDULE_TICK="0.5", PYTHONUNBUFFERED="1")
     from agentflow.store.db import migrate
 
-    migrate(db_url)
-    yield env
-    from agentflow.store.db import get_engine
+    redis_db = claim_redis_db()
+    dbname = "af_" + uuid.uuid4().hex[:10]
+    db_url = base.rsplit("/", 1)[0] + "/" + dbname
+    redis_url = f"redis://{REDIS_HOST}:6379/{redis_db}"
+    try:
+        with psycopg.connect(base, autocommit=True) as admin:
+            admin.execute(f'CREATE DATABASE "{dbname}"')
+        redis.Redis.from_url(redis_url).flushdb()
+        env = dict(os.environ, DATABASE_URL=db_url, REDIS_URL=redis_url, AGENTFLOW_HOME=str(home),
+                   AGENTFLOW_VISIBILITY_TIMEOUT="8", AGENTFLOW_SCHEDULE_TICK="0.5", PYTHONUNBUFFERED="1")
+        migrate(db_url)
+        yield env
+    finally:
+        from agentflow.store.db import get_engine
 
-    get_engine(db_url).dispose()
-    with psycopg.connect(base, autocommit=True) as admin:
-        admin.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
-    redis.Redis.from_url(redis_url).flushdb()
+        get_engine(db_url).dispose()
+        with psycopg.connect(base, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
+        redis.Redis.from_url(redis_url).flushdb()
+        release_redis_db(redis_db)
+
+
+@pytest.fixture(scope="module")
+def dist_env(tmp_path_factory):
+    """This module's environment (`fresh_env`)."""
+    with fresh_env(tmp_path_factory.mktemp("afdist")) as env:
+        yield env
 
 
 @pytest.fixture(scope="module")
