@@ -36,7 +36,7 @@ import redis
 
 from agentflow.ratelimit.loadtest import achieved_rate, share_error, shares, worst_window
 from agentflow.workers.launch import stop_process_groups
-from tests.distributed.conftest import Workers, dist_env, fresh_env  # noqa: F401  (module fixture)
+from tests.distributed.conftest import Workers, dist_env, fresh_env, store_for  # noqa: F401  (module fixture)
 from tests.ratelimit import fullstack as fs
 from tests.servers.openai_server import last_user_message
 
@@ -62,16 +62,14 @@ class Fleet:
     """Default workers (`<name>w1`, `<name>w2`, ...) on one environment, calling one server."""
 
     def __init__(self, env: dict, server: Server, logdir, name: str = ""):
-        from agentflow.store.db import session_factory
-        from agentflow.store.runs import RunStore
         from agentflow.workers.app import make_celery
 
         self.env = dict(env, OPENAI_API_KEY="sk-test-default-layout-0000", OPENAI_BASE_URL=server.base_url,
                         AGENTFLOW_VISIBILITY_TIMEOUT="20")  # the default a user gets
         self.server, self.name = server, name
         self.workers = Workers(self.env, logdir)
-        self.store = RunStore(session_factory(self.env["DATABASE_URL"]))
-        self.celery = make_celery(self.env["REDIS_URL"])
+        self.store = store_for(self.env)
+        self.celery = make_celery(self.env["REDIS_URL"])   # one app for hundreds of runs (conftest.submit_run makes one a run)
         self.marker = uuid.uuid4().hex
         redis.Redis.from_url(self.env["REDIS_URL"]).set(MARKER, self.marker)
 
