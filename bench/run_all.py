@@ -202,7 +202,8 @@ def section_throughput(r: dict) -> list[str]:
         f"our runs was counted to publish (kombu LPUSH calls on the bench's private Redis: {pr['messages']} per "
         f"run, the chain {pr['anchor_messages']:.1f}), on the same queues in the same order ({queues}); each "
         f"anchor task does one Redis SET and one Postgres INSERT of {pr['payload_bytes']} B (the mean size of our "
-        f"step rows). Chains and runs alternate over {len(r['ratios'])} rounds of {runs['n']}; shown is the "
+        f"step rows); like our driver and node tasks, the chain's tasks store no Celery result, except the last "
+        f"(the bench reads it to know the chain ended, as it reads our run rows). Chains and runs alternate over {len(r['ratios'])} rounds of {runs['n']}; shown is the "
         f"round with the median ratio (ratios per round: {', '.join(f'{x:.2f}' for x in r['ratios'])}).", "",
         HEAD,
         row("runs/s, 4-node workflow (2 remote db steps), instant nodes", fmt(runs["per_s"], "/s"),
@@ -250,8 +251,11 @@ def section_waiting(r: dict) -> list[str]:
         row("runs accepted and waiting, 0 slots held", f"{r['waiting']:,} waiting, {r['finished']:,} done "
             f"(1/s), after {r['settle_s']:.0f} s", f"{n:,} submitted", f"{(r['waiting'] + r['finished']) / n:.3f}",
             f"{n:,}", r["waiting"] + r["finished"] >= n and n >= 10_000),
-        row("active tasks on the workers while they wait (3 samples)", ", ".join(map(str, r["active_while_waiting"])),
-            f"{r['active_idle']} (idle fleet)", "-", "0", max(r["active_while_waiting"]) == 0),
+        row(f"active tasks on the workers while they wait ({len(r['active_while_waiting'])} samples, 0.5 s apart)",
+            ", ".join(map(str, r["active_while_waiting"])), f"{r['active_idle']} (idle fleet)", "-", "-", None),
+        row("runs those tasks serve (the one whose step has its 1/s turn)",
+            ", ".join(map(str, r.get("runs_in_slots", r["active_while_waiting"]))), "-", "-", "<= 1",
+            max(r.get("runs_in_slots", r["active_while_waiting"])) <= 1),
         row("delayed node messages in Redis", f"{r['delayed_messages']:,}", "-", "-", "-", None),
         row("Redis bytes per waiting run (used_memory delta)", fmt(r["redis_bytes_per_run"], "B"), "-", "-", "-", None),
         row("Postgres bytes per waiting run (runs, steps, checkpoints)", fmt(r["pg_total_per_run"], "B"),
@@ -261,7 +265,7 @@ def section_waiting(r: dict) -> list[str]:
         "Postgres bytes per run by table: " + ", ".join(f"{t} {b:,.0f}" for t, b in r["pg_bytes_per_run"].items()) + ".",
         "Redis keys by kind (MEMORY USAGE): " + "; ".join(
             f"`{k}` {v['keys']:,} keys, {v['bytes'] / n:,.0f} B/run" for k, v in kinds) + ". "
-        "`celery-task-meta-*` are Celery results of the driver and node tasks (kept for `result_expires`, 24 h).",
+        "The driver and node tasks store no Celery result, so there are no `celery-task-meta-*` keys.",
     ]
 
 

@@ -1,7 +1,8 @@
 """Runs in flight with no worker slot held: N runs (default 10,000) of a one-`llm`-node
 workflow whose queue is limited to 1 message/s, through 2 default `agentflow worker`
 processes (no arguments). Shows that every run is accepted and waiting (statuses from the
-store), that the workers hold nothing meanwhile (`celery inspect active()`), and what one
+store), that the waiting runs hold no slot meanwhile (`celery inspect active()`, 10 samples:
+the tasks at work serve at most the one run whose step has its 1/s turn), and what one
 waiting run costs: Redis bytes (INFO used_memory delta, and MEMORY USAGE of every key by
 kind) and Postgres bytes (pg_total_relation_size deltas of runs, steps and the checkpoint
 tables). The LLM is the stand-in server of tests/servers (never a real provider).
@@ -85,6 +86,16 @@ def active_tasks(app) -> int:
     return sum(len(v) for v in replies.values())
 
 
+def runs_in_slots(app) -> tuple[int, int]:
+    """(active tasks, distinct runs they serve): the queue lets one step go a second, so the
+    run whose step has its turn holds a slot or two (its node task, then its driver) for a
+    moment; a waiting run holds none."""
+    replies = app.control.inspect(timeout=2.0).active() or {}
+    tasks = [t for v in replies.values() for t in v]
+    runs = {(t.get("args") or [None])[0] for t in tasks if t.get("name") in ("agentflow.run", "agentflow.node")}
+    return len(tasks), len(runs)
+
+
 def main(n: int = N_RUNS, workers: int = 2, settle_timeout: float = 420.0) -> dict:
     import redis
 
@@ -132,7 +143,12 @@ def main(n: int = N_RUNS, workers: int = 2, settle_timeout: float = 420.0) -> di
             settle_s = time.perf_counter() - t0
             time.sleep(2)
             st = statuses(url)
-            actives = [active_tasks(app) for _ in range(3)]
+            samples = []
+            for _ in range(10):
+                samples.append(runs_in_slots(app))
+                time.sleep(0.5)
+            actives = [a for a, _ in samples]
+            runs_active = [r_ for _, r_ in samples]
             delayed = r.zcard("af:delayed")
             r_mem1, pg1 = r.info("memory")["used_memory"], pg_sizes(url)
             kinds = redis_keys(r)
@@ -143,7 +159,7 @@ def main(n: int = N_RUNS, workers: int = 2, settle_timeout: float = 420.0) -> di
     result = {
         "n": n, "workers": workers, "submit_s": submit_s, "settle_s": settle_s, "statuses": st,
         "waiting": waiting, "finished": finished, "delayed_messages": delayed,
-        "active_idle": idle_active, "active_while_waiting": actives,
+        "active_idle": idle_active, "active_while_waiting": actives, "runs_in_slots": runs_active,
         "redis_bytes_per_run": (r_mem1 - r_mem0) / n, "redis_keys": kinds,
         "pg_bytes_per_run": per_run_pg, "pg_total_per_run": sum(per_run_pg.values()),
         "pg_row_only_per_run": sum(row_only.values()), "samples": samples[-6:],
