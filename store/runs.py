@@ -424,7 +424,6 @@ class RunStore:
             return res.rowcount == 1
 
     @retry_on_disconnect
-    @retry_on_disconnect
     def finish_and_get(self, run_id: str, status: str, state: dict | None = None,
                        error: str | None = None) -> dict | None:
         """`finish`, then the run as `get` shows it, on one connection: the UPDATE returns the
@@ -449,6 +448,7 @@ class RunStore:
             values["cost"] = float(state.get("cost") or 0.0)
         return values
 
+    @retry_on_disconnect
     def finish(self, run_id: str, status: str, state: dict | None = None, error: str | None = None) -> bool:
         values = self._finish_values(run_id, status, state, error)
         with one_statement(self.engine) as conn:

@@ -259,3 +259,15 @@ def test_finish_and_get_returns_what_get_shows_and_never_reopens_an_ended_run(st
     again = store.finish_and_get(run_id, "failed", error="late")
     assert again == record and again["error"] is None
     assert store.finish_and_get("no-such-run", "failed", error="x") is None
+
+
+def test_what_a_run_writes_on_its_way_is_retried_on_a_dropped_connection_once():
+    """Each write the driver and node tasks make is wrapped in retry_on_disconnect exactly
+    once (twice would try nine times; none would fail the step on a database blip)."""
+    from agentflow.store.runs import RunStore
+
+    for name in ("begin", "wait", "finish", "finish_and_get", "start_step", "end_step", "record_step",
+                 "step_outcome", "step_check"):
+        method = getattr(RunStore, name)
+        assert hasattr(method, "__wrapped__"), f"RunStore.{name} is not retried on a dropped connection"
+        assert not hasattr(method.__wrapped__, "__wrapped__"), f"RunStore.{name} is wrapped twice"
