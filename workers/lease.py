@@ -16,6 +16,7 @@ import threading
 import time
 from typing import Callable
 
+from redis.commands.core import Script
 from redis.exceptions import LockError, LockNotOwnedError
 from redis.lock import Lock
 
@@ -37,8 +38,32 @@ class Lease:
     def acquire(self) -> bool:
         if not self._lock.acquire(blocking=False, token=self.token):
             return False
-        threading.Thread(target=self._renew, daemon=True, name=f"lease:{self.key}").start()
+        self._start_renewing()
         return True
+
+    def acquire_or_flag(self, flag: str, flag_ttl: int) -> bool:
+        """Take the lease and clear `flag`; or, when another owner holds it, set `flag` so
+        that owner sees it before it lets go (`release_unless`). One atomic script, so a
+        flag is never set after its holder's last look, and never cleared unseen."""
+        if not _TAKE_OR_FLAG(keys=[self.key, flag], args=[self.token, int(self.ttl * 1000), flag_ttl],
+                             client=self.client):
+            return False
+        self._lock.local.token = self.token.encode()  # redis-py's Lock renews and releases by it
+        self._start_renewing()
+        return True
+
+    def release_unless(self, flag: str) -> str:
+        """Let go of the lease unless `flag` is set, atomically: KEPT (the flag was set: it
+        is cleared and the lease kept, so the owner goes on), RELEASED, or LOST (the lease
+        was no longer ours; the flag, if set, is left for whoever wakes the work)."""
+        outcome = (KEPT, RELEASED, LOST)[int(_RELEASE_UNLESS(keys=[self.key, flag], args=[self.token],
+                                                              client=self.client))]
+        if outcome != KEPT:
+            self._stop.set()
+        return outcome
+
+    def _start_renewing(self) -> None:
+        threading.Thread(target=self._renew, daemon=True, name=f"lease:{self.key}").start()
 
     def _renew(self) -> None:
         while not self._stop.wait(self.ttl / 3):
@@ -79,3 +104,26 @@ class Lease:
 
     def __exit__(self, *exc) -> None:
         self.release()
+
+
+KEPT, RELEASED, LOST = "kept", "released", "lost"
+# KEYS: lease, flag. ARGV: token, ttl ms, flag ttl s.
+_TAKE_OR_FLAG = Script(None, b"""
+if redis.call('set', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+  redis.call('del', KEYS[2])
+  return 1
+end
+redis.call('set', KEYS[2], '1', 'EX', ARGV[3])
+return 0
+""")
+# KEYS: lease, flag. ARGV: token. Returns 0 kept (flag cleared), 1 released, 2 not ours.
+_RELEASE_UNLESS = Script(None, b"""
+if redis.call('get', KEYS[1]) ~= ARGV[1] then
+  return 2
+end
+if redis.call('del', KEYS[2]) == 1 then
+  return 0
+end
+redis.call('del', KEYS[1])
+return 1
+""")

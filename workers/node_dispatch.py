@@ -99,4 +99,12 @@ class NodeDispatcher:
         # outcome (there is none); a message sent again (an orphaned step) looks it up
         meta = {**self.meta, "first": True} if first else self.meta
         celery_app.send_task("agentflow.node", args=[self.run_id, node_id, key, state], kwargs={"meta": meta},
-                             task_id=key, queue=NODE_QUEUES.get(self.types[node_id], "agentflow.api"))
+                             task_id=key, queue=NODE_QUEUES.get(self.types[node_id], "agentflow.api"),
+                             argsrepr=args_shown(self.run_id, node_id, key, state), kwargsrepr=repr(meta))
+
+
+def args_shown(run_id: str, node_id: str, key: str, state: dict) -> str:
+    """What Celery's events (Flower, `celery events`) show of a node task's arguments: the
+    run, node and step, never the state. The state holds the run's inputs and outputs, which
+    event watchers need not see; and Celery's own repr walks all of it for every message."""
+    return f"({run_id!r}, {node_id!r}, {key!r}, <state: {len(state)} fields>)"

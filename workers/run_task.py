@@ -27,7 +27,7 @@ from . import keys, resources
 from .app import RUN_QUEUE, celery_app
 from .delayed import send_later
 from .infra import transient
-from .lease import Lease
+from .lease import KEPT, LOST, Lease
 from .node_dispatch import NodeDispatcher
 from .wake import NEWS_TTL, wake
 
@@ -42,18 +42,25 @@ MAX_ROUNDS = 1000  # advances of one run in one delivery before it yields to oth
                  ignore_result=True)
 def run_workflow(self, run_id: str) -> str:
     client = resources.redis_client()
-    # News first: if the lease is held, its holder advances again when it sees this; if the
-    # holder is dead, the recovery sweep finds news on a run nobody advances and wakes it.
-    client.set(keys.run_news(run_id), "1", ex=NEWS_TTL)
+    news = keys.run_news(run_id)
     lease = Lease(client, keys.run_lock(run_id), LOCK_TTL, on_renew=lambda: resources.store().heartbeat(run_id))
-    if not lease.acquire():
+    # Held by another driver: it advances again when it sees the news this sets; if that
+    # holder is dead, the recovery sweep finds news on a run nobody advances and wakes it.
+    if not lease.acquire_or_flag(news, NEWS_TTL):
         return "busy"
-    status = "unknown"
+    status, held = "unknown", True
     try:
         for _ in range(MAX_ROUNDS):
-            client.delete(keys.run_news(run_id))
             status = _advance(run_id, self.request.hostname or socket.gethostname())
-            if status in TERMINAL or status == "missing" or not client.exists(keys.run_news(run_id)):
+            if status in TERMINAL or status == "missing":
+                break
+            # news that came while it advanced: go on; none: let go in the same step, so news
+            # that comes after finds no holder and its waker sends a driver message
+            let_go = lease.release_unless(news)
+            if let_go != KEPT:
+                held = False
+                if let_go == LOST and client.exists(news):
+                    wake(client, celery_app, run_id)  # another owner took it meanwhile
                 break
     except Exception as exc:
         if not transient(exc):
@@ -61,12 +68,13 @@ def run_workflow(self, run_id: str) -> str:
         log.warning("run %s interrupted by %s; it resumes from its checkpoint", run_id, describe(exc)[:200])
         status = "retry"
     finally:
-        lease.release()
+        if held:
+            lease.release()
     if status == "retry":
         # If even this retry cannot be sent (the broker is down), the recovery sweep wakes it.
         raise self.retry(countdown=2, max_retries=None)
-    if status not in TERMINAL and status != "missing" and client.exists(keys.run_news(run_id)):
-        wake(client, celery_app, run_id)  # news that came while the lease was being let go
+    if held and status not in TERMINAL and status != "missing" and client.exists(news):
+        wake(client, celery_app, run_id)  # MAX_ROUNDS spent with news left: another delivery goes on
     return status
 
 

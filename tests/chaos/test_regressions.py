@@ -474,18 +474,24 @@ def test_the_sweep_resends_a_lost_queued_run_once_per_period(pg_db):
     with session_scope(store.factory) as s:
         s.execute(update(Run).where(Run.id == run_id).values(created_at=utcnow() - timedelta(seconds=STALE_AFTER * 3)))
 
-    class EmptyRedis:  # restarted empty: no locks, no queued messages
-        def exists(self, key): return 0
-        def llen(self, key): return 0
-        def set(self, *a, **k): return True
+    import base64
+    import json
 
-    class App:
-        sent: list = []
-        def send_task(self, name, args, **kw): self.sent.append(args[0])
+    import redis
 
-    app = App()
-    assert [sweep(store, EmptyRedis(), app) for _ in range(3)] == [1, 0, 0]
-    assert app.sent == [run_id], "re-sent once, not on every sweep"
+    from agentflow.workers.app import RUN_QUEUE, make_celery
+    from tests.distributed.conftest import claim_redis_db, release_redis_db
+
+    db = claim_redis_db()  # an empty Redis of its own: restarted empty, no locks, no messages
+    client = redis.Redis(host="127.0.0.1", db=db)
+    try:
+        app = make_celery(f"redis://127.0.0.1:6379/{db}")
+        assert [sweep(store, client, app) for _ in range(3)] == [1, 0, 0]
+        sent = [json.loads(base64.b64decode(json.loads(m)["body"]))[0][0] for m in client.lrange(RUN_QUEUE, 0, -1)]
+        assert sent == [run_id], "re-sent once, not on every sweep"
+    finally:
+        client.flushdb()
+        release_redis_db(db)
     get_engine(pg_db).dispose()
 
 
