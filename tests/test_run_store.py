@@ -20,7 +20,7 @@ def store(request, tmp_path):
         get_engine(url).dispose()
         return
     need_postgres()
-    from tests.chaos.conftest import fresh_database
+    from tests.databases import fresh_database
 
     with fresh_database() as url:
         migrate(url)

@@ -10,11 +10,11 @@ import contextlib
 import json
 import os
 import time
-import uuid
 
 import pytest
 
 from agentflow.workers.launch import WorkerProcesses as Workers  # one launcher for tests and benches
+from tests.databases import fresh_database
 from tests.needs import need_postgres, need_redis
 
 REDIS_HOST = "127.0.0.1"
@@ -58,31 +58,18 @@ def fresh_env(home):
     """Environment for API and workers: a fresh database + a Redis db of its own
     (`claim_redis_db`), short visibility timeout; `home` is AGENTFLOW_HOME. Workers of two
     such environments share nothing: not a message, a lock or a run."""
-    base = need_postgres("distributed tests need it")
+    need_postgres("distributed tests need it")
     need_redis(f"redis://{REDIS_HOST}:6379/0")
-    import psycopg
     import redis
 
-    from agentflow.store.db import migrate
-
     redis_db = claim_redis_db()
-    dbname = "af_" + uuid.uuid4().hex[:10]
-    db_url = base.rsplit("/", 1)[0] + "/" + dbname
     redis_url = f"redis://{REDIS_HOST}:6379/{redis_db}"
     try:
-        with psycopg.connect(base, autocommit=True) as admin:
-            admin.execute(f'CREATE DATABASE "{dbname}"')
-        redis.Redis.from_url(redis_url).flushdb()
-        env = dict(os.environ, DATABASE_URL=db_url, REDIS_URL=redis_url, AGENTFLOW_HOME=str(home),
-                   AGENTFLOW_VISIBILITY_TIMEOUT="8", AGENTFLOW_SCHEDULE_TICK="0.5", PYTHONUNBUFFERED="1")
-        migrate(db_url)
-        yield env
+        with fresh_database("af_", "distributed tests need it") as db_url:
+            redis.Redis.from_url(redis_url).flushdb()
+            yield dict(os.environ, DATABASE_URL=db_url, REDIS_URL=redis_url, AGENTFLOW_HOME=str(home),
+                       AGENTFLOW_VISIBILITY_TIMEOUT="8", AGENTFLOW_SCHEDULE_TICK="0.5", PYTHONUNBUFFERED="1")
     finally:
-        from agentflow.store.db import get_engine
-
-        get_engine(db_url).dispose()
-        with psycopg.connect(base, autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
         redis.Redis.from_url(redis_url).flushdb()
         release_redis_db(redis_db)
 

@@ -19,7 +19,7 @@ def pool():
     from psycopg.rows import dict_row
     from psycopg_pool import ConnectionPool
 
-    from tests.chaos.conftest import fresh_database
+    from tests.databases import fresh_database
 
     with fresh_database() as url:
         url = url.replace("postgresql+psycopg://", "postgresql://")
