@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import socket
 import time
 
 import pytest
@@ -21,6 +22,49 @@ REDIS_HOST = "127.0.0.1"
 
 
 CLAIM = "agentflow:test:redis-db:{}"   # in db 0: which Redis db an environment of some test process uses
+CLAIM_TTL = 3 * 3600  # a claim outlives any test run; one whose owner died is taken over sooner (take_claim)
+HOST = socket.gethostname()
+# the claim is set to ARGV[2] only if it still holds ARGV[1] (the dead owner's): of two
+# claimers that found the same dead owner, one takes it
+TAKE_OVER = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
+  return 1
+end
+return 0
+"""
+
+
+def claim_owner() -> str:
+    """What a claim holds: its owner's host and pid."""
+    return f"{HOST}:{os.getpid()}"
+
+
+def owner_dead(owner: bytes) -> bool:
+    """True for the claim of a process of this host that no longer runs (a test run that
+    was SIGKILLed never released its claims); another host's, or a value without a pid
+    (older claims), is left to expire."""
+    host, _, pid = owner.decode(errors="replace").rpartition(":")
+    if host != HOST or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, another user's
+        return False
+    return False
+
+
+def take_claim(r0, key: str) -> bool:
+    """Claim `key` for this process: when nobody holds it, or its owner is dead."""
+    me = claim_owner()
+    if r0.set(key, me, nx=True, ex=CLAIM_TTL):
+        return True
+    old = r0.get(key)
+    if old is None:  # released (or expired) just now
+        return bool(r0.set(key, me, nx=True, ex=CLAIM_TTL))
+    return owner_dead(old) and bool(r0.eval(TAKE_OVER, 1, key, old, me, CLAIM_TTL))
 
 
 def claim_redis_db() -> int:
@@ -36,11 +80,11 @@ def claim_redis_db() -> int:
     claimed = []
     try:
         for db in random.sample(range(1, 15), 14):
-            if r0.set(CLAIM.format(db), str(os.getpid()), nx=True, ex=3 * 3600):
+            if take_claim(r0, CLAIM.format(db)):
                 if redis.Redis.from_url(f"redis://{REDIS_HOST}:6379/{db}").dbsize() == 0:
                     return db
                 claimed.append(db)
-        assert claimed, "every Redis db 1-14 is claimed by a test environment"
+        assert claimed, "every Redis db 1-14 is claimed by a live test environment"
         return claimed.pop(0)  # none empty: one a killed test run left keys in
     finally:
         for db in claimed:
