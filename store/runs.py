@@ -594,8 +594,9 @@ class RunStore:
                    queue: str | None = None, worker: str | None = None, tenant_id: str | None = None,
                    step_key: str | None = None, input: dict | None = None,
                    unless_cancelled: bool = False, unless_done: bool = False) -> tuple[int, dict] | None:
-        """Record a step as running; returns (step id, step) or, with `unless_cancelled`,
-        None when the run was cancelled (checked in the same transaction).
+        """Record a step as running; returns (step id, step), or None when the run no longer
+        exists (deleted: to its caller, as if cancelled) or, with `unless_cancelled`, was
+        cancelled (checked in the same transaction).
         `input`: the state the node reads (kept, redacted, for the run's trace).
         `unless_done`: raise StepDone when an earlier attempt of `step_key` succeeded, checked
         after closing the unfinished ones as lost, in the same transaction: of a late worker
@@ -611,11 +612,11 @@ class RunStore:
             prior = select(func.count()).select_from(steps).where(steps.c.step_key == step_key).scalar_subquery() \
                 if step_key is not None else literal(0)
             row = conn.execute(select(Run.tenant_id, Run.status, prior).where(Run.id == run_id)).first()
-            if unless_cancelled and row is not None and row[1] == "cancelled":
+            if row is None or (unless_cancelled and row[1] == "cancelled"):
                 return None
             if tenant_id is None:
-                tenant_id = row[0] if row is not None else DEFAULT_TENANT
-            if step_key is not None and row is not None and row[2]:
+                tenant_id = row[0]
+            if step_key is not None and row[2]:
                 # A redelivered step: the earlier attempt that never finished is closed as lost.
                 conn.execute(steps.update().where(steps.c.step_key == step_key, steps.c.status == "running")
                              .values(status="lost", finished_at=utcnow(), error="worker lost; step retried"))

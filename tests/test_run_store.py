@@ -20,7 +20,7 @@ def store(request, tmp_path):
         get_engine(url).dispose()
         return
     need_postgres()
-    from tests.chaos.conftest import fresh_database
+    from tests.databases import fresh_database
 
     with fresh_database() as url:
         migrate(url)
@@ -150,6 +150,26 @@ def test_a_step_without_key_is_written_in_one_statement_with_the_runs_tenant_and
     store.cancel(run_id)
     assert store.start_step(run_id, "b", "aggregator", unless_cancelled=True) is None
     assert [s["node_id"] for s in store.get(run_id)["steps"]] == ["a"]
+
+
+def test_a_deleted_run_starts_no_step_as_if_it_were_cancelled(store):
+    """A run row deleted under a node task (or a driver): every way of starting a step
+    returns None, which the observer turns into RunCancelled, instead of a foreign-key error."""
+    from sqlalchemy import text
+
+    run_id = store.create(SPEC, {"user_input": "hi"}, tenant_id="t4")
+    key = f"{run_id}:b:1"
+    store.start_step(run_id, "b", "llm", step_key=key)  # an earlier attempt: the two-step path next
+    with store.factory() as s:
+        s.execute(text("DELETE FROM runs WHERE id = :id"), {"id": run_id})
+        s.commit()
+    assert store.start_step(run_id, "b", "llm", step_key=key, unless_cancelled=True, unless_done=True) is None
+    assert store.start_step(run_id, "c", "llm", step_key=f"{run_id}:c:1", unless_cancelled=True) is None
+    assert store.start_step(run_id, "a", "input", unless_cancelled=True) is None
+    assert store.start_step(run_id, "d", "llm", step_key=f"{run_id}:d:1") is None  # a failure recorded
+    assert store.start_step(run_id, "d", "llm", tenant_id="t4") is None
+    with store.factory() as s:
+        assert s.execute(text("SELECT count(*) FROM steps WHERE run_id = :id"), {"id": run_id}).scalar() == 0
 
 
 def test_step_ended_without_an_id_closes_the_newest_running_step_of_the_node(store):

@@ -41,7 +41,10 @@ class HoldingPostgresSaver(PostgresSaver):
             fresh = held is not None and held.fresh and held.checkpoint is None
             loaded = held.loaded if held is not None else None
             if held is not None:
-                held.loaded = None  # reused once: LangGraph's own load (it changes what it loaded)
+                # reused once: by LangGraph's own load, its first call after `track` (a loop
+                # reads before it puts), so nothing put can have made it stale; later reads
+                # go to the database (it changes what it loaded)
+                held.loaded = None
         if fresh:
             return None
         if loaded is not None and config["configurable"].get("checkpoint_id") in (None, loaded.config[
@@ -57,7 +60,6 @@ class HoldingPostgresSaver(PostgresSaver):
             held = self._tracked.get(thread_id)
             if held is not None:
                 held.writes.append((config, list(writes), task_id, task_path))
-                held.loaded = None
                 return
         super().put_writes(config, writes, task_id, task_path)
 
@@ -66,7 +68,6 @@ class HoldingPostgresSaver(PostgresSaver):
         with self._lock:
             held = self._tracked.get(thread_id)
             if held is not None:
-                held.loaded = None
                 held.versions.update(new_versions)  # the channels changed since the last write
                 if held.written is _UNSET:  # the first save: its parent is what was loaded, if anything
                     held.written = None if held.fresh else config["configurable"].get("checkpoint_id")
@@ -118,7 +119,7 @@ class _Held:
 
     def __init__(self, fresh: bool, loaded=None):
         self.fresh = fresh
-        self.loaded = loaded  # the stored latest tuple, until anything is put
+        self.loaded = loaded  # the stored latest tuple, until the first get_tuple takes it
         self.checkpoint: tuple | None = None  # (config with the written parent, checkpoint, metadata)
         self.versions: dict = {}
         self.writes: list[tuple] = []

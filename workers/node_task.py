@@ -53,7 +53,8 @@ _impls_lock = threading.Lock()
 
 def _impl(run_id: str, node_id: str, spec_hash: str | None = None):
     """(spec, node implementation), shared by every run of the same spec: the driver sends
-    the spec's hash, so a new run costs no store read here (older messages name the run)."""
+    the spec's hash, so a new run costs no store read here (older messages name the run).
+    None when it is not cached and the run no longer exists (deleted)."""
     cache_key = (spec_hash or f"run:{run_id}", node_id)
     with _impls_lock:
         hit = _impls.get(cache_key)
@@ -62,7 +63,7 @@ def _impl(run_id: str, node_id: str, spec_hash: str | None = None):
             return hit
     loaded = resources.store().spec_of(run_id)
     if loaded is None:
-        raise LookupError(f"run {run_id} not found")
+        return None
     spec = parse_valid(loaded[0])
     hit = (spec, make_node(spec.node(node_id), spec))
     with _impls_lock:
@@ -151,9 +152,12 @@ def _holding_lease(self, run_id, node_id, key, state, meta, client) -> dict:
             return {"ok": outcome == "succeeded", "reused": True, "error": error}
         if run_status in (None, "cancelled"):
             return {"ok": False, "cancelled": True, "error": "run was cancelled"}
-    # else nothing can have ended this step yet; a run cancelled meanwhile is caught when
-    # the step starts (RunCancelled), and a success recorded meanwhile by StepDone
-    spec, impl = _impl(run_id, node_id, meta.get("spec_hash"))
+    # else nothing can have ended this step yet; a run cancelled (or deleted) meanwhile is
+    # caught when the step starts (RunCancelled), and a success recorded meanwhile by StepDone
+    found = _impl(run_id, node_id, meta.get("spec_hash"))
+    if found is None:  # deleted with its spec, unless this worker knew the spec already
+        return {"ok": False, "cancelled": True, "error": "run no longer exists"}
+    spec, impl = found
 
     limiter = resources.limiter()
     plan = queue_plan(spec, impl.node, state, meta.get("tenant_id"))

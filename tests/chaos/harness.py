@@ -650,12 +650,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seconds", type=float, default=0, help="long form of this length (0: short form)")
     ap.add_argument("--out", help="also write the table to this file")
     args = ap.parse_args(argv)
-    from tests.chaos.conftest import fresh_database
+    from tests.databases import fresh_database
 
     plan = Plan.long(args.seconds) if args.seconds else Plan.short()
     logdir = Path(f"/tmp/af-chaos-{uuid.uuid4().hex[:6]}")
     logdir.mkdir()
-    with fresh_database() as db_url, Chaos(dict(os.environ), db_url, logdir) as chaos:
+    with fresh_database("af_chaos_") as db_url, Chaos(dict(os.environ), db_url, logdir) as chaos:
         chaos.run(plan)
         table = chaos.report()
     print(table)

@@ -300,9 +300,9 @@ def test_store_calls_are_retried_on_a_fresh_connection():
 @pytest.fixture
 def pg_db():
     need_postgres()
-    from tests.chaos.conftest import fresh_database
+    from tests.databases import fresh_database
 
-    with fresh_database() as url:
+    with fresh_database("af_chaos_") as url:
         yield url
 
 

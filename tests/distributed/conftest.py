@@ -9,18 +9,62 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import socket
 import time
-import uuid
 
 import pytest
 
 from agentflow.workers.launch import WorkerProcesses as Workers  # one launcher for tests and benches
+from tests.databases import fresh_database
 from tests.needs import need_postgres, need_redis
 
 REDIS_HOST = "127.0.0.1"
 
 
 CLAIM = "agentflow:test:redis-db:{}"   # in db 0: which Redis db an environment of some test process uses
+CLAIM_TTL = 3 * 3600  # a claim outlives any test run; one whose owner died is taken over sooner (take_claim)
+HOST = socket.gethostname()
+# the claim is set to ARGV[2] only if it still holds ARGV[1] (the dead owner's): of two
+# claimers that found the same dead owner, one takes it
+TAKE_OVER = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
+  return 1
+end
+return 0
+"""
+
+
+def claim_owner() -> str:
+    """What a claim holds: its owner's host and pid."""
+    return f"{HOST}:{os.getpid()}"
+
+
+def owner_dead(owner: bytes) -> bool:
+    """True for the claim of a process of this host that no longer runs (a test run that
+    was SIGKILLed never released its claims); another host's, or a value without a pid
+    (older claims), is left to expire."""
+    host, _, pid = owner.decode(errors="replace").rpartition(":")
+    if host != HOST or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, another user's
+        return False
+    return False
+
+
+def take_claim(r0, key: str) -> bool:
+    """Claim `key` for this process: when nobody holds it, or its owner is dead."""
+    me = claim_owner()
+    if r0.set(key, me, nx=True, ex=CLAIM_TTL):
+        return True
+    old = r0.get(key)
+    if old is None:  # released (or expired) just now
+        return bool(r0.set(key, me, nx=True, ex=CLAIM_TTL))
+    return owner_dead(old) and bool(r0.eval(TAKE_OVER, 1, key, old, me, CLAIM_TTL))
 
 
 def claim_redis_db() -> int:
@@ -36,11 +80,11 @@ def claim_redis_db() -> int:
     claimed = []
     try:
         for db in random.sample(range(1, 15), 14):
-            if r0.set(CLAIM.format(db), str(os.getpid()), nx=True, ex=3 * 3600):
+            if take_claim(r0, CLAIM.format(db)):
                 if redis.Redis.from_url(f"redis://{REDIS_HOST}:6379/{db}").dbsize() == 0:
                     return db
                 claimed.append(db)
-        assert claimed, "every Redis db 1-14 is claimed by a test environment"
+        assert claimed, "every Redis db 1-14 is claimed by a live test environment"
         return claimed.pop(0)  # none empty: one a killed test run left keys in
     finally:
         for db in claimed:
@@ -58,31 +102,18 @@ def fresh_env(home):
     """Environment for API and workers: a fresh database + a Redis db of its own
     (`claim_redis_db`), short visibility timeout; `home` is AGENTFLOW_HOME. Workers of two
     such environments share nothing: not a message, a lock or a run."""
-    base = need_postgres("distributed tests need it")
+    need_postgres("distributed tests need it")
     need_redis(f"redis://{REDIS_HOST}:6379/0")
-    import psycopg
     import redis
 
-    from agentflow.store.db import migrate
-
     redis_db = claim_redis_db()
-    dbname = "af_" + uuid.uuid4().hex[:10]
-    db_url = base.rsplit("/", 1)[0] + "/" + dbname
     redis_url = f"redis://{REDIS_HOST}:6379/{redis_db}"
     try:
-        with psycopg.connect(base, autocommit=True) as admin:
-            admin.execute(f'CREATE DATABASE "{dbname}"')
-        redis.Redis.from_url(redis_url).flushdb()
-        env = dict(os.environ, DATABASE_URL=db_url, REDIS_URL=redis_url, AGENTFLOW_HOME=str(home),
-                   AGENTFLOW_VISIBILITY_TIMEOUT="8", AGENTFLOW_SCHEDULE_TICK="0.5", PYTHONUNBUFFERED="1")
-        migrate(db_url)
-        yield env
+        with fresh_database("af_", "distributed tests need it") as db_url:
+            redis.Redis.from_url(redis_url).flushdb()
+            yield dict(os.environ, DATABASE_URL=db_url, REDIS_URL=redis_url, AGENTFLOW_HOME=str(home),
+                       AGENTFLOW_VISIBILITY_TIMEOUT="8", AGENTFLOW_SCHEDULE_TICK="0.5", PYTHONUNBUFFERED="1")
     finally:
-        from agentflow.store.db import get_engine
-
-        get_engine(db_url).dispose()
-        with psycopg.connect(base, autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
         redis.Redis.from_url(redis_url).flushdb()
         release_redis_db(redis_db)
 

@@ -19,7 +19,7 @@ def pool():
     from psycopg.rows import dict_row
     from psycopg_pool import ConnectionPool
 
-    from tests.chaos.conftest import fresh_database
+    from tests.databases import fresh_database
 
     with fresh_database() as url:
         url = url.replace("postgresql+psycopg://", "postgresql://")
@@ -206,3 +206,68 @@ def test_a_resumed_driver_reads_its_checkpoint_once(pool, monkeypatch):
     assert len(reads) == 2 and latest.checkpoint["id"] != loaded.checkpoint["id"]
     assert latest.checkpoint["channel_values"]["trail"] == ["start", "a", "b"]
     saver.discard(thread)
+
+
+def test_langgraph_takes_the_loaded_tuple_before_it_puts_anything(pool):
+    """The loaded tuple is dropped by the first get_tuple only, not by put/put_writes: that
+    holds because LangGraph's loop reads a thread before it writes to it, so no put can come
+    while the tuple is held (and make it stale). Pinned here against a LangGraph upgrade."""
+    from langgraph.graph import END, START, StateGraph
+    from langgraph.types import interrupt
+
+    from agentflow.workers.checkpoints import HoldingPostgresSaver
+
+    calls: list[tuple[str, bool]] = []  # (method, whether the loaded tuple was still held)
+
+    class Recording(HoldingPostgresSaver):
+        def _note(self, name, config):
+            held = self._tracked.get(config["configurable"]["thread_id"])
+            calls.append((name, held is not None and held.loaded is not None))
+
+        def get_tuple(self, config):
+            self._note("get_tuple", config)
+            return super().get_tuple(config)
+
+        def put(self, config, checkpoint, metadata, new_versions):
+            self._note("put", config)
+            return super().put(config, checkpoint, metadata, new_versions)
+
+        def put_writes(self, config, writes, task_id, task_path=""):
+            self._note("put_writes", config)
+            return super().put_writes(config, writes, task_id, task_path)
+
+    thread = str(uuid.uuid4())
+    config = {"configurable": {"thread_id": thread}}
+    done = {"b": False}
+
+    def remote(state):
+        if not done["b"]:
+            interrupt({"kind": "step", "node": "b"})
+        return {"trail": ["b"]}
+
+    def build(checkpointer):
+        g = StateGraph(State)
+        g.add_node("a", lambda state: {"trail": ["a"]})
+        g.add_node("b", remote)
+        g.add_node("c", lambda state: {"trail": ["c"]})
+        g.add_edge(START, "a")
+        g.add_edge("a", "b")
+        g.add_edge("b", "c")
+        g.add_edge("c", END)
+        return g.compile(checkpointer=checkpointer)
+
+    first = HoldingPostgresSaver(pool)
+    first.track(thread, fresh=True)
+    build(first).invoke({"trail": ["start"]}, config)
+    first.flush(thread, keep=False)
+
+    saver = Recording(pool)
+    loaded = saver.get_tuple(config)  # the driver's read
+    calls.clear()
+    saver.track(thread, fresh=False, loaded=loaded)
+    done["b"] = True
+    assert build(saver).invoke(None, config)["trail"] == ["start", "a", "b", "c"]
+    saver.discard(thread)
+    assert calls[0] == ("get_tuple", True), calls  # LangGraph's load took the loaded tuple
+    writes = [held for name, held in calls if name in ("put", "put_writes")]
+    assert len(writes) >= 3 and not any(writes), calls  # b's and c's writes and checkpoints

@@ -62,7 +62,7 @@ def client(tmp_path_factory) -> Iterator[TestClient]:
 
 @pytest.fixture(scope="module")
 def pg_client(tmp_path_factory) -> Iterator[TestClient]:
-    from tests.chaos.conftest import fresh_database
+    from tests.databases import fresh_database
 
     mp = pytest.MonkeyPatch()
     try:

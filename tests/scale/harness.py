@@ -15,14 +15,14 @@ import socket
 import subprocess
 import sys
 import time
-import uuid
 from pathlib import Path
 from typing import Callable
 from urllib.parse import urlsplit
 
 import httpx
 
-from tests.needs import missing, need_postgres
+from tests.databases import create_database, drop_database
+from tests.needs import missing
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -115,25 +115,17 @@ class Proc:
 
 
 class FreshDatabase:
-    """A new database on the local Postgres (dropped by `drop`)."""
+    """A new database on the local Postgres, not migrated (a test migrates it its own way:
+    through PgBouncer, say); dropped by `drop`."""
 
     def __init__(self):
-        base = need_postgres("the scale-out tests create a database of their own")
-        import psycopg
-
-        self.base = base
-        self.name = "af_scale_" + uuid.uuid4().hex[:10]
-        with psycopg.connect(base, autocommit=True) as admin:
-            admin.execute(f'CREATE DATABASE "{self.name}"')
-        self.url = base.rsplit("/", 1)[0] + "/" + self.name
-        u = urlsplit(base)
+        self.url = create_database("af_scale_", "the scale-out tests create a database of their own")
+        u = urlsplit(self.url)
+        self.name = u.path.lstrip("/")
         self.user, self.host, self.port = u.username or "postgres", u.hostname or "127.0.0.1", u.port or 5432
 
     def drop(self) -> None:
-        import psycopg
-
-        with psycopg.connect(self.base, autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')
+        drop_database(self.url)
 
 
 # ---------------------------------------------------------------- Redis + Sentinel

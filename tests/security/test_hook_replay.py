@@ -48,7 +48,7 @@ def servers(request, tmp_path):
     env = _servers_env(tmp_path / "home")
     with contextlib.ExitStack() as stack:
         if request.param == "distributed":
-            from tests.chaos.conftest import fresh_database
+            from tests.databases import fresh_database
             from tests.chaos.harness import PrivateRedis
             from tests.needs import need_redis_server
 
@@ -133,7 +133,7 @@ def replays(request, tmp_path):
         yield HookReplays(session_factory(url), ttl=600)
         get_engine(url).dispose()
         return
-    from tests.chaos.conftest import fresh_database
+    from tests.databases import fresh_database
 
     with fresh_database() as url:
         yield HookReplays(session_factory(url), ttl=600)
