@@ -210,7 +210,7 @@ def _descendants(s: Session, run_id: str) -> list[str]:
 
 
 class StepDone(Exception):
-    """A new attempt of a step whose earlier attempt has succeeded meanwhile (start_step's
+    """A new attempt of a step whose earlier attempt has ended meanwhile (start_step's
     `unless_done`). The step row is the fence between a worker that was cut off and the one
     that took its step over: the late worker's result lands only while its attempt is still
     `running` (end_step), and a new attempt closes it as `lost` first. Both are single
@@ -598,7 +598,7 @@ class RunStore:
         exists (deleted: to its caller, as if cancelled) or, with `unless_cancelled`, was
         cancelled (checked in the same transaction).
         `input`: the state the node reads (kept, redacted, for the run's trace).
-        `unless_done`: raise StepDone when an earlier attempt of `step_key` succeeded, checked
+        `unless_done`: raise StepDone when an earlier attempt of `step_key` ended (succeeded or failed), checked
         after closing the unfinished ones as lost, in the same transaction: of a late worker
         recording its result and a new attempt starting, exactly one wins (see StepDone)."""
         steps = Step.__table__
@@ -620,8 +620,12 @@ class RunStore:
                 # A redelivered step: the earlier attempt that never finished is closed as lost.
                 conn.execute(steps.update().where(steps.c.step_key == step_key, steps.c.status == "running")
                              .values(status="lost", finished_at=utcnow(), error="worker lost; step retried"))
+                # a failed attempt ends its step too: a step is tried again only by its node's
+                # own retries, never by a second message (which may be one sent again after
+                # Redis lost the step's sent-marker: it skips the outcome look-up)
                 if unless_done and conn.execute(select(steps.c.id).where(
-                        steps.c.step_key == step_key, steps.c.status == "succeeded").limit(1)).first() is not None:
+                        steps.c.step_key == step_key, steps.c.status.in_(("succeeded", "failed")))
+                        .limit(1)).first() is not None:
                     raise StepDone(step_key)
                 attempt = 1 + row[2]
             values = {"run_id": run_id, "tenant_id": tenant_id, "node_id": node_id, "node_type": node_type,

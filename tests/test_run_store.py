@@ -101,6 +101,22 @@ def test_a_late_result_and_a_new_attempt_of_the_step_exactly_one_wins(store):
         ("b", "lost"), ("b", "succeeded"), ("c", "succeeded")]
 
 
+def test_a_step_that_failed_is_not_tried_again_by_a_second_message(store):
+    """A copy of a step's message sent again after Redis lost its sent-marker skips the outcome
+    look-up (it is a first message to the driver): the start-step fence stops it, so a failed
+    step is not paid twice and the run still fails with the first attempt's error."""
+    from agentflow.store.runs import StepDone
+
+    run_id = store.create(SPEC, {"user_input": "hi"})
+    key = f"{run_id}:b:1"
+    first, _ = store.start_step(run_id, "b", "llm", step_key=key, unless_done=True)
+    store.end_step(first, status="failed", duration_ms=1.0, error="provider said 400")
+    with pytest.raises(StepDone):
+        store.start_step(run_id, "b", "llm", step_key=key, unless_done=True)
+    assert store.step_outcome(run_id, key)[1:] == ("failed", None, "provider said 400")
+    assert [(s["node_id"], s["status"]) for s in store.get(run_id)["steps"]] == [("b", "failed")]
+
+
 @pytest.mark.parametrize("store", ["postgres"], indirect=True)  # SQLite has one writer at a time: no race
 def test_the_fence_holds_when_the_late_result_commits_while_the_new_attempt_waits(store):
     """The race itself, on Postgres: the late worker's UPDATE holds the row when the new

@@ -209,7 +209,8 @@ def _holding_lease(self, run_id, node_id, key, state, meta, client) -> dict:
             update = run_step(spec, impl, state, ctx)
         return {"ok": True}
     except StepDone:
-        # an earlier attempt (a worker cut off, then back) recorded its result just now
+        # an earlier attempt recorded its outcome (a worker cut off, then back; or a copy sent
+        # again after Redis lost the step's marker): the run reads that outcome when woken
         return {"ok": True, "reused": True}
     except RunCancelled:
         return {"ok": False, "cancelled": True, "error": "run was cancelled"}
