@@ -9,13 +9,20 @@ between, the run resumes from the last flushed checkpoint: its nodes are read ba
 key (`NodeDispatcher.recall`), so nothing is paid twice. A fresh tracked run has nothing
 stored, so LangGraph's first read of it does not go to the database.
 
+A flush is one transaction: the checkpoint, its channel blobs and the task writes made
+against it commit together (the pool's connections are autocommit, so the stock saver
+commits each statement on its own). A driver killed mid-flush leaves the previous
+checkpoint whole, never a checkpoint without its writes; and a pause costs Postgres one
+commit instead of one per row.
+
 A thread that is not tracked is saved as by the stock PostgresSaver.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 from langgraph.checkpoint.postgres import PostgresSaver
@@ -26,6 +33,18 @@ class HoldingPostgresSaver(PostgresSaver):
         super().__init__(*args, **kwargs)
         self._lock = threading.Lock()
         self._tracked: dict[str, _Held] = {}  # thread id -> what a tracked run holds
+        self._flushing = threading.local()  # the cursor of this thread's flush, while it runs
+
+    @contextmanager
+    def _cursor(self, *, pipeline: bool = False) -> Iterator[Any]:
+        # PostgresSaver's own put and put_writes take their cursor here: inside a flush they
+        # share the flush's, so they commit together
+        shared = getattr(self._flushing, "cursor", None)
+        if shared is not None:
+            yield shared
+            return
+        with super()._cursor(pipeline=pipeline) as cur:
+            yield cur
 
     def track(self, thread_id: str, fresh: bool, loaded=None) -> None:
         """Hold this run's checkpoints until `flush`; `fresh`: nothing is stored for it yet
@@ -93,17 +112,23 @@ class HoldingPostgresSaver(PostgresSaver):
             pending, held.checkpoint = held.checkpoint, None
             versions, held.versions = held.versions, {}
             writes, held.writes = held.writes, []
+        target = pending[1]["id"] if pending is not None else (held.written if held.written is not _UNSET else None)
+        writes = [w for w in writes if target is None or w[0]["configurable"].get("checkpoint_id") == target]
+        if pending is None and not writes:
+            return
+        with super()._cursor(pipeline=True) as cur, cur.connection.transaction():
+            self._flushing.cursor = cur
+            try:
+                if pending is not None:
+                    config, checkpoint, metadata = pending
+                    super().put(config, checkpoint, metadata, versions)
+                for config, task_writes, task_id, task_path in writes:
+                    super().put_writes(config, task_writes, task_id, task_path)
+            finally:
+                self._flushing.cursor = None
         if pending is not None:
-            config, checkpoint, metadata = pending
-            super().put(config, checkpoint, metadata, versions)
             with self._lock:
-                held.fresh, held.written = False, checkpoint["id"]
-            target = checkpoint["id"]
-        else:
-            target = held.written if held.written is not _UNSET else None
-        for config, task_writes, task_id, task_path in writes:
-            if target is None or config["configurable"].get("checkpoint_id") == target:
-                super().put_writes(config, task_writes, task_id, task_path)
+                held.fresh, held.written = False, target
 
     def discard(self, thread_id: str) -> None:
         """Forget what a run holds (it ended; nothing will resume it)."""

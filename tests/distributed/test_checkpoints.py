@@ -271,3 +271,53 @@ def test_langgraph_takes_the_loaded_tuple_before_it_puts_anything(pool):
     assert calls[0] == ("get_tuple", True), calls  # LangGraph's load took the loaded tuple
     writes = [held for name, held in calls if name in ("put", "put_writes")]
     assert len(writes) >= 3 and not any(writes), calls  # b's and c's writes and checkpoints
+
+
+def test_a_flush_commits_the_checkpoint_and_its_writes_together_or_nothing(pool, monkeypatch):
+    """One transaction: a driver that dies (here: a write that fails) between the checkpoint
+    and its task writes leaves the previous state whole, not a checkpoint without the
+    interrupts and results that belong to it. (Commits per run: bench/throughput.py.)"""
+    from langgraph.checkpoint.postgres import PostgresSaver
+    from langgraph.graph import END, START, StateGraph
+    from langgraph.types import interrupt
+
+    from agentflow.workers.checkpoints import HoldingPostgresSaver
+
+    def build(checkpointer):
+        g = StateGraph(State)
+        g.add_node("a", lambda s: {"trail": ["a"]})
+        g.add_node("b", lambda s: interrupt({"kind": "step", "node": "b"}) and {"trail": ["b"]})
+        g.add_edge(START, "a")
+        g.add_edge("a", "b")
+        g.add_edge("b", END)
+        return g.compile(checkpointer=checkpointer)
+
+    class Killed(Exception):
+        pass
+
+    stock_put_writes = PostgresSaver.put_writes
+
+    def dies_writing_tasks(self, config, writes, task_id, task_path=""):
+        if getattr(getattr(self, "_flushing", None), "cursor", None) is not None:
+            raise Killed()  # the flush's checkpoint is sent by now, its writes not
+        return stock_put_writes(self, config, writes, task_id, task_path)
+
+    monkeypatch.setattr(PostgresSaver, "put_writes", dies_writing_tasks)
+    stock = PostgresSaver(pool)
+    dying, thread = HoldingPostgresSaver(pool), str(uuid.uuid4())
+    config = {"configurable": {"thread_id": thread}}
+    dying.track(thread, fresh=True)
+    build(dying).invoke({"trail": ["start"]}, config)
+    with pytest.raises(Killed):
+        dying.flush(thread, keep=False)
+    assert stock.get_tuple(config) is None, "the checkpoint did not commit without its writes"
+    monkeypatch.undo()
+
+    saver, thread = HoldingPostgresSaver(pool), str(uuid.uuid4())
+    config = {"configurable": {"thread_id": thread}}
+    saver.track(thread, fresh=True)
+    build(saver).invoke({"trail": ["start"]}, config)
+    saver.flush(thread, keep=False)
+    stored = stock.get_tuple(config)
+    assert stored.checkpoint["channel_values"]["trail"] == ["start", "a"]
+    assert any(w[1] == "__interrupt__" for w in stored.pending_writes), "the writes came with it"
