@@ -218,6 +218,14 @@ class StepDone(Exception):
     it: the late result is discarded, or the new attempt stops before it calls anything."""
 
 
+def advance_fence(run_id: str, attempts: int) -> tuple[str, tuple]:
+    """(SQL, parameters) that find a run's row only while `attempts` (what `begin` returned)
+    is still its count of advances, and share-lock it until the caller's transaction ends: run
+    inside a driver's checkpoint write, that write commits only if no newer driver has begun
+    the run, and a newer `begin` (it increments attempts) waits until the write is in."""
+    return f"SELECT 1 FROM {Run.__tablename__} WHERE id = %s AND attempts = %s FOR SHARE", (run_id, attempts)
+
+
 class RunStore:
     """Thin repository over runs and steps, safe to share between threads."""
 

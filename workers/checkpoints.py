@@ -15,6 +15,11 @@ commits each statement on its own). A driver killed mid-flush leaves the previou
 checkpoint whole, never a checkpoint without its writes; and a pause costs Postgres one
 commit instead of one per row.
 
+A flush can be fenced (`track(fence=...)`): a query run first in its transaction, which must
+find a row, and locks it until the commit. The driver's fence finds the run only while no
+newer driver has begun it, so a driver that was cut off (its lease lapsed, another took the
+run over) cannot write its stale checkpoint over the newer one's: its flush raises Superseded.
+
 A thread that is not tracked is saved as by the stock PostgresSaver.
 """
 
@@ -46,12 +51,13 @@ class HoldingPostgresSaver(PostgresSaver):
         with super()._cursor(pipeline=pipeline) as cur:
             yield cur
 
-    def track(self, thread_id: str, fresh: bool, loaded=None) -> None:
+    def track(self, thread_id: str, fresh: bool, loaded=None, fence: tuple[str, tuple] | None = None) -> None:
         """Hold this run's checkpoints until `flush`; `fresh`: nothing is stored for it yet
         (its first advance), so reads skip the database; `loaded`: the latest checkpoint
-        tuple the caller has just read, which LangGraph's first read then reuses."""
+        tuple the caller has just read, which LangGraph's first read then reuses; `fence`:
+        (SQL, parameters) that must find a row for a flush to commit."""
         with self._lock:
-            self._tracked[thread_id] = _Held(fresh, loaded)
+            self._tracked[thread_id] = _Held(fresh, loaded, fence)
 
     def get_tuple(self, config):
         thread_id = config["configurable"]["thread_id"]
@@ -117,6 +123,8 @@ class HoldingPostgresSaver(PostgresSaver):
         if pending is None and not writes:
             return
         with super()._cursor(pipeline=True) as cur, cur.connection.transaction():
+            if held.fence is not None and cur.execute(*held.fence).fetchone() is None:
+                raise Superseded(thread_id)
             self._flushing.cursor = cur
             try:
                 if pending is not None:
@@ -136,14 +144,19 @@ class HoldingPostgresSaver(PostgresSaver):
             self._tracked.pop(thread_id, None)
 
 
+class Superseded(Exception):
+    """A flush's fence found nothing: a newer driver has begun the run, and what this one holds is stale."""
+
+
 class _Held:
     """A tracked run: its newest unwritten checkpoint, the channels changed since the last one
     written (their blobs go out with the next write), and the task writes since."""
 
-    __slots__ = ("fresh", "checkpoint", "versions", "writes", "written", "loaded")
+    __slots__ = ("fresh", "checkpoint", "versions", "writes", "written", "loaded", "fence")
 
-    def __init__(self, fresh: bool, loaded=None):
+    def __init__(self, fresh: bool, loaded=None, fence: tuple[str, tuple] | None = None):
         self.fresh = fresh
+        self.fence = fence
         self.loaded = loaded  # the stored latest tuple, until the first get_tuple takes it
         self.checkpoint: tuple | None = None  # (config with the written parent, checkpoint, metadata)
         self.versions: dict = {}

@@ -22,8 +22,9 @@ from ..runs.children import QueuedChildRuns, parent_to_wake
 from ..runs import telemetry
 from ..runs.observer import RecordingObserver
 from ..runs.people import StorePeople
-from ..store.runs import TERMINAL
+from ..store.runs import TERMINAL, advance_fence
 from . import keys, resources
+from .checkpoints import Superseded
 from .app import RUN_QUEUE, celery_app
 from .delayed import send_later
 from .infra import transient
@@ -62,6 +63,10 @@ def run_workflow(self, run_id: str) -> str:
                 if let_go == LOST and client.exists(news):
                     wake(client, celery_app, run_id)  # another owner took it meanwhile
                 break
+    except Superseded:
+        # this driver was cut off (its lease lapsed) and another has begun the run since
+        log.warning("run %s: advanced by a newer driver meanwhile; this one's checkpoint was not written", run_id)
+        status = "superseded"
     except Exception as exc:
         if not transient(exc):
             raise
@@ -73,7 +78,7 @@ def run_workflow(self, run_id: str) -> str:
     if status == "retry":
         # If even this retry cannot be sent (the broker is down), the recovery sweep wakes it.
         raise self.retry(countdown=2, max_retries=None)
-    if held and status not in TERMINAL and status != "missing" and client.exists(news):
+    if held and status not in (*TERMINAL, "missing", "superseded") and client.exists(news):
         wake(client, celery_app, run_id)  # MAX_ROUNDS spent with news left: another delivery goes on
     return status
 
@@ -93,7 +98,9 @@ def _advance(run_id: str, worker: str) -> str:
     # first pause) starts over from the input, reading finished steps back by key
     loaded = saver.get_tuple({"configurable": {"thread_id": run_id}}) if begun["attempts"] > 1 else None
     resumed = loaded is not None
-    saver.track(run_id, fresh=not resumed, loaded=loaded)  # LangGraph's own first read reuses it
+    # LangGraph's own first read reuses `loaded`; the checkpoint is written only while no
+    # newer driver has begun the run (this one may have been cut off meanwhile)
+    saver.track(run_id, fresh=not resumed, loaded=loaded, fence=advance_fence(run_id, begun["attempts"]))
     trace = telemetry.run_scope(run_id, options, spec.id, begun["tenant_id"], begun.get("started_at"))
     observer = trace.observe(RecordingObserver(store, bus, queue_of=lambda _n: RUN_QUEUE, worker=worker))
     dispatch = NodeDispatcher(run_id, spec, spec_hash(begun["spec"]), bool(options.get("stream")),
@@ -110,7 +117,7 @@ def _advance(run_id: str, worker: str) -> str:
         status = advance(store, bus, spec, run_id, ctx, run_input=None if resumed else begun["input"],
                          tenant_id=begun["tenant_id"], checkpointer=saver, start=begun["rerun_from"],
                          listeners=[*_listeners(), lambda rec: trace.end(rec.get("status"), rec.get("error"))],
-                         reraise=transient)
+                         reraise=lambda exc: transient(exc) or isinstance(exc, Superseded))
     finally:
         if status in TERMINAL:
             saver.discard(run_id)  # nothing resumes an ended run

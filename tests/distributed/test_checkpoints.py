@@ -321,3 +321,49 @@ def test_a_flush_commits_the_checkpoint_and_its_writes_together_or_nothing(pool,
     stored = stock.get_tuple(config)
     assert stored.checkpoint["channel_values"]["trail"] == ["start", "a"]
     assert any(w[1] == "__interrupt__" for w in stored.pending_writes), "the writes came with it"
+
+
+def test_a_cut_off_driver_does_not_write_its_checkpoint_over_a_newer_drivers(pool):
+    """The fence (store.runs.advance_fence): a driver's flush commits only while no newer
+    driver has begun the run. A driver whose lease lapsed (cut off from Redis, frozen) and
+    that comes back after another one took the run over gets Superseded, and nothing it
+    held is written; the driver that has begun it last writes as usual."""
+    from langgraph.checkpoint.postgres import PostgresSaver
+    from langgraph.graph import END, START, StateGraph
+    from langgraph.types import interrupt
+
+    from agentflow.store.db import get_engine, session_factory
+    from agentflow.store.runs import RunStore, advance_fence
+    from agentflow.workers.checkpoints import HoldingPostgresSaver, Superseded
+
+    url = pool.conninfo if pool.conninfo.startswith("postgresql://") else "postgresql://" + pool.conninfo
+    db_url = url.replace("postgresql://", "postgresql+psycopg://", 1)
+    store = RunStore(session_factory(db_url))
+    run_id = store.create({"id": "fenced"}, {"user_input": "hi"})
+
+    def build(checkpointer, mark):
+        g = StateGraph(State)
+        g.add_node("a", lambda s: {"trail": [mark]})
+        g.add_node("b", lambda s: interrupt({"kind": "step", "node": "b"}) and {"trail": ["b"]})
+        g.add_edge(START, "a")
+        g.add_edge("a", "b")
+        g.add_edge("b", END)
+        return g.compile(checkpointer=checkpointer)
+
+    config = {"configurable": {"thread_id": run_id}}
+    stale = HoldingPostgresSaver(pool)
+    first = store.begin(run_id)["attempts"]
+    stale.track(run_id, fresh=True, fence=advance_fence(run_id, first))
+    build(stale, "stale").invoke({"trail": []}, config)
+    # meanwhile its lease lapsed and another driver began the run
+    newer = HoldingPostgresSaver(pool)
+    second = store.begin(run_id)["attempts"]
+    assert second == first + 1
+    newer.track(run_id, fresh=True, fence=advance_fence(run_id, second))
+    build(newer, "newer").invoke({"trail": []}, config)
+    with pytest.raises(Superseded):
+        stale.flush(run_id, keep=False)
+    assert PostgresSaver(pool).get_tuple(config) is None, "the cut-off driver wrote nothing"
+    newer.flush(run_id, keep=False)
+    assert PostgresSaver(pool).get_tuple(config).checkpoint["channel_values"]["trail"] == ["newer"]
+    get_engine(db_url).dispose()
