@@ -58,10 +58,11 @@ def run_ended(record: dict, listeners=()) -> None:
 def advance(store: RunStore, bus, spec, run_id: str, ctx: RunContext, *, run_input: dict | None,
             tenant_id: str | None = None,
             checkpointer=None, start: str | None = None, listeners=(),
-            reraise: Callable[[BaseException], bool] = lambda exc: False) -> str:
+            reraise: Callable[[BaseException], bool] = lambda exc: False, attempts: int | None = None) -> str:
     """Run the graph from its checkpoint (or from `run_input` on its first advance) until it
     ends or pauses; returns the run's status. `reraise`: errors that are not the run's
-    fault (infrastructure) and must reach the caller, which tries again later."""
+    fault (infrastructure) and must reach the caller, which tries again later. `attempts`:
+    the driver's advance count (distributed); a pause is recorded only while it is current."""
     try:
         out = invoke(spec, state_from_input(run_input) if run_input is not None else None, ctx, checkpointer,
                      thread_id=run_id, start=start)
@@ -77,7 +78,10 @@ def advance(store: RunStore, bus, spec, run_id: str, ctx: RunContext, *, run_inp
     else:
         waits = [i.value for i in (out or {}).get("__interrupt__", ())] if isinstance(out, dict) else []
         if waits:
-            store.wait(run_id, waits)
+            if not store.wait(run_id, waits, attempts=attempts):
+                # a newer driver has the run (or it ended meanwhile): what it records stands
+                log.info("run %s: pause not recorded, the run moved on without this driver", run_id)
+                return store.status(run_id) or "missing"
             people = public_waits(waits)
             if people:
                 bus.publish(run_id, "waiting", {"run_id": run_id, "status": "waiting", "waiting_for": people})

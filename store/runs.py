@@ -193,6 +193,10 @@ def _hot_statements() -> dict[str, Any]:
             cost=p("cost")).returning(runs.c.tenant_id, *(runs.c[k] for k in _RUN_FIELDS)),
         "wait": runs.update().where(runs.c.id == p("run_id"), runs.c.status == "running").values(
             status=p("status"), waiting_for=p("waiting_for", type_=runs.c.waiting_for.type), heartbeat_at=p("now")),
+        # the same, only while no newer driver has begun the run (see advance_fence)
+        "wait_fenced": runs.update().where(runs.c.id == p("run_id"), runs.c.status == "running",
+                                           runs.c.attempts == p("advances")).values(
+            status=p("status"), waiting_for=p("waiting_for", type_=runs.c.waiting_for.type), heartbeat_at=p("now")),
     }
 
 
@@ -338,13 +342,19 @@ class RunStore:
         return out
 
     @retry_on_disconnect
-    def wait(self, run_id: str, waits: list[dict]) -> bool:
+    def wait(self, run_id: str, waits: list[dict], attempts: int | None = None) -> bool:
         """A running run pauses: it waits for `waits` (each {"kind", "node", "key", ...}).
-        Its status becomes `waiting` when a person must answer, else it stays `running`."""
+        Its status becomes `waiting` when a person must answer, else it stays `running`.
+        With `attempts` (what `begin` returned), only while no newer driver has begun the run:
+        a driver that was cut off must not write what it waits for over a newer driver's.
+        False when nothing was written."""
         status = "waiting" if any(w.get("kind") == "human" for w in waits) else "running"
+        values = {"run_id": run_id, "status": status, "waiting_for": waits, "now": utcnow()}
         with one_statement(self.engine) as conn:
-            res = conn.execute(_HOT["wait"], {"run_id": run_id, "status": status, "waiting_for": waits,
-                                              "now": utcnow()})
+            if attempts is None:
+                res = conn.execute(_HOT["wait"], values)
+            else:
+                res = conn.execute(_HOT["wait_fenced"], {**values, "advances": attempts})
             return res.rowcount == 1
 
     def waiting_runs(self) -> list[tuple[str, list[dict]]]:

@@ -47,6 +47,18 @@ def test_begin_returns_what_the_executor_needs_once_per_live_run(store):
     assert store.begin("no-such-run") is None
 
 
+def test_a_cut_off_driver_does_not_record_its_pause_over_a_newer_drivers(store):
+    run_id = store.create(SPEC, {"user_input": "hi"}, workflow_id="wf")
+    old = store.begin(run_id)["attempts"]
+    new = store.begin(run_id)["attempts"]  # a second driver took the run over
+    person = [{"kind": "human", "node": "a", "key": "k-old", "prompt": "old"}]
+    assert store.wait(run_id, person, attempts=old) is False
+    assert store.status(run_id) == "running" and store.get(run_id)["waiting_for"] == []
+    assert store.wait(run_id, person, attempts=new) is True
+    assert store.status(run_id) == "waiting"
+    assert store.get(run_id)["waiting_for"] == [{"node": "a", "prompt": "old", "choices": []}]
+
+
 def test_steps_start_and_end_by_id_with_tenant_attempts_and_cancellation(store):
     run_id = store.create(SPEC, {"user_input": "hi"}, tenant_id="t2")
     key = f"{run_id}:b:1"

@@ -117,7 +117,8 @@ def _advance(run_id: str, worker: str) -> str:
         status = advance(store, bus, spec, run_id, ctx, run_input=None if resumed else begun["input"],
                          tenant_id=begun["tenant_id"], checkpointer=saver, start=begun["rerun_from"],
                          listeners=[*_listeners(), lambda rec: trace.end(rec.get("status"), rec.get("error"))],
-                         reraise=lambda exc: transient(exc) or isinstance(exc, Superseded))
+                         reraise=lambda exc: transient(exc) or isinstance(exc, Superseded),
+                         attempts=begun["attempts"])
     finally:
         if status in TERMINAL:
             saver.discard(run_id)  # nothing resumes an ended run
