@@ -77,11 +77,22 @@ def env(dist_env, llm):
     return dist_env
 
 
-@pytest.fixture
-def api(env, workers, tmp_path):
-    api = Api(env, tmp_path).start()
+@pytest.fixture(scope="module")
+def api_server(env, tmp_path_factory):
+    """One `agentflow serve` for the module: the API keeps nothing of a run in its process
+    (runs live in Postgres and Redis), so the tests need not pay a fresh start each."""
+    api = Api(env, tmp_path_factory.mktemp("api"))
     yield api
     api.kill()
+
+
+@pytest.fixture
+def api(api_server, workers):
+    """The module's API, running (a test that killed it may have left it down); each test
+    starts the workers it needs and they are stopped after it."""
+    if api_server.proc is None or api_server.proc.poll() is not None:
+        api_server.start()
+    yield api_server
     workers.stop_all()
     workers.procs.clear()
 
