@@ -11,12 +11,13 @@ the faults and the definitions.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import pytest
 
@@ -42,39 +43,41 @@ class Session:
     logdir: Path
 
 
-def one_session(layout: str) -> Session:
+def one_session(layout: str, db: str) -> Session:
     plan = Plan.long(SECONDS) if LONG else Plan.short()
     logdir = Path(tempfile.mkdtemp(prefix=f"af-chaos-{layout}-"))  # kept for post-mortems
-    with fresh_database("af_chaos_") as db:
-        with Chaos(dict(os.environ), db, logdir, layout=layout) as chaos:
-            chaos.run(plan)
-            table = chaos.report()
-        return Session(plan, table, chaos.books(), dict(chaos.counts), logdir)
+    with Chaos(dict(os.environ), db, logdir, layout=layout) as chaos:
+        chaos.run(plan)
+        table = chaos.report()
+    return Session(plan, table, chaos.books(), dict(chaos.counts), logdir)
 
 
 @pytest.fixture(scope="module")
-def sessions() -> dict[str, Session | BaseException]:
+def sessions() -> Iterator[dict[str, Session | BaseException]]:
     """Every layout's session: at the same time in the short form, one after the other in
     the long one (each is a full load for 10 minutes)."""
     need_redis_server()
     out: dict[str, Session | BaseException] = {}
+    with contextlib.ExitStack() as stack:
+        # made here, one after the other: alembic's migration context is one per process
+        dbs = {layout: stack.enter_context(fresh_database("af_chaos_")) for layout in LAYOUTS}
 
-    def run(layout: str) -> None:
-        try:
-            out[layout] = one_session(layout)
-        except BaseException as exc:  # raised by that layout's test
-            out[layout] = exc
+        def run(layout: str) -> None:
+            try:
+                out[layout] = one_session(layout, dbs[layout])
+            except BaseException as exc:  # raised by that layout's test
+                out[layout] = exc
 
-    if LONG:
-        for layout in LAYOUTS:
-            run(layout)
-        return out
-    threads = [threading.Thread(target=run, args=(layout,), name=f"chaos-{layout}") for layout in LAYOUTS]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return out
+        if LONG:
+            for layout in LAYOUTS:
+                run(layout)
+        else:
+            threads = [threading.Thread(target=run, args=(layout,), name=f"chaos-{layout}") for layout in LAYOUTS]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+        yield out
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)
