@@ -63,7 +63,7 @@ def test_schemathesis_finds_no_server_errors_or_schema_violations(server, tmp_pa
            "--exclude-path-regex", "/events$",
            "--max-examples", os.environ.get("AGENTFLOW_ST_MAX_EXAMPLES", "20"),
            "--seed", os.environ.get("AGENTFLOW_ST_SEED", "1"),
-           "--workers", "2", "--request-timeout", "20", "--no-color"]
+           "--workers", "1", "--request-timeout", "20", "--no-color"]
     started = time.monotonic()
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=400, cwd=tmp_path,
                          env={**os.environ, "SCHEMATHESIS_HOOKS": ""})
