@@ -147,6 +147,8 @@ def _hot_statements() -> dict[str, Any]:
              "tokens": p("tokens"), "cost": p("cost"), "error": p("error"), "output": p("output", type_=steps.c.output.type)}
     finished = {"status": p("status"), "finished_at": p("finished_at"), "error": p("error")}
     closing = ("finished_at", "duration_ms", "error", "output")  # what an ended step adds to a started one
+    wait = runs.update().where(runs.c.id == p("run_id"), runs.c.status == "running").values(
+        status=p("status"), waiting_for=p("waiting_for", type_=runs.c.waiting_for.type), heartbeat_at=p("now"))
     return {
         # a step of a run that is not cancelled, its tenant copied from the run
         "start": steps.insert().from_select([*step_cols, "tenant_id"], source.where(
@@ -191,12 +193,9 @@ def _hot_statements() -> dict[str, Any]:
         "finish_state_get": runs.update().where(runs.c.id == p("run_id"), runs.c.status.notin_(TERMINAL)).values(
             **finished, waiting_for=None, state=p("state", type_=runs.c.state.type), tokens_used=p("tokens_used"),
             cost=p("cost")).returning(runs.c.tenant_id, *(runs.c[k] for k in _RUN_FIELDS)),
-        "wait": runs.update().where(runs.c.id == p("run_id"), runs.c.status == "running").values(
-            status=p("status"), waiting_for=p("waiting_for", type_=runs.c.waiting_for.type), heartbeat_at=p("now")),
+        "wait": wait,
         # the same, only while no newer driver has begun the run (see advance_fence)
-        "wait_fenced": runs.update().where(runs.c.id == p("run_id"), runs.c.status == "running",
-                                           runs.c.attempts == p("advances")).values(
-            status=p("status"), waiting_for=p("waiting_for", type_=runs.c.waiting_for.type), heartbeat_at=p("now")),
+        "wait_fenced": wait.where(runs.c.attempts == p("advances")),
     }
 
 

@@ -292,9 +292,8 @@ class TokenFleets:
     def _one(self, fleet: Fleet, n: int) -> None:
         try:
             self.results[n] = token_case(fleet, n, self.queued[n])
-        except BaseException as exc:  # raised by that fleet size's test
+        except BaseException as exc:  # raised by that fleet size's test (token_case has set `queued`)
             self.results[n] = exc
-            self.queued[n].set()
 
     def busy_done(self, timeout: float = 300) -> None:
         deadline = time.time() + timeout
